@@ -1,0 +1,1329 @@
+-- taskq 0.1.0: schema, submission and dependency API, claim/complete protocol,
+-- observability.  This script is the single source of taskq's SQL objects.
+\echo Use "CREATE EXTENSION taskq" to load this file. \quit
+
+-- Every object below is schema-qualified and every function pins search_path,
+-- so objects planted in public or pg_temp cannot capture calls.
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'taskq_admin') THEN
+        CREATE ROLE taskq_admin NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'taskq_worker') THEN
+        CREATE ROLE taskq_worker NOLOGIN;
+    END IF;
+END
+$roles$;
+
+CREATE TYPE taskq.priority AS ENUM ('critical', 'high', 'normal', 'low');
+CREATE TYPE taskq.job_status AS ENUM ('blocked', 'pending', 'running', 'succeeded', 'failed', 'cancelled');
+
+CREATE TABLE taskq.queues (
+    name                 text PRIMARY KEY CHECK (name <> ''),
+    paused               boolean NOT NULL DEFAULT false,
+    concurrency          integer CHECK (concurrency > 0),
+    default_timeout      interval CHECK (default_timeout > interval '0'),
+    default_max_attempts integer CHECK (default_max_attempts >= 1),
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE taskq.jobs (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue              text NOT NULL,
+    job_type           text NOT NULL,
+    priority           taskq.priority NOT NULL,
+    -- priority after aging; the claim order uses this one
+    effective_priority taskq.priority NOT NULL,
+    status             taskq.job_status NOT NULL,
+    payload            jsonb NOT NULL,
+    result             jsonb,
+    last_error         text,
+    attempts           integer NOT NULL DEFAULT 0,
+    max_attempts       integer NOT NULL CHECK (max_attempts >= 1),
+    backoff            interval NOT NULL,
+    timeout            interval CHECK (timeout > interval '0'),
+    cpu_units          integer NOT NULL CHECK (cpu_units > 0),
+    memory_mb          integer NOT NULL CHECK (memory_mb >= 0),
+    run_at             timestamptz NOT NULL,
+    idempotency_key    text,
+    owner              regrole NOT NULL,
+    worker             text,
+    lease_expires_at   timestamptz,
+    -- parents that have not succeeded yet; the job is blocked while > 0
+    unfinished_parents integer NOT NULL DEFAULT 0,
+    aged_at            timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    started_at         timestamptz,
+    finished_at        timestamptz,
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- The claim scans this index in claim order and stops after a batch.
+CREATE INDEX jobs_runnable_idx ON taskq.jobs (effective_priority, run_at, id)
+    WHERE status = 'pending';
+CREATE INDEX jobs_running_idx ON taskq.jobs (lease_expires_at)
+    WHERE status = 'running';
+CREATE INDEX jobs_finished_idx ON taskq.jobs (finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE UNIQUE INDEX jobs_idempotency_idx ON taskq.jobs (owner, idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running');
+
+CREATE TABLE taskq.job_dependencies (
+    job_id     bigint NOT NULL REFERENCES taskq.jobs (id) ON DELETE CASCADE,
+    depends_on bigint NOT NULL REFERENCES taskq.jobs (id) ON DELETE CASCADE,
+    PRIMARY KEY (job_id, depends_on),
+    CHECK (job_id <> depends_on)
+);
+CREATE INDEX job_dependencies_depends_on_idx ON taskq.job_dependencies (depends_on, job_id);
+
+CREATE TABLE taskq.job_logs (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id    bigint NOT NULL,
+    logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    status    taskq.job_status NOT NULL,
+    attempt   integer NOT NULL,
+    message   text NOT NULL,
+    error     text,
+    details   jsonb
+);
+CREATE INDEX job_logs_job_id_idx ON taskq.job_logs (job_id);
+
+CREATE TABLE taskq.handlers (
+    job_type      text PRIMARY KEY CHECK (job_type <> ''),
+    handler       regprocedure NOT NULL,
+    registered_by regrole NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- One row; add_dependency updates it so concurrent graph edits serialize.
+CREATE TABLE taskq.dag_lock (
+    id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+    version bigint NOT NULL DEFAULT 0
+);
+INSERT INTO taskq.dag_lock DEFAULT VALUES;
+
+-- Recurring jobs created through taskq.schedule (pg_cron runs them).
+CREATE TABLE taskq.schedules (
+    name       text PRIMARY KEY CHECK (name <> ''),
+    cron       text NOT NULL,
+    job_type   text NOT NULL,
+    payload    jsonb NOT NULL,
+    priority   taskq.priority NOT NULL,
+    queue      text NOT NULL,
+    owner      regrole NOT NULL,
+    cron_jobid bigint,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+SELECT pg_catalog.pg_extension_config_dump('taskq.jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('taskq.job_dependencies', '');
+SELECT pg_catalog.pg_extension_config_dump('taskq.job_logs', '');
+SELECT pg_catalog.pg_extension_config_dump('taskq.handlers', '');
+SELECT pg_catalog.pg_extension_config_dump('taskq.queues', '');
+SELECT pg_catalog.pg_extension_config_dump('taskq.schedules', '');
+
+------------------------------------------------------------------------------
+-- C functions (src/)
+------------------------------------------------------------------------------
+
+-- The role the session acts as: SET ROLE is honoured, SECURITY DEFINER is not,
+-- so no definer function can make a job run with its owner's rights.
+CREATE FUNCTION taskq._caller() RETURNS regrole
+    AS 'MODULE_PATHNAME', 'taskq_caller' LANGUAGE C STABLE PARALLEL RESTRICTED;
+
+-- Wake the executors when the current transaction commits.
+CREATE FUNCTION taskq._wake_on_commit() RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_wake_on_commit' LANGUAGE C VOLATILE;
+
+-- Ask the executor named worker to stop job_id (now if it runs it, else before
+-- it starts it); false when no such executor is alive.
+CREATE FUNCTION taskq._request_cancel(job_id bigint, worker text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'taskq_request_cancel' LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION taskq._max_cpu_units() RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_max_cpu_units_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_max_memory_mb_sql' LANGUAGE C STABLE;
+
+CREATE FUNCTION taskq.current_job_id() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'taskq_current_job_id' LANGUAGE C STABLE;
+
+CREATE FUNCTION taskq._worker_slots(
+    OUT pid integer, OUT kind text, OUT state text, OUT job_id bigint,
+    OUT since timestamptz, OUT jobs_done bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'taskq_worker_slots' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION taskq._resources(
+    OUT cpu_units_used integer, OUT cpu_units_max integer,
+    OUT memory_mb_used integer, OUT memory_mb_max integer)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'taskq_resources' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION taskq._counters(
+    OUT claimed bigint, OUT succeeded bigint, OUT failed bigint, OUT retried bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'taskq_counters' LANGUAGE C VOLATILE;
+
+------------------------------------------------------------------------------
+-- Internal helpers
+------------------------------------------------------------------------------
+
+CREATE FUNCTION taskq._is_admin() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.pg_has_role(taskq._caller(), 'taskq_admin', 'MEMBER')
+$$;
+
+CREATE FUNCTION taskq._require_admin(action text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT taskq._is_admin() THEN
+        RAISE EXCEPTION 'permission denied to %', action
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Only members of taskq_admin may do this.';
+    END IF;
+END
+$$;
+
+-- Log one transition per job and publish it on channel taskq_jobs.
+-- errors[i] is the error of ids[i] (NULL when there is none).
+CREATE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    level text := coalesce(current_setting('taskq.notify_level', true), 'all');
+    sent bigint;
+BEGIN
+    WITH t AS (
+        SELECT j.id, j.status, j.attempts, j.queue, j.job_type, errors[u.ord] AS error
+        FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
+        JOIN taskq.jobs j ON j.id = u.id
+    ), logged AS (
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message, error)
+        SELECT t.id, t.status, t.attempts, message, t.error FROM t
+    )
+    SELECT count(pg_notify('taskq_jobs',
+               json_build_object('id', t.id, 'status', t.status, 'queue', t.queue,
+                                 'job_type', t.job_type, 'attempt', t.attempts)::text))
+    FROM t
+    WHERE level = 'all'
+       OR (level = 'terminal' AND t.status IN ('succeeded', 'failed', 'cancelled'))
+    INTO sent;
+END
+$$;
+
+-- Fetch a job the caller may act on, locked, or fail with a clear error.
+CREATE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+BEGIN
+    IF job_id IS NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR UPDATE;
+    IF NOT FOUND OR (j.owner <> taskq._caller() AND NOT taskq._is_admin()) THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE FUNCTION taskq._check_resources(cpu_units integer, memory_mb integer) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    max_cpu integer := taskq._max_cpu_units();
+    max_mem integer := taskq._max_memory_mb();
+BEGIN
+    IF cpu_units IS NULL OR cpu_units <= 0 THEN
+        RAISE EXCEPTION 'cpu_units must be positive, got %', coalesce(cpu_units::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF memory_mb IS NULL OR memory_mb < 0 THEN
+        RAISE EXCEPTION 'memory_mb must not be negative, got %', coalesce(memory_mb::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cpu_units > max_cpu THEN
+        RAISE EXCEPTION 'job needs % cpu_units but taskq.max_cpu_units is %', cpu_units, max_cpu
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Raise taskq.max_cpu_units or ask for fewer cpu_units.';
+    END IF;
+    IF memory_mb > max_mem THEN
+        RAISE EXCEPTION 'job needs % memory_mb but taskq.max_memory_mb is %', memory_mb, max_mem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Raise taskq.max_memory_mb or ask for less memory_mb.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION taskq._check_name(what text, value text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF btrim(value) = '' THEN
+        RAISE EXCEPTION '% must not be empty', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(value) > 200 THEN
+        RAISE EXCEPTION '% is longer than 200 characters', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
+-- Retry delay after attempt n: min(backoff_max, base * 2^(n-1)), with up to 20 % jitter.
+CREATE FUNCTION taskq._retry_delay(base interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT least(coalesce(current_setting('taskq.backoff_max', true), '1 hour')::interval,
+                 base * power(2, least(greatest(attempt, 1) - 1, 40)))
+           * (1 + 0.2 * random())
+$$;
+
+------------------------------------------------------------------------------
+-- Submission
+------------------------------------------------------------------------------
+
+-- Insert one validated job; the caller is its owner.  Parents are checked,
+-- locked against concurrent completion and counted.
+CREATE FUNCTION taskq._insert_job(
+    job_type text, payload jsonb, priority taskq.priority, queue text,
+    depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
+    cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
+    owner regrole)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    q taskq.queues;
+    new_id bigint;
+    parents_total integer := 0;
+    unfinished integer := 0;
+    bad record;
+    admin boolean;
+BEGIN
+    PERFORM taskq._check_name('job_type', job_type);
+    PERFORM taskq._check_name('queue', queue);
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Pass ''{}'' for an empty payload.';
+    END IF;
+    IF jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'payload must be a JSON object, got a JSON %', jsonb_typeof(payload)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF priority IS NULL THEN
+        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM taskq._check_resources(cpu_units, memory_mb);
+    IF max_attempts IS NOT NULL AND max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts must be at least 1, got %', max_attempts
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF timeout IS NOT NULL AND timeout <= interval '0' THEN
+        RAISE EXCEPTION 'timeout must be positive, got %', timeout
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF backoff IS NOT NULL AND backoff < interval '0' THEN
+        RAISE EXCEPTION 'backoff must not be negative, got %', backoff
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF idempotency_key IS NOT NULL AND idempotency_key = '' THEN
+        RAISE EXCEPTION 'idempotency_key must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF run_at IS NOT NULL AND NOT isfinite(run_at) THEN
+        RAISE EXCEPTION 'run_at must be a finite timestamp' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- A live job with the same key wins; the unique index settles races.
+    IF idempotency_key IS NOT NULL THEN
+        SELECT j.id INTO new_id FROM taskq.jobs j
+        WHERE j.owner = _insert_job.owner AND j.idempotency_key = _insert_job.idempotency_key
+          AND j.status IN ('blocked', 'pending', 'running');
+        IF FOUND THEN
+            RETURN new_id;
+        END IF;
+    END IF;
+
+    SELECT * INTO q FROM taskq.queues WHERE name = queue;
+
+    IF depends_on IS NOT NULL AND cardinality(depends_on) > 0 THEN
+        IF array_position(depends_on, NULL) IS NOT NULL THEN
+            RAISE EXCEPTION 'depends_on must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+        END IF;
+        admin := taskq._is_admin();
+        -- FOR SHARE waits for a parent's completion in flight, so the count is exact.
+        SELECT count(*), count(*) FILTER (WHERE p.status <> 'succeeded')
+          INTO parents_total, unfinished
+          FROM (SELECT j.status FROM taskq.jobs j
+                WHERE j.id IN (SELECT DISTINCT unnest(depends_on))
+                  AND (admin OR j.owner = _insert_job.owner)
+                ORDER BY j.id FOR SHARE) p;
+        IF parents_total <> (SELECT count(DISTINCT d) FROM unnest(depends_on) d) THEN
+            SELECT d INTO bad FROM unnest(depends_on) d
+            WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = d
+                              AND (admin OR j.owner = _insert_job.owner)) LIMIT 1;
+            RAISE EXCEPTION 'job % does not exist', bad.d
+                USING ERRCODE = 'foreign_key_violation',
+                      DETAIL = 'A job can only depend on existing jobs.';
+        END IF;
+        SELECT j.id INTO bad FROM taskq.jobs j
+        WHERE j.id = ANY (depends_on) AND j.status = 'cancelled' LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'cannot depend on cancelled job %', bad.id
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END IF;
+
+    INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status, payload,
+                            max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,
+                            idempotency_key, owner, unfinished_parents)
+    VALUES (queue, job_type, priority, priority,
+            CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status,
+            payload,
+            coalesce(max_attempts, q.default_max_attempts, 3),
+            coalesce(backoff, current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
+            coalesce(timeout, q.default_timeout),
+            cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished)
+    ON CONFLICT (owner, idempotency_key)
+        WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')
+        DO NOTHING
+    RETURNING j.id INTO new_id;
+
+    IF new_id IS NULL THEN
+        -- lost the race to a concurrent submit with the same key
+        SELECT j.id INTO STRICT new_id FROM taskq.jobs j
+        WHERE j.owner = _insert_job.owner AND j.idempotency_key = _insert_job.idempotency_key
+          AND j.status IN ('blocked', 'pending', 'running');
+        RETURN new_id;
+    END IF;
+
+    IF parents_total > 0 THEN
+        INSERT INTO taskq.job_dependencies (job_id, depends_on)
+        SELECT DISTINCT new_id, d FROM unnest(depends_on) d;
+    END IF;
+
+    PERFORM taskq._emit(ARRAY[new_id], 'submitted');
+    IF unfinished = 0 THEN
+        PERFORM taskq._wake_on_commit();
+    END IF;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION taskq.submit(
+    job_type        text,
+    payload         jsonb DEFAULT '{}',
+    priority        taskq.priority DEFAULT 'normal',
+    queue           text DEFAULT 'default',
+    depends_on      bigint[] DEFAULT '{}',
+    run_at          timestamptz DEFAULT now(),
+    max_attempts    integer DEFAULT NULL,
+    timeout         interval DEFAULT NULL,
+    cpu_units       integer DEFAULT 1,
+    memory_mb       integer DEFAULT 0,
+    idempotency_key text DEFAULT NULL,
+    backoff         interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
+                             max_attempts, timeout, cpu_units, memory_mb,
+                             idempotency_key, backoff, taskq._caller())
+$$;
+
+-- Submit many jobs in one statement.  jobs is a JSON array of objects with the
+-- keys of submit(); "after" lists indexes (0-based) of earlier jobs of the same
+-- batch that the job depends on.  Returns the ids in input order.
+CREATE FUNCTION taskq.submit_many(jobs jsonb)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    me regrole := taskq._caller();
+    ids bigint[] := '{}';
+    spec jsonb;
+    n integer := 0;
+    deps bigint[];
+    idx jsonb;
+    k integer;
+    unknown text;
+BEGIN
+    IF jobs IS NULL THEN
+        RAISE EXCEPTION 'jobs must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
+        IF jsonb_typeof(spec) <> 'object' THEN
+            RAISE EXCEPTION 'job % of the batch is not a JSON object', n
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        SELECT key INTO unknown FROM jsonb_object_keys(spec) AS key
+        WHERE key NOT IN ('job_type', 'payload', 'priority', 'queue', 'depends_on', 'after',
+                          'run_at', 'max_attempts', 'timeout', 'cpu_units', 'memory_mb',
+                          'idempotency_key', 'backoff')
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'job % of the batch has unknown key "%"', n, unknown
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        deps := coalesce(ARRAY(SELECT jsonb_array_elements_text(spec->'depends_on')::bigint), '{}');
+        FOR idx IN SELECT value FROM jsonb_array_elements(coalesce(spec->'after', '[]')) LOOP
+            k := idx::text::integer;
+            IF k < 0 OR k >= n THEN
+                RAISE EXCEPTION 'job % of the batch depends on batch index %, which is not an earlier job', n, k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = '"after" may only name earlier jobs of the same batch.';
+            END IF;
+            deps := deps || ids[k + 1];
+        END LOOP;
+        ids := ids || taskq._insert_job(
+            spec->>'job_type',
+            coalesce(spec->'payload', '{}'),
+            coalesce(spec->>'priority', 'normal')::taskq.priority,
+            coalesce(spec->>'queue', 'default'),
+            deps,
+            coalesce((spec->>'run_at')::timestamptz, now()),
+            (spec->>'max_attempts')::integer,
+            (spec->>'timeout')::interval,
+            coalesce((spec->>'cpu_units')::integer, 1),
+            coalesce((spec->>'memory_mb')::integer, 0),
+            spec->>'idempotency_key',
+            (spec->>'backoff')::interval,
+            me);
+        n := n + 1;
+    END LOOP;
+    RETURN QUERY SELECT unnest(ids);
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Dependencies
+------------------------------------------------------------------------------
+
+CREATE FUNCTION taskq.add_dependency(job_id bigint, depends_on bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    child taskq.jobs;
+    parent taskq.jobs;
+    path bigint[];
+BEGIN
+    IF job_id IS NULL OR depends_on IS NULL THEN
+        RAISE EXCEPTION 'job_id and depends_on must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF job_id = depends_on THEN
+        RAISE EXCEPTION 'job % cannot depend on itself', job_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Serializes graph edits: under READ COMMITTED the cycle check below then
+    -- sees every committed edge; under REPEATABLE READ a concurrent edit is a
+    -- serialization failure.
+    UPDATE taskq.dag_lock SET version = version + 1;
+
+    -- Lock both rows in id order so concurrent calls cannot deadlock.
+    IF job_id < depends_on THEN
+        child := taskq._lock_job(job_id);
+        parent := taskq._lock_job(depends_on);
+    ELSE
+        parent := taskq._lock_job(depends_on);
+        child := taskq._lock_job(job_id);
+    END IF;
+
+    IF child.status NOT IN ('blocked', 'pending') THEN
+        RAISE EXCEPTION 'job % is %, only blocked or pending jobs can get new dependencies', job_id, child.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF parent.status = 'cancelled' THEN
+        RAISE EXCEPTION 'cannot depend on cancelled job %', depends_on
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF EXISTS (SELECT 1 FROM taskq.job_dependencies d
+               WHERE d.job_id = add_dependency.job_id AND d.depends_on = add_dependency.depends_on) THEN
+        RETURN;
+    END IF;
+
+    -- A path depends_on -> ... -> job_id through existing edges would close a cycle.
+    WITH RECURSIVE up(id, path) AS (
+        SELECT d.depends_on, ARRAY[add_dependency.depends_on, d.depends_on]
+        FROM taskq.job_dependencies d WHERE d.job_id = add_dependency.depends_on
+      UNION ALL
+        SELECT d.depends_on, up.path || d.depends_on
+        FROM up JOIN taskq.job_dependencies d ON d.job_id = up.id
+        WHERE up.id <> add_dependency.job_id AND NOT d.depends_on = ANY (up.path)
+    )
+    SELECT up.path INTO path FROM up WHERE up.id = add_dependency.job_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'dependency of job % on job % would create a cycle', job_id, depends_on
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('cycle: %s', array_to_string(ARRAY[job_id] || path, ' -> '));
+    END IF;
+
+    INSERT INTO taskq.job_dependencies (job_id, depends_on) VALUES (job_id, depends_on);
+    IF parent.status <> 'succeeded' THEN
+        UPDATE taskq.jobs j SET unfinished_parents = j.unfinished_parents + 1,
+                               status = 'blocked', updated_at = now()
+        WHERE j.id = add_dependency.job_id;
+        IF child.status = 'pending' THEN
+            PERFORM taskq._emit(ARRAY[job_id], format('blocked by job %s', depends_on));
+        END IF;
+    END IF;
+END
+$$;
+
+-- Dependents of succeeded jobs lose one unfinished parent each; the ones left
+-- with none become pending.  Row updates re-read the latest version, so two
+-- parents finishing at once cannot both miss the last decrement.
+CREATE FUNCTION taskq._release_dependents(parent_ids bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    ready bigint[];
+BEGIN
+    WITH d AS (
+        SELECT dep.job_id, count(*)::integer AS n
+        FROM taskq.job_dependencies dep
+        WHERE dep.depends_on = ANY (parent_ids)
+        GROUP BY dep.job_id
+    ), u AS (
+        UPDATE taskq.jobs j
+        SET unfinished_parents = greatest(j.unfinished_parents - d.n, 0),
+            status = CASE WHEN j.status = 'blocked' AND j.unfinished_parents - d.n <= 0
+                          THEN 'pending'::taskq.job_status ELSE j.status END,
+            run_at = CASE WHEN j.status = 'blocked' AND j.unfinished_parents - d.n <= 0
+                          THEN greatest(j.run_at, now()) ELSE j.run_at END,
+            updated_at = now()
+        FROM d WHERE j.id = d.job_id
+        RETURNING j.id, j.status
+    )
+    SELECT array_agg(u.id) INTO ready FROM u WHERE u.status = 'pending';
+    IF ready IS NOT NULL THEN
+        PERFORM taskq._emit(ready, 'all dependencies succeeded');
+        PERFORM taskq._wake_on_commit();
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Cancel, retry, queues, handlers
+------------------------------------------------------------------------------
+
+-- Cancel one job and, transitively, its dependents (which can never run now).
+-- The caller holds the job's row lock.
+CREATE FUNCTION taskq._cancel_job(job_id bigint, message text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    cascaded bigint[];
+BEGIN
+    UPDATE taskq.jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+                          lease_expires_at = NULL
+    WHERE id = job_id;
+    PERFORM taskq._emit(ARRAY[job_id], message);
+
+    WITH RECURSIVE down(id) AS (
+        SELECT d.job_id FROM taskq.job_dependencies d WHERE d.depends_on = _cancel_job.job_id
+      UNION
+        SELECT d.job_id FROM down JOIN taskq.job_dependencies d ON d.depends_on = down.id
+    ), locked AS (
+        -- in id order, so concurrent cascades cannot deadlock
+        SELECT x.id FROM taskq.jobs x JOIN down USING (id)
+        WHERE x.status IN ('blocked', 'pending')
+        ORDER BY x.id FOR UPDATE OF x
+    ), u AS (
+        UPDATE taskq.jobs x SET status = 'cancelled', finished_at = now(), updated_at = now()
+        FROM locked WHERE x.id = locked.id AND x.status IN ('blocked', 'pending')
+        RETURNING x.id
+    )
+    SELECT array_agg(u.id ORDER BY u.id) INTO cascaded FROM u;
+    IF cascaded IS NOT NULL THEN
+        PERFORM taskq._emit(cascaded, format('cancelled because job %s was cancelled', job_id));
+    END IF;
+END
+$$;
+
+CREATE FUNCTION taskq.cancel(job_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+    held_by text;
+    interrupted boolean := false;
+BEGIN
+    -- An executor holds the row lock of a job it runs until its batch commits:
+    -- ask it to stop the job first, then wait for the lock.
+    SELECT x.worker INTO held_by FROM taskq.jobs x
+    WHERE x.id = job_id AND x.status = 'running' AND x.worker LIKE 'executor/%'
+      AND (x.owner = taskq._caller() OR taskq._is_admin());
+    IF held_by IS NOT NULL THEN
+        interrupted := taskq._request_cancel(job_id, held_by);
+    END IF;
+    j := taskq._lock_job(job_id);
+    IF interrupted AND j.status = 'cancelled' THEN
+        RETURN;
+    END IF;
+    IF j.status NOT IN ('blocked', 'pending', 'running') THEN
+        RAISE EXCEPTION 'job % is already %', job_id, j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only blocked, pending or running jobs can be cancelled.';
+    END IF;
+    PERFORM taskq._cancel_job(job_id, 'cancelled');
+END
+$$;
+
+CREATE FUNCTION taskq.retry(job_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs := taskq._lock_job(job_id);
+BEGIN
+    IF j.status <> 'failed' THEN
+        RAISE EXCEPTION 'job % is %, only failed jobs can be retried', job_id, j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    UPDATE taskq.jobs SET status = 'pending', attempts = 0, run_at = now(),
+                          effective_priority = priority, aged_at = NULL,
+                          finished_at = NULL, worker = NULL, lease_expires_at = NULL,
+                          updated_at = now()
+    WHERE id = job_id;
+    PERFORM taskq._emit(ARRAY[job_id], 'retried from the dead-letter queue');
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+CREATE FUNCTION taskq.pause(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('pause a queue');
+    PERFORM taskq._check_name('queue', queue);
+    INSERT INTO taskq.queues (name, paused) VALUES (queue, true)
+    ON CONFLICT (name) DO UPDATE SET paused = true, updated_at = now();
+END
+$$;
+
+CREATE FUNCTION taskq.resume(queue text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('resume a queue');
+    PERFORM taskq._check_name('queue', queue);
+    INSERT INTO taskq.queues (name, paused) VALUES (queue, false)
+    ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+-- Per-queue settings; NULL leaves a setting unlimited / at the built-in default.
+CREATE FUNCTION taskq.configure_queue(queue text, concurrency integer DEFAULT NULL,
+                                      default_timeout interval DEFAULT NULL,
+                                      default_max_attempts integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('configure a queue');
+    PERFORM taskq._check_name('queue', queue);
+    IF concurrency IS NOT NULL AND concurrency < 1 THEN
+        RAISE EXCEPTION 'concurrency must be at least 1, got %', concurrency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF default_timeout IS NOT NULL AND default_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'default_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF default_max_attempts IS NOT NULL AND default_max_attempts < 1 THEN
+        RAISE EXCEPTION 'default_max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts)
+    VALUES (queue, concurrency, default_timeout, default_max_attempts)
+    ON CONFLICT (name) DO UPDATE
+        SET concurrency = excluded.concurrency, default_timeout = excluded.default_timeout,
+            default_max_attempts = excluded.default_max_attempts, updated_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+CREATE FUNCTION taskq.register_handler(job_type text, handler regprocedure)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    p pg_catalog.pg_proc;
+BEGIN
+    PERFORM taskq._require_admin('register a handler');
+    PERFORM taskq._check_name('job_type', job_type);
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'handler must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO STRICT p FROM pg_catalog.pg_proc WHERE oid = handler;
+    IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
+       OR p.proargtypes[0] <> 'jsonb'::regtype
+       OR p.prorettype NOT IN ('jsonb'::regtype, 'void'::regtype) THEN
+        RAISE EXCEPTION 'handler % has the wrong signature', handler
+            USING ERRCODE = 'invalid_function_definition',
+                  HINT = 'A handler is a function (payload jsonb) returning jsonb or void.';
+    END IF;
+    IF p.prosecdef THEN
+        RAISE EXCEPTION 'handler % is SECURITY DEFINER', handler
+            USING ERRCODE = 'invalid_function_definition',
+                  DETAIL = 'Handlers run with the rights of the role that submitted the job.';
+    END IF;
+    INSERT INTO taskq.handlers (job_type, handler, registered_by)
+    VALUES (job_type, handler, taskq._caller())
+    ON CONFLICT (job_type) DO UPDATE
+        SET handler = excluded.handler, registered_by = excluded.registered_by,
+            registered_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+CREATE FUNCTION taskq.unregister_handler(job_type text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('unregister a handler');
+    DELETE FROM taskq.handlers h WHERE h.job_type = unregister_handler.job_type;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no handler is registered for job type "%"', job_type
+            USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Claim and finish: shared by the in-database executors and external workers
+------------------------------------------------------------------------------
+
+-- Claim up to max_jobs runnable jobs whose resource needs fit in the budget,
+-- in claim order (effective priority, run_at, id).  in_database selects the
+-- job types that have a handler (executors) or the ones that do not (external
+-- workers).  A job that does not fit is skipped unless it has waited longer
+-- than taskq.big_job_wait: then the claim stops there, so capacity drains
+-- toward it and big jobs cannot be starved by small ones.
+CREATE FUNCTION taskq._claim(in_database boolean, queues text[], worker text, max_jobs integer,
+                             lease interval, cpu_budget integer, memory_budget integer,
+                             only_owner regrole)
+RETURNS SETOF taskq.jobs
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    paused text[];
+    limited text[];
+    slots integer[];
+    cand record;
+    picked bigint[] := '{}';
+    cpu_left integer := cpu_budget;
+    mem_left integer := memory_budget;
+    big_wait interval := coalesce(current_setting('taskq.big_job_wait', true), '30s')::interval;
+    scanned integer := 0;
+    qi integer;
+BEGIN
+    SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
+           coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
+      INTO paused, limited
+      FROM taskq.queues;
+
+    IF cardinality(limited) > 0 THEN
+        -- Lock limited queues so concurrent claims cannot overshoot their limit.
+        PERFORM 1 FROM taskq.queues WHERE name = ANY (limited) ORDER BY name FOR UPDATE;
+        SELECT array_agg(greatest(q.concurrency - coalesce(r.n, 0), 0) ORDER BY q.name),
+               array_agg(q.name ORDER BY q.name)
+          INTO slots, limited
+          FROM taskq.queues q
+          LEFT JOIN (SELECT j.queue, count(*)::integer AS n FROM taskq.jobs j
+                     WHERE j.status = 'running' GROUP BY j.queue) r ON r.queue = q.name
+          WHERE q.name = ANY (limited);
+    END IF;
+
+    FOR cand IN
+        SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+        FROM taskq.jobs j
+        WHERE j.status = 'pending' AND j.run_at <= now()
+          AND (queues IS NULL OR j.queue = ANY (queues))
+          AND NOT (j.queue = ANY (paused))
+          AND (only_owner IS NULL OR j.owner = only_owner)
+          AND (EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = j.job_type)) = in_database
+        ORDER BY j.effective_priority, j.run_at, j.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        scanned := scanned + 1;
+        qi := array_position(limited, cand.queue);
+        IF qi IS NOT NULL AND slots[qi] <= 0 THEN
+            CONTINUE;
+        END IF;
+        -- An executor runs its batch one job at a time, so each job must fit the
+        -- budget on its own; an external worker runs its jobs side by side.
+        IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
+           OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
+            IF in_database AND cand.run_at < now() - big_wait THEN
+                EXIT;
+            END IF;
+            IF scanned >= max_jobs * 4 THEN
+                EXIT;
+            END IF;
+            CONTINUE;
+        END IF;
+        picked := picked || cand.id;
+        cpu_left := cpu_left - cand.cpu_units;
+        mem_left := mem_left - cand.memory_mb;
+        IF qi IS NOT NULL THEN
+            slots[qi] := slots[qi] - 1;
+        END IF;
+        EXIT WHEN cardinality(picked) >= max_jobs OR scanned >= max_jobs * 4;
+    END LOOP;
+
+    IF cardinality(picked) = 0 THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    UPDATE taskq.jobs j
+       SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
+           started_at = now(), updated_at = now(),
+           lease_expires_at = now() + lease
+     WHERE j.id = ANY (picked)
+    RETURNING j.*;
+    PERFORM taskq._emit(picked, 'claimed by ' || worker);
+END
+$$;
+
+-- Record a success; fenced on the claim (worker and attempt), so a job that
+-- was cancelled, recovered or re-claimed meanwhile is left alone.  Returns
+-- whether the job was still held.
+CREATE FUNCTION taskq._succeed(job_id bigint, worker text, attempt integer, result jsonb)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE taskq.jobs j
+       SET status = 'succeeded', result = _succeed.result, finished_at = now(),
+           updated_at = now(), lease_expires_at = NULL
+     WHERE j.id = job_id AND j.status = 'running' AND j.worker = _succeed.worker
+       AND j.attempts = attempt;
+    RETURN FOUND;
+END
+$$;
+
+-- Record many successes of one executor (which holds their row locks).
+CREATE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    done bigint[];
+BEGIN
+    WITH u AS (
+        UPDATE taskq.jobs j
+           SET status = 'succeeded', result = r.result, finished_at = now(),
+               updated_at = now(), lease_expires_at = NULL
+          FROM unnest(ids, results) AS r(id, result)
+         WHERE j.id = r.id AND j.status = 'running' AND j.worker = _complete_batch.worker
+        RETURNING j.id
+    )
+    SELECT array_agg(u.id) INTO done FROM u;
+    PERFORM taskq._succeeded(coalesce(done, '{}'));
+END
+$$;
+
+-- Publish a batch of successes: log, notify, release dependents.
+CREATE FUNCTION taskq._succeeded(ids bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF cardinality(ids) > 0 THEN
+        PERFORM taskq._emit(ids, 'succeeded');
+        PERFORM taskq._release_dependents(ids);
+    END IF;
+END
+$$;
+
+-- Record failed attempts (fenced like _succeed): retry after backoff while
+-- attempts are left and the error is retryable, else dead-letter.  A
+-- give_back attempt (shutdown) does not count.  Returns the ids recorded.
+CREATE FUNCTION taskq._fail(ids bigint[], worker text, attempts integer[], errors text[],
+                            retryable boolean[], give_back boolean DEFAULT false)
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    done bigint[];
+    errs text[];
+BEGIN
+    WITH f AS (
+        SELECT u.id, u.attempt, u.error, u.retryable
+        FROM unnest(ids, attempts, errors, retryable) AS u(id, attempt, error, retryable)
+    ), upd AS (
+        UPDATE taskq.jobs j
+           SET status = CASE WHEN give_back OR (f.retryable AND j.attempts < j.max_attempts)
+                             THEN 'pending' ELSE 'failed' END::taskq.job_status,
+               attempts = CASE WHEN give_back THEN j.attempts - 1 ELSE j.attempts END,
+               run_at = CASE WHEN give_back THEN now()
+                             WHEN f.retryable AND j.attempts < j.max_attempts
+                             THEN now() + taskq._retry_delay(j.backoff, j.attempts)
+                             ELSE j.run_at END,
+               finished_at = CASE WHEN give_back OR (f.retryable AND j.attempts < j.max_attempts)
+                                  THEN NULL ELSE now() END,
+               last_error = f.error, worker = NULL, lease_expires_at = NULL, updated_at = now()
+          FROM f
+         WHERE j.id = f.id AND j.status = 'running' AND j.worker = _fail.worker
+           AND j.attempts = f.attempt
+        RETURNING j.id, f.error
+    )
+    SELECT array_agg(upd.id ORDER BY upd.id), array_agg(upd.error ORDER BY upd.id)
+      INTO done, errs FROM upd;
+    IF done IS NOT NULL THEN
+        PERFORM taskq._emit(done, CASE WHEN give_back THEN 'interrupted by shutdown' ELSE 'attempt failed' END, errs);
+        PERFORM taskq._wake_on_commit();
+    END IF;
+    RETURN coalesce(done, '{}');
+END
+$$;
+
+-- Put back jobs whose holder is gone: external workers whose lease expired,
+-- executors that are no longer alive.  The lost attempt counts; a job out of
+-- attempts is dead-lettered.  Bounded per call.
+CREATE FUNCTION taskq._recover(live_executor_workers text[], listed_at timestamptz,
+                               batch integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    lost record;
+    n integer := 0;
+    ids bigint[] := '{}';
+    workers text[] := '{}';
+    attempts integer[] := '{}';
+    errors text[] := '{}';
+    flags boolean[] := '{}';
+BEGIN
+    FOR lost IN
+        SELECT j.id, j.worker, j.attempts,
+               CASE WHEN j.worker LIKE 'executor/%' THEN 'executor ' || j.worker || ' died while running the job'
+                    ELSE 'lease of worker ' || coalesce(j.worker, '?') || ' expired' END AS error
+        FROM taskq.jobs j
+        WHERE j.status = 'running'
+          AND ((j.worker LIKE 'executor/%' AND j.started_at < listed_at
+                AND NOT (j.worker = ANY (live_executor_workers)))
+            OR (j.worker NOT LIKE 'executor/%' AND j.lease_expires_at < now()))
+        ORDER BY j.id
+        LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        ids := ids || lost.id;
+        workers := workers || lost.worker;
+        attempts := attempts || lost.attempts;
+        errors := errors || lost.error;
+        flags := flags || true;
+    END LOOP;
+    -- _fail is fenced on (worker, attempt); call it per distinct worker.
+    FOR lost IN SELECT DISTINCT w FROM unnest(workers) w LOOP
+        n := n + cardinality(taskq._fail(
+            ARRAY(SELECT i FROM unnest(ids, workers) u(i, w) WHERE u.w = lost.w),
+            lost.w,
+            ARRAY(SELECT a FROM unnest(attempts, workers) u(a, w) WHERE u.w = lost.w),
+            ARRAY(SELECT e FROM unnest(errors, workers) u(e, w) WHERE u.w = lost.w),
+            ARRAY(SELECT f FROM unnest(flags, workers) u(f, w) WHERE u.w = lost.w)));
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Raise jobs that waited taskq.aging_interval at their effective priority by
+-- one level.  Bounded per call.
+CREATE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := coalesce(current_setting('taskq.aging_interval', true), '5min')::interval;
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    WITH c AS (
+        SELECT j.id FROM taskq.jobs j
+        WHERE j.status = 'pending' AND j.effective_priority > 'critical'
+          AND j.run_at <= now() - step
+          AND coalesce(j.aged_at, j.run_at) <= now() - step
+        ORDER BY j.id LIMIT batch
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM c WHERE j.id = c.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- Delete finished jobs (and their edges and logs) older than taskq.retention,
+-- a small batch per call.
+CREATE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
+    ids bigint[];
+BEGIN
+    IF keep < interval '0' THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(j.id) INTO ids FROM (
+        SELECT j.id FROM taskq.jobs j
+        WHERE j.finished_at < now() - keep AND j.status IN ('succeeded', 'failed', 'cancelled')
+          -- a failed parent still holds its blocked dependents
+          AND NOT EXISTS (SELECT 1 FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
+                          WHERE d.depends_on = j.id AND c.status IN ('blocked', 'pending', 'running'))
+        ORDER BY j.finished_at LIMIT batch
+        FOR UPDATE SKIP LOCKED) j;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM taskq.job_logs WHERE job_id = ANY (ids);
+    DELETE FROM taskq.jobs WHERE id = ANY (ids);
+    RETURN cardinality(ids);
+END
+$$;
+
+-- Earliest future run_at among pending jobs: how long an idle executor may sleep.
+CREATE FUNCTION taskq._next_run_at() RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT min(t) FROM (
+        SELECT (SELECT j.run_at FROM taskq.jobs j
+                WHERE j.status = 'pending' AND j.effective_priority = p
+                ORDER BY j.run_at LIMIT 1) AS t
+        FROM unnest(enum_range(NULL::taskq.priority)) p) s
+$$;
+
+------------------------------------------------------------------------------
+-- External workers
+------------------------------------------------------------------------------
+
+CREATE FUNCTION taskq._can_work_any() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.pg_has_role(taskq._caller(), 'taskq_admin', 'MEMBER')
+        OR pg_catalog.pg_has_role(taskq._caller(), 'taskq_worker', 'MEMBER')
+$$;
+
+CREATE FUNCTION taskq.claim(queues text[], worker text, max_jobs integer DEFAULT 1,
+                            lease interval DEFAULT '5 minutes',
+                            cpu_units integer DEFAULT NULL, memory_mb integer DEFAULT NULL)
+RETURNS SETOF taskq.jobs
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._check_name('worker', worker);
+    IF worker LIKE 'executor/%' THEN
+        RAISE EXCEPTION 'worker names starting with "executor/" are reserved'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF max_jobs IS NULL OR max_jobs < 1 THEN
+        RAISE EXCEPTION 'max_jobs must be at least 1, got %', coalesce(max_jobs::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be positive, got %', coalesce(lease::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cpu_units IS NOT NULL AND cpu_units <= 0 THEN
+        RAISE EXCEPTION 'cpu_units must be positive, got %', cpu_units USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF memory_mb IS NOT NULL AND memory_mb < 0 THEN
+        RAISE EXCEPTION 'memory_mb must not be negative, got %', memory_mb USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY SELECT * FROM taskq._claim(false, queues, worker, least(max_jobs, 10000), lease,
+                                            coalesce(cpu_units, 2147483647),
+                                            coalesce(memory_mb, 2147483647),
+                                            CASE WHEN taskq._can_work_any() THEN NULL ELSE taskq._caller() END);
+END
+$$;
+
+-- The job as held by worker, locked, or a clear error (fencing).
+CREATE FUNCTION taskq._held_job(job_id bigint, worker text) RETURNS taskq.jobs
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+BEGIN
+    IF job_id IS NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR UPDATE;
+    IF NOT FOUND OR (j.owner <> taskq._caller() AND NOT taskq._can_work_any()) THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF j.status <> 'running' THEN
+        RAISE EXCEPTION 'job % is %, not running', job_id, j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF j.worker LIKE 'executor/%' OR (worker IS NOT NULL AND j.worker IS DISTINCT FROM worker) THEN
+        RAISE EXCEPTION 'job % is held by another worker', job_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Held by %s.', j.worker);
+    END IF;
+    IF j.lease_expires_at < now() THEN
+        RAISE EXCEPTION 'lease on job % expired at %', job_id, j.lease_expires_at
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Send taskq.heartbeat() more often than the lease lasts.';
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE FUNCTION taskq.complete(job_id bigint, result jsonb DEFAULT NULL, worker text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs := taskq._held_job(job_id, worker);
+BEGIN
+    PERFORM taskq._succeed(job_id, j.worker, j.attempts, result);
+    PERFORM taskq._succeeded(ARRAY[job_id]);
+END
+$$;
+
+CREATE FUNCTION taskq.fail(job_id bigint, error text, retryable boolean DEFAULT true,
+                           worker text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs := taskq._held_job(job_id, worker);
+BEGIN
+    PERFORM taskq._fail(ARRAY[job_id], j.worker, ARRAY[j.attempts],
+                        ARRAY[coalesce(error, 'failed without an error message')],
+                        ARRAY[coalesce(retryable, true)]);
+END
+$$;
+
+-- Extend the lease by extend (default: the lease's original length).
+CREATE FUNCTION taskq.heartbeat(job_id bigint, worker text DEFAULT NULL, extend interval DEFAULT NULL)
+RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs := taskq._held_job(job_id, worker);
+    until timestamptz;
+BEGIN
+    IF extend IS NOT NULL AND extend <= interval '0' THEN
+        RAISE EXCEPTION 'extend must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE taskq.jobs
+       SET lease_expires_at = now() + coalesce(extend, j.lease_expires_at - j.started_at),
+           updated_at = now()
+     WHERE id = job_id
+    RETURNING lease_expires_at INTO until;
+    RETURN until;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Waiting
+------------------------------------------------------------------------------
+
+-- Wait until every job is finished (succeeded, failed or cancelled) or the
+-- timeout passes; true when all finished.  Needs READ COMMITTED to see progress.
+CREATE FUNCTION taskq.wait(job_ids bigint[], timeout interval DEFAULT '1 minute')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    deadline timestamptz := clock_timestamp() + coalesce(timeout, '1 minute');
+    me regrole := taskq._caller();
+    admin boolean := taskq._is_admin();
+    nap float8 := 0.001;
+BEGIN
+    IF job_ids IS NULL THEN
+        RAISE EXCEPTION 'job_ids must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM taskq.jobs j
+                       WHERE j.id = ANY (job_ids) AND (admin OR j.owner = me)
+                         AND j.status IN ('blocked', 'pending', 'running')) THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() >= deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(nap);
+        nap := least(nap * 2, 0.05);
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Observability
+------------------------------------------------------------------------------
+
+-- Views run as the caller, so row-level security shows each role its own jobs.
+CREATE VIEW taskq.dead_letter_queue WITH (security_invoker) AS
+    SELECT id, queue, job_type, priority, payload, last_error, attempts, max_attempts,
+           owner, created_at, finished_at
+    FROM taskq.jobs WHERE status = 'failed';
+
+CREATE VIEW taskq.queue_depth WITH (security_invoker) AS
+    SELECT queue, priority, status, count(*) AS jobs
+    FROM taskq.jobs
+    WHERE status IN ('blocked', 'pending', 'running')
+    GROUP BY queue, priority, status;
+
+CREATE VIEW taskq.workers AS
+    SELECT * FROM taskq._worker_slots();
+
+CREATE VIEW taskq.resources AS
+    SELECT * FROM taskq._resources();
+
+------------------------------------------------------------------------------
+-- Privileges: tables are written only through the functions above.
+------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA taskq FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA taskq FROM PUBLIC;
+GRANT USAGE ON SCHEMA taskq TO PUBLIC;
+
+ALTER TABLE taskq.jobs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE taskq.job_logs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE taskq.job_dependencies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY jobs_visible ON taskq.jobs FOR SELECT
+    USING (owner = current_user::text::regrole OR pg_catalog.pg_has_role('taskq_admin', 'MEMBER'));
+CREATE POLICY job_logs_visible ON taskq.job_logs FOR SELECT
+    USING (EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = job_id));
+CREATE POLICY job_dependencies_visible ON taskq.job_dependencies FOR SELECT
+    USING (EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = job_id));
+GRANT SELECT ON taskq.jobs, taskq.job_logs, taskq.job_dependencies, taskq.handlers,
+                taskq.queues, taskq.schedules TO PUBLIC;
+GRANT SELECT ON taskq.dead_letter_queue, taskq.queue_depth TO PUBLIC;
+GRANT SELECT ON taskq.workers, taskq.resources TO taskq_admin;
+
+GRANT EXECUTE ON FUNCTION
+    taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
+                 integer, integer, text, interval),
+    taskq.submit_many(jsonb),
+    taskq.add_dependency(bigint, bigint),
+    taskq.cancel(bigint),
+    taskq.retry(bigint),
+    taskq.pause(text),
+    taskq.resume(text),
+    taskq.configure_queue(text, integer, interval, integer),
+    taskq.register_handler(text, regprocedure),
+    taskq.unregister_handler(text),
+    taskq.claim(text[], text, integer, interval, integer, integer),
+    taskq.complete(bigint, jsonb, text),
+    taskq.fail(bigint, text, boolean, text),
+    taskq.heartbeat(bigint, text, interval),
+    taskq.wait(bigint[], interval),
+    taskq.current_job_id(),
+    taskq._caller(),
+    taskq._is_admin()
+TO PUBLIC;

@@ -1,0 +1,811 @@
+/*
+ * executor.c: an executor background worker.  It claims batches of runnable
+ * jobs whose type has an in-database handler and runs each handler as the
+ * job's owner, in its own subtransaction of one batch transaction that also
+ * records every outcome: a handler's work commits exactly when its job is
+ * recorded as succeeded.
+ *
+ * The claim is its own committed transaction, so an attempt is counted before
+ * any handler runs: a handler that kills its backend every time ends in the
+ * dead-letter queue instead of a crash loop.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/prepare.h"
+#include "catalog/namespace.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/regproc.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+#include "utils/timeout.h"
+
+#include "taskq.h"
+
+/* what became of one job of a batch */
+typedef enum JobOutcome
+{
+	OUTCOME_NONE = 0,			/* not run: no longer held by us */
+	OUTCOME_SUCCEEDED,
+	OUTCOME_FAILED,				/* counts as an attempt */
+	OUTCOME_CANCELLED,			/* taskq.cancel() asked for it */
+	OUTCOME_GIVEN_BACK			/* not its fault (shutdown): attempt returned */
+} JobOutcome;
+
+typedef struct ClaimedJob
+{
+	int64		id;
+	int32		attempt;
+	Oid			owner;
+	Oid			handler;		/* InvalidOid if unregistered meanwhile */
+	Datum		payload;
+	int64		timeout_ms;		/* 0: none */
+	int32		cpu_units;
+	int32		memory_mb;
+	bool		held;
+	JobOutcome	outcome;
+	Datum		result;			/* jsonb, when result_isnull is false */
+	bool		result_isnull;
+	char	   *error;
+	bool		retryable;
+} ClaimedJob;
+
+int64		taskq_current_job = 0;
+Oid			taskq_current_owner = InvalidOid;
+
+static volatile sig_atomic_t got_sigterm = false;
+static volatile TimestampTz sigterm_at = 0;
+
+/* read by the tick handler, which runs in signal context */
+static volatile TimestampTz job_deadline = 0;
+static volatile sig_atomic_t job_timed_out = false;
+static volatile sig_atomic_t job_stopped_by_shutdown = false;
+static TimeoutId tick_timeout;
+
+/* set before raising an error that retrying cannot fix */
+static bool job_error_permanent = false;
+
+static TaskqWorkerSlot *MySlot = NULL;
+static char worker_name[64];
+static MemoryContext batch_cxt = NULL;
+static double avg_job_ms = 0;
+static int	consecutive_errors = 0;
+static int	batch_limit = 8;
+
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr next_run_plan = NULL;
+static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr complete_plan = NULL;
+static SPIPlanPtr fail_plan = NULL;
+static SPIPlanPtr cancel_plan = NULL;
+
+static void
+executor_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (!got_sigterm)
+		sigterm_at = GetCurrentTimestamp();
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/*
+ * Runs every 50 ms while a batch executes (signal context): stops the running
+ * handler at its timeout, or when the shutdown grace period is over.
+ */
+static void
+executor_tick(void)
+{
+	TimestampTz now;
+	bool		stop = false;
+
+	if (taskq_current_job == 0)
+		return;
+	now = GetCurrentTimestamp();
+	if (job_deadline != 0 && now >= job_deadline)
+	{
+		job_timed_out = true;
+		stop = true;
+	}
+	if (got_sigterm &&
+		now >= sigterm_at + (TimestampTz) taskq_shutdown_grace_ms * 1000)
+	{
+		job_stopped_by_shutdown = true;
+		stop = true;
+	}
+	if (stop)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+	}
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "taskq: SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	Oid			claim_args[4] = {TEXTOID, INT4OID, INT4OID, INT4OID};
+	Oid			lock_args[2] = {INT8ARRAYOID, TEXTOID};
+	Oid			complete_args[3] = {INT8ARRAYOID, TEXTOID, JSONBARRAYOID};
+	Oid			fail_args[6] = {INT8ARRAYOID, TEXTOID, INT4ARRAYOID, TEXTARRAYOID,
+	BOOLARRAYOID, BOOLOID};
+	Oid			cancel_args[1] = {INT8OID};
+
+	if (claim_plan != NULL)
+		return;
+	claim_plan = prepare_kept(
+		"SELECT j.id, j.attempts, j.owner::oid, h.handler::oid, j.payload,"
+		"       coalesce((extract(epoch FROM j.timeout) * 1000)::int8, 0),"
+		"       j.cpu_units, j.memory_mb"
+		"  FROM taskq._claim(true, NULL, $1, $2, NULL, $3, $4, NULL) j"
+		"  LEFT JOIN taskq.handlers h ON h.job_type = j.job_type"
+		" ORDER BY j.effective_priority, j.run_at, j.id",
+		4, claim_args);
+	next_run_plan = prepare_kept("SELECT taskq._next_run_at()", 0, NULL);
+	lock_plan = prepare_kept(
+		"SELECT id FROM taskq.jobs WHERE id = ANY ($1) AND status = 'running'"
+		" AND worker = $2 ORDER BY id FOR UPDATE",
+		2, lock_args);
+	complete_plan = prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
+								 3, complete_args);
+	fail_plan = prepare_kept("SELECT taskq._fail($1, $2, $3, $4, $5, $6)",
+							 6, fail_args);
+	cancel_plan = prepare_kept(
+		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args);
+}
+
+/* Log and swallow the error being handled; abort the transaction. */
+static void
+recover_from_error(const char *what)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	ereport(LOG,
+			(errmsg("taskq executor: %s failed: %s", what, edata->message)));
+	FreeErrorData(edata);
+	taskq_current_job = 0;
+	job_deadline = 0;
+}
+
+/*
+ * Claim up to batch_limit jobs, each fitting cpu/memory.  Sets *sleep_ms to
+ * how long to sleep when nothing was claimed.
+ */
+static List *
+claim_batch(int cpu, int memory, long *sleep_ms)
+{
+	List	   *volatile jobs = NIL;
+	volatile bool failed = false;
+
+	*sleep_ms = taskq_poll_interval_ms;
+	MemoryContextReset(batch_cxt);
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
+
+		if (!taskq_extension_ready())
+		{
+			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+		}
+		else
+		{
+			Datum		args[4];
+			int			rc;
+
+			prepare_plans();
+			args[0] = CStringGetTextDatum(worker_name);
+			args[1] = Int32GetDatum(batch_limit);
+			args[2] = Int32GetDatum(cpu);
+			args[3] = Int32GetDatum(memory);
+			rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "taskq: claim failed: %s", SPI_result_code_string(rc));
+
+			for (uint64 i = 0; i < SPI_processed; i++)
+			{
+				HeapTuple	tup = SPI_tuptable->vals[i];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+				MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+				ClaimedJob *job = palloc0(sizeof(ClaimedJob));
+
+				job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+				job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+				job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+				job->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+				if (isnull)
+					job->handler = InvalidOid;
+				job->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+				job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+				job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+				job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+				jobs = lappend(jobs, job);
+				MemoryContextSwitchTo(old);
+			}
+
+			if (jobs == NIL)
+			{
+				rc = SPI_execute_plan(next_run_plan, NULL, NULL, true, 1);
+				if (rc == SPI_OK_SELECT && SPI_processed == 1)
+				{
+					bool		isnull;
+					Datum		next = SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1, &isnull);
+
+					if (!isnull)
+					{
+						long		ms = (DatumGetTimestampTz(next) - GetCurrentTimestamp()) / 1000;
+
+						/* a job due now that we could not claim: wait for a wake-up */
+						if (ms > 0)
+							*sleep_ms = Min(*sleep_ms, ms + 1);
+					}
+				}
+			}
+			pg_atomic_fetch_add_u64(&TaskqState->claimed, list_length(jobs));
+		}
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		/* back off so a persistent error cannot flood the log */
+		if (consecutive_errors++ < 8)
+			recover_from_error("claiming jobs");
+		else
+		{
+			MemoryContextSwitchTo(TopMemoryContext);
+			FlushErrorState();
+			AbortCurrentTransaction();
+		}
+		*sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
+		failed = true;
+		jobs = NIL;
+	}
+	PG_END_TRY();
+	if (!failed)
+		consecutive_errors = 0;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return jobs;
+}
+
+static bool
+cancel_requested(int64 job_id)
+{
+	bool		found = false;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int k = 0; k < TASKQ_PENDING_CANCELS; k++)
+		if (MySlot->cancel_jobs[k] == job_id)
+		{
+			MySlot->cancel_jobs[k] = 0;
+			found = true;
+		}
+	SpinLockRelease(&TaskqState->mutex);
+	return found;
+}
+
+static void
+clear_cancel_requests(void)
+{
+	SpinLockAcquire(&TaskqState->mutex);
+	memset(MySlot->cancel_jobs, 0, sizeof(MySlot->cancel_jobs));
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/*
+ * Undo what a handler may have left in the session, so the next job starts
+ * clean.  (GUCs and the user id are restored by the subtransaction.)
+ */
+static void
+reset_session_state(void)
+{
+	Oid			temp_ns;
+	Oid			temp_toast_ns;
+
+	LockReleaseSession(USER_LOCKMETHOD);
+	Async_UnlistenAll();
+	DropAllPreparedStatements();
+	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
+	if (OidIsValid(temp_ns))
+		ResetTempTableNamespace();
+}
+
+/* Refuse to run a job whose owner is gone or may not call the handler. */
+static void
+check_job_runnable(ClaimedJob *job)
+{
+	job_error_permanent = true;
+	if (!OidIsValid(job->handler))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("no handler is registered for this job's type any more")));
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role %u that submitted the job does not exist", job->owner)));
+	if (pg_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("role \"%s\" may not execute handler %s",
+						GetUserNameFromId(job->owner, false),
+						format_procedure(job->handler))));
+	job_error_permanent = false;
+}
+
+/* Call the handler as the job's owner; the result goes to job->result. */
+static void
+call_handler(ClaimedJob *job)
+{
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nest_level;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(job->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	nest_level = NewGUCNestLevel();
+	if (job->memory_mb > 0)
+	{
+		char		buf[32];
+
+		snprintf(buf, sizeof(buf), "%dMB", job->memory_mb);
+		(void) set_config_option("work_mem", buf, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
+	}
+
+	fmgr_info(job->handler, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = job->payload;
+	fcinfo->args[0].isnull = false;
+	result = FunctionCallInvoke(fcinfo);
+
+	job->result_isnull = fcinfo->isnull || get_func_rettype(job->handler) != JSONBOID;
+	if (!job->result_isnull)
+	{
+		MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+
+		job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
+		MemoryContextSwitchTo(old);
+	}
+
+	/* revert every SET the handler made, SET LOCAL or not */
+	AtEOXact_GUC(false, nest_level);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+static void
+run_job(ClaimedJob *job)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	TimestampTz started = GetCurrentTimestamp();
+
+	taskq_set_slot_state(MySlot, TASKQ_STATE_RUNNING, job->id);
+	pgstat_report_activity(STATE_RUNNING, "taskq: running a job");
+	job_timed_out = false;
+	job_stopped_by_shutdown = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		check_job_runnable(job);
+		job_deadline = job->timeout_ms > 0 ? started + job->timeout_ms * 1000 : 0;
+		taskq_current_owner = job->owner;
+		taskq_current_job = job->id;
+
+		call_handler(job);
+
+		taskq_current_job = 0;
+		job_deadline = 0;
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		job->outcome = OUTCOME_SUCCEEDED;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		taskq_current_job = 0;
+		job_deadline = 0;
+		MemoryContextSwitchTo(batch_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+
+		job->retryable = !job_error_permanent;
+		job->outcome = OUTCOME_FAILED;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			if (cancel_requested(job->id))
+				job->outcome = OUTCOME_CANCELLED;
+			else if (job_timed_out)
+				job->error = psprintf("job timed out after %lld ms",
+									  (long long) job->timeout_ms);
+			else
+			{
+				job->outcome = OUTCOME_GIVEN_BACK;
+				job->error = job_stopped_by_shutdown
+					? "interrupted by shutdown" : "interrupted";
+			}
+		}
+		if (job->error == NULL)
+			job->error = edata->message;
+		job_error_permanent = false;
+	}
+	PG_END_TRY();
+
+	/* a cancel that arrived after the handler returned has nothing to stop */
+	QueryCancelPending = false;
+	reset_session_state();
+
+	avg_job_ms = 0.8 * avg_job_ms +
+		0.2 * ((double) (GetCurrentTimestamp() - started) / 1000.0);
+}
+
+static Datum
+int8_array(List *jobs, JobOutcome outcome, int *n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(jobs), 1));
+	ListCell   *lc;
+
+	*n = 0;
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (job->outcome == outcome)
+			elems[(*n)++] = Int64GetDatum(job->id);
+	}
+	return PointerGetDatum(construct_array(elems, *n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+}
+
+/* Record the successes of the batch in one statement. */
+static void
+record_successes(List *jobs)
+{
+	int			n;
+	Datum		args[3];
+	Datum	   *results = palloc(sizeof(Datum) * Max(list_length(jobs), 1));
+	bool	   *nulls = palloc(sizeof(bool) * Max(list_length(jobs), 1));
+	int			dims[1];
+	int			lbs[1] = {1};
+	int			k = 0;
+	ListCell   *lc;
+
+	args[0] = int8_array(jobs, OUTCOME_SUCCEEDED, &n);
+	if (n == 0)
+		return;
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (job->outcome != OUTCOME_SUCCEEDED)
+			continue;
+		results[k] = job->result;
+		nulls[k] = job->result_isnull;
+		k++;
+	}
+	dims[0] = k;
+	args[1] = CStringGetTextDatum(worker_name);
+	args[2] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
+												 JSONBOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_plan(complete_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: recording successes failed");
+	pg_atomic_fetch_add_u64(&TaskqState->succeeded, n);
+	SpinLockAcquire(&TaskqState->mutex);
+	MySlot->jobs_done += n;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/* Record failed (or given back) attempts in one statement. */
+static void
+record_failures(List *jobs, JobOutcome outcome)
+{
+	int			n = 0;
+	int			total = Max(list_length(jobs), 1);
+	Datum	   *ids = palloc(sizeof(Datum) * total);
+	Datum	   *attempts = palloc(sizeof(Datum) * total);
+	Datum	   *errors = palloc(sizeof(Datum) * total);
+	Datum	   *retryable = palloc(sizeof(Datum) * total);
+	Datum		args[6];
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (job->outcome != outcome)
+			continue;
+		ids[n] = Int64GetDatum(job->id);
+		attempts[n] = Int32GetDatum(job->attempt);
+		errors[n] = CStringGetTextDatum(job->error ? job->error : "unknown error");
+		retryable[n] = BoolGetDatum(job->retryable);
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = CStringGetTextDatum(worker_name);
+	args[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(errors, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(retryable, n, BOOLOID, 1, true, TYPALIGN_CHAR));
+	args[5] = BoolGetDatum(outcome == OUTCOME_GIVEN_BACK);
+	if (SPI_execute_plan(fail_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: recording failures failed");
+	if (outcome == OUTCOME_FAILED)
+		pg_atomic_fetch_add_u64(&TaskqState->failed, n);
+}
+
+static void
+record_cancellations(List *jobs)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+		Datum		arg = Int64GetDatum(job->id);
+
+		if (job->outcome == OUTCOME_CANCELLED &&
+			SPI_execute_plan(cancel_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "taskq: recording a cancellation failed");
+	}
+}
+
+/* Mark which claimed jobs we still hold, locking their rows to the end. */
+static void
+lock_held_jobs(List *jobs)
+{
+	Datum		args[2];
+	int			n;
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+		((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
+	args[0] = int8_array(jobs, OUTCOME_SUCCEEDED, &n);
+	args[1] = CStringGetTextDatum(worker_name);
+	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: locking claimed jobs failed");
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		job->outcome = OUTCOME_NONE;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+
+			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+											SPI_tuptable->tupdesc, 1, &isnull)) == job->id)
+				job->held = true;
+		}
+	}
+}
+
+/* Run a claimed batch in one transaction and record every outcome in it. */
+static void
+run_batch(List *jobs)
+{
+	PG_TRY();
+	{
+		ListCell   *lc;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		lock_held_jobs(jobs);
+
+		enable_timeout_every(tick_timeout,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
+		foreach(lc, jobs)
+		{
+			ClaimedJob *job = lfirst(lc);
+
+			if (!job->held)
+				continue;
+			CHECK_FOR_INTERRUPTS();
+			if (cancel_requested(job->id))
+				job->outcome = OUTCOME_CANCELLED;
+			else if (got_sigterm)
+			{
+				job->outcome = OUTCOME_GIVEN_BACK;
+				job->error = "not started before shutdown";
+			}
+			else
+				run_job(job);
+		}
+		disable_timeout(tick_timeout, false);
+		taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
+		pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
+
+		record_successes(jobs);
+		record_failures(jobs, OUTCOME_FAILED);
+		record_failures(jobs, OUTCOME_GIVEN_BACK);
+		record_cancellations(jobs);
+
+		PopActiveSnapshot();
+		SPI_finish();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		disable_timeout(tick_timeout, false);
+		recover_from_error("running a batch");
+		/* the batch rolled back whole; count it as a failed attempt of each job */
+		PG_TRY();
+		{
+			ListCell   *lc;
+
+			foreach(lc, jobs)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				job->outcome = OUTCOME_FAILED;
+				job->retryable = true;
+				job->error = "the executor's batch transaction failed";
+			}
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			SPI_connect();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			if (taskq_extension_ready())
+			{
+				prepare_plans();
+				record_failures(jobs, OUTCOME_FAILED);
+			}
+			PopActiveSnapshot();
+			SPI_finish();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			recover_from_error("recording a failed batch");
+		}
+		PG_END_TRY();
+	}
+	PG_END_TRY();
+	clear_cancel_requests();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Largest cpu/memory need of the batch: its jobs run one at a time. */
+static void
+batch_needs(List *jobs, int *cpu, int *memory)
+{
+	ListCell   *lc;
+
+	*cpu = *memory = 0;
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		*cpu = Max(*cpu, job->cpu_units);
+		*memory = Max(*memory, job->memory_mb);
+	}
+}
+
+/* One claim-and-run cycle; returns how long to sleep (0: go again). */
+static long
+execute_once(void)
+{
+	int			cpu;
+	int			memory;
+	long		sleep_ms;
+	List	   *jobs;
+
+	if (!taskq_reserve_all_free(MySlot, &cpu, &memory))
+		return taskq_poll_interval_ms;	/* woken when capacity comes free */
+
+	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
+	jobs = claim_batch(cpu, memory, &sleep_ms);
+	if (jobs == NIL)
+	{
+		taskq_release_all(MySlot);
+		return sleep_ms;
+	}
+	batch_needs(jobs, &cpu, &memory);
+	taskq_keep_reserved(MySlot, cpu, memory);
+
+	run_batch(jobs);
+	taskq_release_all(MySlot);
+
+	/* aim for ~50 ms batches: one job at a time when jobs are slow */
+	if (avg_job_ms > 0)
+		batch_limit = Min(Max((int) (50.0 / avg_job_ms), 1), batch_limit * 2);
+	batch_limit = Max(1, Min(batch_limit, taskq_batch_size));
+	return 0;
+}
+
+void
+TaskqExecutorMain(Datum main_arg)
+{
+	pqsignal(SIGTERM, executor_sigterm);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+
+	/* the start time makes the name unique even when a pid is reused */
+	snprintf(worker_name, sizeof(worker_name), "executor/%d.%ld",
+			 MyProcPid, (long) MyStartTime);
+	MySlot = taskq_attach_slot(TASKQ_SLOT_EXECUTOR, worker_name);
+	tick_timeout = RegisterTimeout(USER_TIMEOUT, executor_tick);
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	pgstat_report_appname("taskq executor");
+	batch_limit = Min(batch_limit, taskq_batch_size);
+
+	while (!got_sigterm)
+	{
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		sleep_ms = execute_once();
+		if (sleep_ms > 0 && !got_sigterm)
+		{
+			taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+	taskq_set_slot_state(MySlot, TASKQ_STATE_STOPPING, 0);
+	proc_exit(0);
+}

@@ -1,0 +1,364 @@
+/*
+ * taskq.c: module load (_PG_init), GUCs, shared state and worker slots, and
+ * the small SQL-callable functions that talk to the workers.
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "taskq.h"
+
+PG_MODULE_MAGIC;
+
+char	   *taskq_database = NULL;
+int			taskq_workers = 2;
+int			taskq_max_cpu_units = 4;
+int			taskq_max_memory_mb = 1024;
+int			taskq_poll_interval_ms = 1000;
+int			taskq_shutdown_grace_ms = 10000;
+int			taskq_batch_size = 64;
+
+static int	taskq_notify_level = 2;
+static int	taskq_retention_s = 7 * 24 * 3600;
+static int	taskq_aging_interval_s = 300;
+static int	taskq_big_job_wait_ms = 30000;
+static int	taskq_backoff_base_ms = 1000;
+static int	taskq_backoff_max_s = 3600;
+
+static const struct config_enum_entry notify_level_options[] = {
+	{"none", 0, false},
+	{"terminal", 1, false},
+	{"all", 2, false},
+	{NULL, 0, false}
+};
+
+TaskqShared *TaskqState = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* set by taskq._wake_on_commit(); acted on by the commit callback */
+static bool wake_at_commit = false;
+
+void		_PG_init(void);
+
+static void
+taskq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
+}
+
+static void
+taskq_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	TaskqState = ShmemInitStruct("taskq", sizeof(TaskqShared), &found);
+	if (!found)
+	{
+		memset(TaskqState, 0, sizeof(TaskqShared));
+		SpinLockInit(&TaskqState->mutex);
+		pg_atomic_init_u64(&TaskqState->claimed, 0);
+		pg_atomic_init_u64(&TaskqState->succeeded, 0);
+		pg_atomic_init_u64(&TaskqState->failed, 0);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+taskq_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit)
+				taskq_wake_executors();
+			wake_at_commit = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_at_commit = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+define_gucs(void)
+{
+	DefineCustomStringVariable("taskq.database",
+							   "Database in which taskq's background workers run.",
+							   NULL, &taskq_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.workers",
+							"Number of executor background workers.",
+							NULL, &taskq_workers, 2, 0, TASKQ_MAX_EXECUTORS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_cpu_units",
+							"CPU units that running in-database jobs may hold together.",
+							NULL, &taskq_max_cpu_units, 4, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_memory_mb",
+							"Memory (MB) that running in-database jobs may hold together.",
+							NULL, &taskq_max_memory_mb, 1024, 0, INT_MAX / 2,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.poll_interval",
+							"Longest sleep of an idle worker; wake-ups are immediate otherwise.",
+							NULL, &taskq_poll_interval_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.shutdown_grace",
+							"How long running jobs may finish after SIGTERM before they are cancelled.",
+							NULL, &taskq_shutdown_grace_ms, 10000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.batch_size",
+							"Most jobs an executor claims and completes in one transaction.",
+							NULL, &taskq_batch_size, 64, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("taskq.notify_level",
+							 "Which status changes are published on channel taskq_jobs.",
+							 "none, terminal (succeeded, failed, cancelled) or all.",
+							 &taskq_notify_level, 2, notify_level_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.retention",
+							"How long finished jobs are kept before the launcher deletes them; -1 keeps them.",
+							NULL, &taskq_retention_s, 7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.aging_interval",
+							"Waiting this long raises a pending job's priority one level; 0 disables aging.",
+							NULL, &taskq_aging_interval_s, 300, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.big_job_wait",
+							"After waiting this long for capacity, a job stops smaller jobs from overtaking it.",
+							NULL, &taskq_big_job_wait_ms, 30000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.backoff_base",
+							"Default base delay of the exponential retry backoff.",
+							NULL, &taskq_backoff_base_ms, 1000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.backoff_max",
+							"Longest retry backoff delay.",
+							NULL, &taskq_backoff_max_s, 3600, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("taskq");
+}
+
+void
+_PG_init(void)
+{
+	define_gucs();
+	RegisterXactCallback(taskq_xact_callback, NULL);
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = taskq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = taskq_shmem_startup;
+
+	taskq_register_launcher();
+}
+
+/* Free this process's slot and the capacity it held; runs at process exit. */
+static void
+taskq_detach_slot(int code, Datum arg)
+{
+	TaskqWorkerSlot *slot = (TaskqWorkerSlot *) DatumGetPointer(arg);
+
+	taskq_release_all(slot);
+	SpinLockAcquire(&TaskqState->mutex);
+	memset(slot, 0, sizeof(TaskqWorkerSlot));
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/* Take a free slot for this process; FATAL when none is left. */
+TaskqWorkerSlot *
+taskq_attach_slot(TaskqWorkerKind kind, const char *name)
+{
+	TaskqWorkerSlot *slot = NULL;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	{
+		if (TaskqState->slots[i].kind == TASKQ_SLOT_FREE)
+		{
+			slot = &TaskqState->slots[i];
+			memset(slot, 0, sizeof(TaskqWorkerSlot));
+			slot->kind = kind;
+			slot->state = TASKQ_STATE_STARTING;
+			slot->pid = MyProcPid;
+			strlcpy(slot->name, name, NAMEDATALEN);
+			slot->latch = &MyProc->procLatch;
+			slot->since = GetCurrentTimestamp();
+			break;
+		}
+	}
+	SpinLockRelease(&TaskqState->mutex);
+
+	if (slot == NULL)
+		ereport(FATAL,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no free taskq worker slot")));
+	on_shmem_exit(taskq_detach_slot, PointerGetDatum(slot));
+	return slot;
+}
+
+void
+taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id)
+{
+	SpinLockAcquire(&TaskqState->mutex);
+	if (slot->state != state || slot->job_id != job_id)
+		slot->since = GetCurrentTimestamp();
+	slot->state = state;
+	slot->job_id = job_id;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/* Set the latch of every executor. */
+void
+taskq_wake_executors(void)
+{
+	Latch	   *latches[TASKQ_MAX_SLOTS];
+	int			n = 0;
+
+	if (TaskqState == NULL)
+		return;
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+		if (TaskqState->slots[i].kind == TASKQ_SLOT_EXECUTOR)
+			latches[n++] = TaskqState->slots[i].latch;
+	SpinLockRelease(&TaskqState->mutex);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+/* Set the latch of the executors that are waiting for capacity. */
+void
+taskq_wake_capacity_waiters(void)
+{
+	Latch	   *latches[TASKQ_MAX_SLOTS];
+	int			n = 0;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	{
+		TaskqWorkerSlot *slot = &TaskqState->slots[i];
+
+		if (slot->kind == TASKQ_SLOT_EXECUTOR && slot->wants_capacity)
+		{
+			slot->wants_capacity = false;
+			latches[n++] = slot->latch;
+		}
+	}
+	SpinLockRelease(&TaskqState->mutex);
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}
+
+/* Is the extension installed in this database?  Needs a transaction. */
+bool
+taskq_extension_ready(void)
+{
+	return OidIsValid(get_extension_oid("taskq", true));
+}
+
+PG_FUNCTION_INFO_V1(taskq_caller);
+Datum
+taskq_caller(PG_FUNCTION_ARGS)
+{
+	/* inside a handler, the executor acts for the job's owner */
+	if (taskq_current_job != 0)
+		PG_RETURN_OID(taskq_current_owner);
+	PG_RETURN_OID(GetOuterUserId());
+}
+
+PG_FUNCTION_INFO_V1(taskq_wake_on_commit);
+Datum
+taskq_wake_on_commit(PG_FUNCTION_ARGS)
+{
+	wake_at_commit = true;
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(taskq_request_cancel);
+Datum
+taskq_request_cancel(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	char	   *worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	int			pid = 0;
+	bool		found = false;
+	bool		running_it = false;
+
+	if (TaskqState == NULL)
+		PG_RETURN_BOOL(false);
+
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	{
+		TaskqWorkerSlot *slot = &TaskqState->slots[i];
+
+		if (slot->kind != TASKQ_SLOT_EXECUTOR || strcmp(slot->name, worker) != 0)
+			continue;
+		pid = slot->pid;
+		for (int k = 0; k < TASKQ_PENDING_CANCELS; k++)
+		{
+			if (slot->cancel_jobs[k] == 0 || slot->cancel_jobs[k] == job_id)
+			{
+				slot->cancel_jobs[k] = job_id;
+				found = true;
+				break;
+			}
+		}
+		running_it = found && slot->job_id == job_id;
+		break;
+	}
+	SpinLockRelease(&TaskqState->mutex);
+
+	/* SIGINT cancels the handler's current statement (StatementCancelHandler) */
+	if (running_it)
+		kill(pid, SIGINT);
+	PG_RETURN_BOOL(found);
+}
+
+PG_FUNCTION_INFO_V1(taskq_max_cpu_units_sql);
+Datum
+taskq_max_cpu_units_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(taskq_max_cpu_units);
+}
+
+PG_FUNCTION_INFO_V1(taskq_max_memory_mb_sql);
+Datum
+taskq_max_memory_mb_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(taskq_max_memory_mb);
+}
+
+PG_FUNCTION_INFO_V1(taskq_current_job_id);
+Datum
+taskq_current_job_id(PG_FUNCTION_ARGS)
+{
+	if (taskq_current_job == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(taskq_current_job);
+}

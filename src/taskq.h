@@ -1,0 +1,94 @@
+/*
+ * taskq.h: declarations shared by taskq's C files.
+ */
+#ifndef TASKQ_H
+#define TASKQ_H
+
+#include "postgres.h"
+
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/spin.h"
+#include "utils/timestamp.h"
+
+#define TASKQ_MAX_EXECUTORS 64
+#define TASKQ_MAX_SLOTS (TASKQ_MAX_EXECUTORS + 1)
+#define TASKQ_PENDING_CANCELS 8
+
+typedef enum TaskqWorkerKind
+{
+	TASKQ_SLOT_FREE = 0,
+	TASKQ_SLOT_LAUNCHER,
+	TASKQ_SLOT_EXECUTOR
+} TaskqWorkerKind;
+
+typedef enum TaskqWorkerState
+{
+	TASKQ_STATE_STARTING = 0,
+	TASKQ_STATE_IDLE,
+	TASKQ_STATE_CLAIMING,
+	TASKQ_STATE_RUNNING,
+	TASKQ_STATE_MAINTAINING,
+	TASKQ_STATE_WAITING,		/* for the extension or for promotion */
+	TASKQ_STATE_STOPPING
+} TaskqWorkerState;
+
+/* One live launcher or executor; guarded by TaskqShared->mutex. */
+typedef struct TaskqWorkerSlot
+{
+	TaskqWorkerKind kind;
+	TaskqWorkerState state;
+	pid_t		pid;
+	char		name[NAMEDATALEN];	/* worker name in taskq.jobs.worker */
+	Latch	   *latch;
+	int64		job_id;			/* job being executed, 0 if none */
+	TimestampTz since;			/* when state or job last changed */
+	int64		jobs_done;
+	int			cpu_held;		/* capacity this executor holds */
+	int			memory_held;
+	bool		wants_capacity; /* found none free; wake it on release */
+	int64		cancel_jobs[TASKQ_PENDING_CANCELS]; /* cancels asked of it */
+} TaskqWorkerSlot;
+
+typedef struct TaskqShared
+{
+	slock_t		mutex;
+	int			cpu_used;		/* sum of cpu_held over slots */
+	int			memory_used;
+	pg_atomic_uint64 claimed;
+	pg_atomic_uint64 succeeded;
+	pg_atomic_uint64 failed;
+	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
+} TaskqShared;
+
+/* taskq.c: GUCs and shared state */
+extern char *taskq_database;
+extern int	taskq_workers;
+extern int	taskq_max_cpu_units;
+extern int	taskq_max_memory_mb;
+extern int	taskq_poll_interval_ms;
+extern int	taskq_shutdown_grace_ms;
+extern int	taskq_batch_size;
+extern TaskqShared *TaskqState;
+
+extern TaskqWorkerSlot *taskq_attach_slot(TaskqWorkerKind kind, const char *name);
+extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id);
+extern void taskq_wake_executors(void);
+extern void taskq_wake_capacity_waiters(void);
+extern bool taskq_extension_ready(void);
+
+/* resources.c: capacity accounting */
+extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
+extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
+extern void taskq_release_all(TaskqWorkerSlot *slot);
+
+/* executor.c / launcher.c: background worker entry points */
+extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
+extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);
+extern void taskq_register_launcher(void);
+
+/* executor.c: the job being executed by this backend and its owner */
+extern int64 taskq_current_job;
+extern Oid	taskq_current_owner;
+
+#endif							/* TASKQ_H */
