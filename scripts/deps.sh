@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what taskq needs to build, test and run, from Debian's packages.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+packages=(
+    build-essential
+    postgresql-15
+    postgresql-server-dev-15
+    postgresql-15-pgtap
+    postgresql-15-cron
+    libpq-dev
+    libipc-run-perl
+    python3-psycopg
+    tmux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "taskq: missing packages: ${missing[*]} (run as root to install them)" >&2
+        exit 1
+    fi
+    echo "taskq: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

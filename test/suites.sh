@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs inside pg_virtualenv (see test/run.sh): pg_regress, isolation specs,
+# pgTAP and the Python end-to-end test against one throwaway cluster whose
+# taskq workers run in database taskq_regress.
+set -uo pipefail
+logdir=$1
+pgxs=$(dirname "$(pg_config --pgxs)")/..
+db=taskq_regress
+
+createdb "$db" || { echo "FAILED: createdb"; exit 1; }
+psql -q -d "$db" -c "CREATE EXTENSION taskq; CREATE EXTENSION pgtap;" || echo "FAILED: create extension"
+
+tests=$(ls sql/*.sql | grep -v 'taskq--' | xargs -n1 basename | sed 's/\.sql$//' | sort)
+if [ -n "$tests" ]; then
+    "$pgxs/test/regress/pg_regress" --use-existing --dbname="$db" --inputdir=. \
+        --outputdir="$logdir/regress" $tests
+    [ -f "$logdir/regress/regression.diffs" ] && head -200 "$logdir/regress/regression.diffs"
+fi
+
+specs=$(ls test/isolation/specs/*.spec 2>/dev/null | xargs -rn1 basename | sed 's/\.spec$//' | sort)
+if [ -n "$specs" ]; then
+    "$pgxs/test/isolation/pg_isolation_regress" --use-existing --dbname="$db" \
+        --inputdir=test/isolation --outputdir="$logdir/isolation" $specs
+    [ -f "$logdir/isolation/regression.diffs" ] && head -200 "$logdir/isolation/regression.diffs"
+fi
+
+if ls test/pgtap/*.sql >/dev/null 2>&1; then
+    pg_prove -d "$db" test/pgtap/*.sql
+fi
+
+for t in test/python/test_*.py; do
+    [ -f "$t" ] || continue
+    if PGDATABASE="$db" timeout 600 python3 "$t"; then
+        echo "python $(basename "$t") ... ok"
+    else
+        echo "python $(basename "$t") ... FAILED"
+    fi
+done
+exit 0
