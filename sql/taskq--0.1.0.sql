@@ -1284,6 +1284,390 @@ CREATE VIEW taskq.workers AS
 CREATE VIEW taskq.resources AS
     SELECT * FROM taskq._resources();
 
+CREATE FUNCTION taskq._rates(
+    OUT window_minutes integer, OUT claimed_per_s float8,
+    OUT succeeded_per_s float8, OUT failed_per_s float8)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'taskq_rates' LANGUAGE C VOLATILE;
+
+-- Executor throughput over the last 1, 5 and 15 minutes, from counters in
+-- shared memory (no table scan).  failed_per_s counts failed attempts.
+CREATE VIEW taskq.throughput AS
+    SELECT * FROM taskq._rates();
+
+-- Age of the oldest job that could run now: one index probe per priority.
+CREATE FUNCTION taskq._oldest_runnable_age() RETURNS interval
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT now() - min(t) FROM (
+        SELECT (SELECT j.run_at FROM taskq.jobs j
+                WHERE j.status = 'pending' AND j.effective_priority = p AND j.run_at <= now()
+                ORDER BY j.run_at LIMIT 1) AS t
+        FROM unnest(enum_range(NULL::taskq.priority)) p) s
+$$;
+
+-- Wait (run_at -> start) and run (start -> finish) time percentiles of the
+-- jobs finished in the last `since`, per queue.
+CREATE FUNCTION taskq.latency(since interval DEFAULT '15 minutes')
+RETURNS TABLE (queue text, jobs bigint,
+               wait_p50 interval, wait_p95 interval, wait_p99 interval,
+               run_p50 interval, run_p95 interval, run_p99 interval)
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT j.queue, count(*),
+           percentile_cont(0.50) WITHIN GROUP (ORDER BY j.started_at - j.run_at),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY j.started_at - j.run_at),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY j.started_at - j.run_at),
+           percentile_cont(0.50) WITHIN GROUP (ORDER BY j.finished_at - j.started_at),
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY j.finished_at - j.started_at),
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY j.finished_at - j.started_at)
+    FROM taskq.jobs j
+    WHERE j.finished_at > now() - since AND j.started_at IS NOT NULL
+    GROUP BY j.queue
+$$;
+
+-- Every metric as (name, labels, value): the source of metrics_prometheus().
+CREATE FUNCTION taskq.metrics()
+RETURNS TABLE (metric text, labels jsonb, value float8)
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'taskq_jobs', jsonb_build_object('queue', d.queue, 'priority', d.priority, 'status', d.status),
+           d.jobs::float8
+      FROM taskq.queue_depth d
+    UNION ALL
+    SELECT 'taskq_dead_letter_jobs', '{}'::jsonb, (SELECT count(*) FROM taskq.jobs WHERE status = 'failed')::float8
+    UNION ALL
+    SELECT m.name, jsonb_build_object('window', t.window_minutes || 'm'), m.v
+      FROM taskq.throughput t,
+           LATERAL (VALUES ('taskq_claimed_per_second', t.claimed_per_s),
+                           ('taskq_succeeded_per_second', t.succeeded_per_s),
+                           ('taskq_failed_attempts_per_second', t.failed_per_s)) m(name, v)
+     WHERE m.v IS NOT NULL
+    UNION ALL
+    SELECT m.name, jsonb_build_object('queue', l.queue, 'quantile', m.q), extract(epoch FROM m.v)
+      FROM taskq.latency() l,
+           LATERAL (VALUES ('taskq_wait_seconds', '0.5', l.wait_p50), ('taskq_wait_seconds', '0.95', l.wait_p95),
+                           ('taskq_wait_seconds', '0.99', l.wait_p99), ('taskq_run_seconds', '0.5', l.run_p50),
+                           ('taskq_run_seconds', '0.95', l.run_p95), ('taskq_run_seconds', '0.99', l.run_p99)) m(name, q, v)
+    UNION ALL
+    SELECT m.name, '{}'::jsonb, m.v::float8
+      FROM taskq._resources() r,
+           LATERAL (VALUES ('taskq_cpu_units_used', r.cpu_units_used), ('taskq_cpu_units_max', r.cpu_units_max),
+                           ('taskq_memory_mb_used', r.memory_mb_used), ('taskq_memory_mb_max', r.memory_mb_max)) m(name, v)
+    UNION ALL
+    SELECT 'taskq_workers', jsonb_build_object('kind', w.kind, 'state', w.state), count(*)::float8
+      FROM taskq._worker_slots() w GROUP BY w.kind, w.state
+    UNION ALL
+    SELECT 'taskq_oldest_runnable_age_seconds', '{}'::jsonb,
+           coalesce(extract(epoch FROM taskq._oldest_runnable_age()), 0)::float8
+$$;
+
+-- Prometheus text exposition of taskq.metrics().
+CREATE FUNCTION taskq.metrics_prometheus() RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(string_agg(line, E'\n' ORDER BY metric, ord), '') || E'\n'
+    FROM (
+        SELECT m.metric, 0 AS ord, format('# TYPE %s gauge', m.metric) AS line
+          FROM (SELECT DISTINCT metric FROM taskq.metrics()) m
+        UNION ALL
+        SELECT m.metric, 1,
+               m.metric ||
+               coalesce('{' || (SELECT string_agg(format('%s="%s"', k,
+                                                        replace(replace(v, '\', '\\'), '"', '\"')), ',' ORDER BY k)
+                                FROM jsonb_each_text(m.labels) AS e(k, v)) || '}', '') ||
+               ' ' || m.value::text
+          FROM taskq.metrics() m
+    ) s
+$$;
+
+-- One row per check: ok, warn or fail, with a message.
+CREATE FUNCTION taskq.health()
+RETURNS TABLE (check_name text, status text, message text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    launchers integer;
+    executors integer;
+    wanted integer := coalesce(current_setting('taskq.workers', true), '0')::integer;
+    oldest interval := taskq._oldest_runnable_age();
+    usage float8 := pg_notification_queue_usage();
+    dead bigint;
+    stuck bigint;
+    live bigint;
+    dead_tup bigint;
+    horizon interval;
+BEGIN
+    SELECT count(*) FILTER (WHERE kind = 'launcher'), count(*) FILTER (WHERE kind = 'executor')
+      INTO launchers, executors FROM taskq._worker_slots();
+    check_name := 'launcher';
+    IF launchers > 0 THEN status := 'ok'; message := 'launcher is running';
+    ELSE status := 'fail'; message := 'no launcher: is taskq in shared_preload_libraries and taskq.database this database?';
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'executors';
+    IF executors >= wanted THEN status := 'ok'; message := format('%s of %s executors running', executors, wanted);
+    ELSIF executors > 0 THEN status := 'warn'; message := format('only %s of %s executors running', executors, wanted);
+    ELSE status := 'fail'; message := format('none of %s executors running', wanted);
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'oldest_runnable_job';
+    IF oldest IS NULL OR oldest < interval '1 minute' THEN
+        status := 'ok'; message := coalesce(format('oldest runnable job has waited %s', date_trunc('second', oldest)), 'no job is waiting to run');
+    ELSIF oldest < interval '15 minutes' THEN
+        status := 'warn'; message := format('oldest runnable job has waited %s', date_trunc('second', oldest));
+    ELSE
+        status := 'fail'; message := format('oldest runnable job has waited %s', date_trunc('second', oldest));
+    END IF;
+    RETURN NEXT;
+
+    check_name := 'notification_queue';
+    status := CASE WHEN usage < 0.5 THEN 'ok' WHEN usage < 0.9 THEN 'warn' ELSE 'fail' END;
+    message := format('NOTIFY queue %s%% full', round((usage * 100)::numeric, 1));
+    IF usage >= 0.5 THEN
+        message := message || ': a listener is not reading its notifications';
+    END IF;
+    RETURN NEXT;
+
+    SELECT count(*) INTO dead FROM taskq.jobs WHERE status = 'failed';
+    check_name := 'dead_letter_queue';
+    status := CASE WHEN dead = 0 THEN 'ok' ELSE 'warn' END;
+    message := format('%s failed jobs in the dead-letter queue', dead);
+    RETURN NEXT;
+
+    SELECT count(DISTINCT d.job_id) INTO stuck
+      FROM taskq.job_dependencies d
+      JOIN taskq.jobs p ON p.id = d.depends_on AND p.status = 'failed'
+      JOIN taskq.jobs c ON c.id = d.job_id AND c.status = 'blocked';
+    check_name := 'blocked_by_failure';
+    status := CASE WHEN stuck = 0 THEN 'ok' ELSE 'warn' END;
+    message := format('%s jobs blocked by a failed parent (retry or cancel the parent)', stuck);
+    RETURN NEXT;
+
+    SELECT s.n_live_tup, s.n_dead_tup INTO live, dead_tup
+      FROM pg_stat_user_tables s WHERE s.relid = 'taskq.jobs'::regclass;
+    SELECT max(now() - a.xact_start) INTO horizon
+      FROM pg_stat_activity a WHERE a.backend_xmin IS NOT NULL AND a.pid <> pg_backend_pid();
+    check_name := 'vacuum';
+    IF coalesce(horizon, interval '0') > interval '1 hour' THEN
+        status := 'fail';
+    ELSIF coalesce(horizon, interval '0') > interval '5 minutes'
+          OR coalesce(dead_tup, 0) > 10 * coalesce(live, 0) + 100000 THEN
+        status := 'warn';
+    ELSE
+        status := 'ok';
+    END IF;
+    message := format('taskq.jobs: %s live, %s dead tuples; oldest snapshot held %s',
+                      coalesce(live, 0), coalesce(dead_tup, 0),
+                      coalesce(date_trunc('second', horizon)::text, 'by nobody'));
+    RETURN NEXT;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Dead-letter queue administration
+------------------------------------------------------------------------------
+
+-- Retry every failed job that matches the filters (NULL matches all); returns
+-- how many.  Each role retries only its own jobs unless it is taskq_admin.
+CREATE FUNCTION taskq.retry_failed(queue text DEFAULT NULL, job_type text DEFAULT NULL,
+                                   error_like text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+BEGIN
+    WITH c AS (
+        SELECT j.id FROM taskq.jobs j
+        WHERE j.status = 'failed'
+          AND (retry_failed.queue IS NULL OR j.queue = retry_failed.queue)
+          AND (retry_failed.job_type IS NULL OR j.job_type = retry_failed.job_type)
+          AND (error_like IS NULL OR j.last_error LIKE error_like)
+          AND (j.owner = taskq._caller() OR taskq._is_admin())
+        ORDER BY j.id FOR UPDATE
+    ), u AS (
+        UPDATE taskq.jobs j
+           SET status = 'pending', attempts = 0, run_at = now(), effective_priority = j.priority,
+               aged_at = NULL, finished_at = NULL, worker = NULL, lease_expires_at = NULL,
+               updated_at = now()
+          FROM c WHERE j.id = c.id
+        RETURNING j.id
+    )
+    SELECT array_agg(u.id ORDER BY u.id) INTO ids FROM u;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM taskq._emit(ids, 'retried from the dead-letter queue');
+    PERFORM taskq._wake_on_commit();
+    RETURN cardinality(ids);
+END
+$$;
+
+-- Delete failed jobs that match (and that no blocked job still waits on).
+CREATE FUNCTION taskq.purge_failed(older_than interval DEFAULT NULL, queue text DEFAULT NULL,
+                                   job_type text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+BEGIN
+    SELECT array_agg(j.id) INTO ids FROM (
+        SELECT j.id FROM taskq.jobs j
+        WHERE j.status = 'failed'
+          AND (older_than IS NULL OR j.finished_at < now() - older_than)
+          AND (purge_failed.queue IS NULL OR j.queue = purge_failed.queue)
+          AND (purge_failed.job_type IS NULL OR j.job_type = purge_failed.job_type)
+          AND (j.owner = taskq._caller() OR taskq._is_admin())
+          AND NOT EXISTS (SELECT 1 FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
+                          WHERE d.depends_on = j.id AND c.status IN ('blocked', 'pending', 'running'))
+        FOR UPDATE) j;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM taskq.job_logs WHERE job_id = ANY (ids);
+    DELETE FROM taskq.jobs WHERE id = ANY (ids);
+    RETURN cardinality(ids);
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Dependency graph rendering
+------------------------------------------------------------------------------
+
+-- The connected dependency graph around job_id (ancestors and descendants,
+-- at most 500 jobs) as Mermaid ('mermaid') or Graphviz ('dot') text.
+CREATE FUNCTION taskq.dag(job_id bigint, format text DEFAULT 'mermaid')
+RETURNS text
+LANGUAGE plpgsql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    nodes bigint[];
+    out text;
+BEGIN
+    IF format NOT IN ('mermaid', 'dot') THEN
+        RAISE EXCEPTION 'format must be mermaid or dot, got %', format
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = dag.job_id) THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    WITH RECURSIVE up(id) AS (
+        SELECT dag.job_id
+      UNION
+        SELECT d.depends_on FROM up JOIN taskq.job_dependencies d ON d.job_id = up.id
+    ), down(id) AS (
+        SELECT dag.job_id
+      UNION
+        SELECT d.job_id FROM down JOIN taskq.job_dependencies d ON d.depends_on = down.id
+    )
+    SELECT array_agg(id) INTO nodes FROM (
+        SELECT id FROM up UNION SELECT id FROM down ORDER BY id LIMIT 500) n;
+
+    IF format = 'mermaid' THEN
+        SELECT 'graph TD' || E'\n' ||
+               coalesce((SELECT string_agg(format('    j%s["#%s %s<br/>%s"]:::%s', j.id, j.id,
+                                                  replace(j.job_type, '"', '#quot;'), j.status, j.status),
+                                           E'\n' ORDER BY j.id)
+                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+               coalesce((SELECT string_agg(format('    j%s --> j%s', d.depends_on, d.job_id), E'\n'
+                                           ORDER BY d.depends_on, d.job_id)
+                         FROM taskq.job_dependencies d
+                         WHERE d.job_id = ANY (nodes) AND d.depends_on = ANY (nodes)), '') || E'\n' ||
+               '    classDef succeeded fill:#c8e6c9' || E'\n' ||
+               '    classDef failed fill:#ffcdd2' || E'\n' ||
+               '    classDef running fill:#fff9c4' || E'\n' ||
+               '    classDef cancelled fill:#e0e0e0' || E'\n' ||
+               '    classDef blocked fill:#ffe0b2' || E'\n' ||
+               '    classDef pending fill:#bbdefb'
+          INTO out;
+    ELSE
+        SELECT 'digraph taskq {' || E'\n' || '    rankdir=LR;' || E'\n' ||
+               coalesce((SELECT string_agg(format('    j%s [label="#%s %s\n%s", style=filled, fillcolor="%s"];',
+                                                  j.id, j.id, replace(j.job_type, '"', '\"'), j.status,
+                                                  CASE j.status WHEN 'succeeded' THEN '#c8e6c9' WHEN 'failed' THEN '#ffcdd2'
+                                                       WHEN 'running' THEN '#fff9c4' WHEN 'cancelled' THEN '#e0e0e0'
+                                                       WHEN 'blocked' THEN '#ffe0b2' ELSE '#bbdefb' END),
+                                           E'\n' ORDER BY j.id)
+                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+               coalesce((SELECT string_agg(format('    j%s -> j%s;', d.depends_on, d.job_id), E'\n'
+                                           ORDER BY d.depends_on, d.job_id)
+                         FROM taskq.job_dependencies d
+                         WHERE d.job_id = ANY (nodes) AND d.depends_on = ANY (nodes)), '') || E'\n}'
+          INTO out;
+    END IF;
+    RETURN out;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Recurring jobs, on pg_cron
+------------------------------------------------------------------------------
+
+-- Submit job_type on a cron schedule.  pg_cron runs the submission as the
+-- role that called schedule(), so the jobs are that role's.  Re-scheduling a
+-- name replaces it.
+CREATE FUNCTION taskq.schedule(name text, cron text, job_type text, payload jsonb DEFAULT '{}',
+                               priority taskq.priority DEFAULT 'normal', queue text DEFAULT 'default')
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    me regrole := taskq._caller();
+    cron_id bigint;
+    existing taskq.schedules;
+BEGIN
+    PERFORM taskq._check_name('schedule name', name);
+    PERFORM taskq._check_name('job_type', job_type);
+    PERFORM taskq._check_name('queue', queue);
+    IF cron IS NULL OR btrim(cron) = '' THEN
+        RAISE EXCEPTION 'cron must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
+        RAISE EXCEPTION 'payload must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF to_regnamespace('cron') IS NULL OR NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') THEN
+        RAISE EXCEPTION 'pg_cron is not installed in this database'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database and CREATE EXTENSION pg_cron.';
+    END IF;
+    SELECT * INTO existing FROM taskq.schedules s WHERE s.name = schedule.name FOR UPDATE;
+    IF FOUND AND existing.owner <> me AND NOT taskq._is_admin() THEN
+        RAISE EXCEPTION 'schedule "%" belongs to another role', name
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    EXECUTE 'SELECT cron.schedule_in_database($1, $2, $3, current_database(), $4)'
+       INTO cron_id
+      USING 'taskq:' || name, cron,
+            format('SELECT taskq.submit(%L, %L::jsonb, %L::taskq.priority, %L)',
+                   job_type, payload::text, priority::text, queue),
+            (SELECT rolname FROM pg_roles WHERE oid = me);
+    INSERT INTO taskq.schedules AS s (name, cron, job_type, payload, priority, queue, owner, cron_jobid)
+    VALUES (name, cron, job_type, payload, priority, queue, me, cron_id)
+    ON CONFLICT (name) DO UPDATE
+        SET cron = excluded.cron, job_type = excluded.job_type, payload = excluded.payload,
+            priority = excluded.priority, queue = excluded.queue, owner = excluded.owner,
+            cron_jobid = excluded.cron_jobid;
+    RETURN cron_id;
+END
+$$;
+
+CREATE FUNCTION taskq.unschedule(name text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    existing taskq.schedules;
+BEGIN
+    SELECT * INTO existing FROM taskq.schedules s WHERE s.name = unschedule.name FOR UPDATE;
+    IF NOT FOUND OR (existing.owner <> taskq._caller() AND NOT taskq._is_admin()) THEN
+        RAISE EXCEPTION 'schedule "%" does not exist', name USING ERRCODE = 'undefined_object';
+    END IF;
+    IF to_regnamespace('cron') IS NOT NULL THEN
+        EXECUTE 'SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = $1' USING 'taskq:' || name;
+    END IF;
+    DELETE FROM taskq.schedules s WHERE s.name = unschedule.name;
+END
+$$;
+
 ------------------------------------------------------------------------------
 -- Privileges: tables are written only through the functions above.
 ------------------------------------------------------------------------------
@@ -1304,7 +1688,10 @@ CREATE POLICY job_dependencies_visible ON taskq.job_dependencies FOR SELECT
 GRANT SELECT ON taskq.jobs, taskq.job_logs, taskq.job_dependencies, taskq.handlers,
                 taskq.queues, taskq.schedules TO PUBLIC;
 GRANT SELECT ON taskq.dead_letter_queue, taskq.queue_depth TO PUBLIC;
-GRANT SELECT ON taskq.workers, taskq.resources TO taskq_admin;
+GRANT SELECT ON taskq.workers, taskq.resources, taskq.throughput TO PUBLIC;
+ALTER TABLE taskq.schedules ENABLE ROW LEVEL SECURITY;
+CREATE POLICY schedules_visible ON taskq.schedules FOR SELECT
+    USING (owner = current_user::text::regrole OR pg_catalog.pg_has_role('taskq_admin', 'MEMBER'));
 
 GRANT EXECUTE ON FUNCTION
     taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
@@ -1325,5 +1712,19 @@ GRANT EXECUTE ON FUNCTION
     taskq.wait(bigint[], interval),
     taskq.current_job_id(),
     taskq._caller(),
-    taskq._is_admin()
+    taskq._is_admin(),
+    taskq._worker_slots(),
+    taskq._resources(),
+    taskq._rates(),
+    taskq._counters(),
+    taskq._oldest_runnable_age(),
+    taskq.latency(interval),
+    taskq.metrics(),
+    taskq.metrics_prometheus(),
+    taskq.health(),
+    taskq.retry_failed(text, text, text),
+    taskq.purge_failed(interval, text, text),
+    taskq.dag(bigint, text),
+    taskq.schedule(text, text, text, jsonb, taskq.priority, text),
+    taskq.unschedule(text)
 TO PUBLIC;

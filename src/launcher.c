@@ -255,6 +255,7 @@ TaskqLauncherMain(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			taskq_wake_executors();
 		}
+		taskq_sample_counters();
 		if (extension_ready())
 		{
 			manage_executors();

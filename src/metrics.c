@@ -1,6 +1,7 @@
 /*
  * metrics.c: what the workers know about themselves, read from shared
- * memory: live workers, capacity in use, counters since server start.
+ * memory: live workers, capacity in use, counters since server start and
+ * their rates over the last minutes.
  */
 #include "postgres.h"
 
@@ -90,4 +91,92 @@ taskq_counters(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->succeeded) : 0);
 	values[2] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->failed) : 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+static TaskqRateSample
+current_counters(void)
+{
+	TaskqRateSample now;
+
+	now.at = GetCurrentTimestamp();
+	now.claimed = pg_atomic_read_u64(&TaskqState->claimed);
+	now.succeeded = pg_atomic_read_u64(&TaskqState->succeeded);
+	now.failed = pg_atomic_read_u64(&TaskqState->failed);
+	return now;
+}
+
+/* Called by the launcher every tick; keeps one sample per TASKQ_RATE_SAMPLE_SECS. */
+void
+taskq_sample_counters(void)
+{
+	TaskqRateSample now = current_counters();
+	int			last;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	last = (TaskqState->next_sample + TASKQ_RATE_SAMPLES - 1) % TASKQ_RATE_SAMPLES;
+	if (TaskqState->samples[last].at == 0 ||
+		now.at - TaskqState->samples[last].at >= TASKQ_RATE_SAMPLE_SECS * USECS_PER_SEC)
+	{
+		TaskqState->samples[TaskqState->next_sample] = now;
+		TaskqState->next_sample = (TaskqState->next_sample + 1) % TASKQ_RATE_SAMPLES;
+	}
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/*
+ * Rates per second over the last 1, 5 and 15 minutes (or over as much
+ * history as there is), from the samples and the live counters.
+ */
+PG_FUNCTION_INFO_V1(taskq_rates);
+Datum
+taskq_rates(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TaskqRateSample samples[TASKQ_RATE_SAMPLES];
+	TaskqRateSample now;
+	static const int windows[] = {1, 5, 15};
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (TaskqState == NULL)
+		PG_RETURN_VOID();
+	SpinLockAcquire(&TaskqState->mutex);
+	memcpy(samples, TaskqState->samples, sizeof(samples));
+	SpinLockRelease(&TaskqState->mutex);
+	now = current_counters();
+
+	for (int w = 0; w < lengthof(windows); w++)
+	{
+		TimestampTz since = now.at - (TimestampTz) windows[w] * 60 * USECS_PER_SEC;
+		TaskqRateSample *base = NULL;
+		Datum		values[4];
+		bool		nulls[4] = {false};
+		double		secs;
+
+		/* the newest sample at or before the window start, else the oldest */
+		for (int i = 0; i < TASKQ_RATE_SAMPLES; i++)
+		{
+			TaskqRateSample *s = &samples[i];
+
+			if (s->at == 0)
+				continue;
+			if (base == NULL ||
+				(s->at <= since && (base->at > since || s->at > base->at)) ||
+				(s->at > since && base->at > since && s->at < base->at))
+				base = s;
+		}
+		values[0] = Int32GetDatum(windows[w]);
+		secs = base ? (double) (now.at - base->at) / USECS_PER_SEC : 0;
+		if (base == NULL || secs < 1)
+		{
+			nulls[1] = nulls[2] = nulls[3] = true;
+		}
+		else
+		{
+			values[1] = Float8GetDatum((now.claimed - base->claimed) / secs);
+			values[2] = Float8GetDatum((now.succeeded - base->succeeded) / secs);
+			values[3] = Float8GetDatum((now.failed - base->failed) / secs);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
 }

@@ -50,6 +50,18 @@ typedef struct TaskqWorkerSlot
 	int64		cancel_jobs[TASKQ_PENDING_CANCELS]; /* cancels asked of it */
 } TaskqWorkerSlot;
 
+/* counter values at one moment; the launcher keeps ~16 minutes of them */
+#define TASKQ_RATE_SAMPLES 100
+#define TASKQ_RATE_SAMPLE_SECS 10
+
+typedef struct TaskqRateSample
+{
+	TimestampTz at;
+	uint64		claimed;
+	uint64		succeeded;
+	uint64		failed;
+} TaskqRateSample;
+
 typedef struct TaskqShared
 {
 	slock_t		mutex;
@@ -58,6 +70,8 @@ typedef struct TaskqShared
 	pg_atomic_uint64 claimed;
 	pg_atomic_uint64 succeeded;
 	pg_atomic_uint64 failed;
+	int			next_sample;	/* ring position; guarded by mutex */
+	TaskqRateSample samples[TASKQ_RATE_SAMPLES];
 	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
 } TaskqShared;
 
@@ -81,6 +95,9 @@ extern bool taskq_extension_ready(void);
 extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
 extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
 extern void taskq_release_all(TaskqWorkerSlot *slot);
+
+/* metrics.c */
+extern void taskq_sample_counters(void);
 
 /* executor.c / launcher.c: background worker entry points */
 extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
