@@ -1411,7 +1411,9 @@ BEGIN
 
     check_name := 'oldest_runnable_job';
     IF oldest IS NULL OR oldest < interval '1 minute' THEN
-        status := 'ok'; message := coalesce(format('oldest runnable job has waited %s', date_trunc('second', oldest)), 'no job is waiting to run');
+        status := 'ok';
+        message := CASE WHEN oldest IS NULL THEN 'no job is waiting to run'
+                        ELSE format('oldest runnable job has waited %s', date_trunc('second', oldest)) END;
     ELSIF oldest < interval '15 minutes' THEN
         status := 'warn'; message := format('oldest runnable job has waited %s', date_trunc('second', oldest));
     ELSE
