@@ -1219,8 +1219,10 @@ BEGIN
     IF extend IS NOT NULL AND extend <= interval '0' THEN
         RAISE EXCEPTION 'extend must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- A running job's updated_at is its claim or last heartbeat, so this is the
+    -- last lease's length (measuring from started_at would grow it each beat).
     UPDATE taskq.jobs
-       SET lease_expires_at = now() + coalesce(extend, j.lease_expires_at - j.started_at),
+       SET lease_expires_at = now() + coalesce(extend, j.lease_expires_at - j.updated_at),
            updated_at = now()
      WHERE id = job_id
     RETURNING lease_expires_at INTO until;
