@@ -2,8 +2,10 @@
 -- observability.  This script is the single source of taskq's SQL objects.
 \echo Use "CREATE EXTENSION taskq" to load this file. \quit
 
--- Every object below is schema-qualified and every function pins search_path,
--- so objects planted in public or pg_temp cannot capture calls.
+-- Every object below is schema-qualified.  Every SECURITY DEFINER function and
+-- every internal function the workers call pins search_path, so objects
+-- planted in public or pg_temp cannot capture calls; the other internal
+-- helpers run only inside those.
 
 DO $roles$
 BEGIN
@@ -171,12 +173,12 @@ CREATE FUNCTION taskq._counters(
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION taskq._is_admin() RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.pg_has_role(taskq._caller(), 'taskq_admin', 'MEMBER')
 $$;
 
 CREATE FUNCTION taskq._require_admin(action text) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 BEGIN
     IF NOT taskq._is_admin() THEN
@@ -191,7 +193,7 @@ $$;
 -- errors[i] is the error of ids[i] (NULL when there is none).
 CREATE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     level text := coalesce(current_setting('taskq.notify_level', true), 'all');
@@ -217,7 +219,7 @@ $$;
 
 -- Fetch a job the caller may act on, locked, or fail with a clear error.
 CREATE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     j taskq.jobs;
@@ -234,7 +236,7 @@ END
 $$;
 
 CREATE FUNCTION taskq._check_resources(cpu_units integer, memory_mb integer) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE AS $$
 #variable_conflict use_column
 DECLARE
     max_cpu integer := taskq._max_cpu_units();
@@ -262,7 +264,7 @@ END
 $$;
 
 CREATE FUNCTION taskq._check_name(what text, value text) RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_column
 BEGIN
     IF value IS NULL THEN
@@ -279,7 +281,7 @@ $$;
 
 -- Retry delay after attempt n: min(backoff_max, base * 2^(n-1)), with up to 20 % jitter.
 CREATE FUNCTION taskq._retry_delay(base interval, attempt integer) RETURNS interval
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE AS $$
     SELECT least(coalesce(current_setting('taskq.backoff_max', true), '1 hour')::interval,
                  base * power(2, least(greatest(attempt, 1) - 1, 40)))
            * (1 + 0.2 * random())
@@ -297,7 +299,7 @@ CREATE FUNCTION taskq._insert_job(
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
     owner regrole)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     q taskq.queues;
@@ -307,8 +309,12 @@ DECLARE
     bad record;
     admin boolean;
 BEGIN
-    PERFORM taskq._check_name('job_type', job_type);
-    PERFORM taskq._check_name('queue', queue);
+    -- (the checks call helpers only to raise their errors: this is the hot path)
+    IF job_type IS NULL OR queue IS NULL OR btrim(job_type) = '' OR btrim(queue) = ''
+       OR length(job_type) > 200 OR length(queue) > 200 THEN
+        PERFORM taskq._check_name('job_type', job_type);
+        PERFORM taskq._check_name('queue', queue);
+    END IF;
     IF payload IS NULL THEN
         RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed',
             HINT = 'Pass ''{}'' for an empty payload.';
@@ -320,7 +326,10 @@ BEGIN
     IF priority IS NULL THEN
         RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM taskq._check_resources(cpu_units, memory_mb);
+    IF cpu_units IS NULL OR cpu_units <= 0 OR memory_mb IS NULL OR memory_mb < 0
+       OR cpu_units > taskq._max_cpu_units() OR memory_mb > taskq._max_memory_mb() THEN
+        PERFORM taskq._check_resources(cpu_units, memory_mb);
+    END IF;
     IF max_attempts IS NOT NULL AND max_attempts < 1 THEN
         RAISE EXCEPTION 'max_attempts must be at least 1, got %', max_attempts
             USING ERRCODE = 'invalid_parameter_value';
@@ -380,20 +389,27 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status, payload,
-                            max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,
-                            idempotency_key, owner, unfinished_parents)
-    VALUES (queue, job_type, priority, priority,
-            CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status,
-            payload,
-            coalesce(max_attempts, q.default_max_attempts, 3),
-            coalesce(backoff, current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
-            coalesce(timeout, q.default_timeout),
-            cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished)
-    ON CONFLICT (owner, idempotency_key)
-        WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')
-        DO NOTHING
-    RETURNING j.id INTO new_id;
+    -- The job and its first log row in one statement.
+    WITH j AS (
+        INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status, payload,
+                                max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,
+                                idempotency_key, owner, unfinished_parents)
+        VALUES (queue, job_type, priority, priority,
+                CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status,
+                payload,
+                coalesce(max_attempts, q.default_max_attempts, 3),
+                coalesce(backoff, current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
+                coalesce(timeout, q.default_timeout),
+                cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished)
+        ON CONFLICT (owner, idempotency_key)
+            WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')
+            DO NOTHING
+        RETURNING j.id, j.status
+    ), logged AS (
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message)
+        SELECT j.id, j.status, 0, 'submitted' FROM j
+    )
+    SELECT j.id INTO new_id FROM j;
 
     IF new_id IS NULL THEN
         -- lost the race to a concurrent submit with the same key
@@ -408,7 +424,13 @@ BEGIN
         SELECT DISTINCT new_id, d FROM unnest(depends_on) d;
     END IF;
 
-    PERFORM taskq._emit(ARRAY[new_id], 'submitted');
+    IF current_setting('taskq.notify_level', true) IS DISTINCT FROM 'none' THEN
+        PERFORM pg_notify('taskq_jobs',
+                          json_build_object('id', new_id,
+                                            'status', CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END,
+                                            'queue', queue, 'job_type', job_type, 'attempt', 0)::text)
+        WHERE current_setting('taskq.notify_level', true) IS DISTINCT FROM 'terminal';
+    END IF;
     IF unfinished = 0 THEN
         PERFORM taskq._wake_on_commit();
     END IF;
@@ -582,7 +604,7 @@ $$;
 -- with none become pending.  Row updates re-read the latest version, so two
 -- parents finishing at once cannot both miss the last decrement.
 CREATE FUNCTION taskq._release_dependents(parent_ids bigint[]) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     ready bigint[];
@@ -901,7 +923,7 @@ $$;
 -- whether the job was still held.
 CREATE FUNCTION taskq._succeed(job_id bigint, worker text, attempt integer, result jsonb)
 RETURNS boolean
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
     UPDATE taskq.jobs j
@@ -936,7 +958,7 @@ $$;
 
 -- Publish a batch of successes: log, notify, release dependents.
 CREATE FUNCTION taskq._succeeded(ids bigint[]) RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
     IF cardinality(ids) > 0 THEN
@@ -957,6 +979,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     done bigint[];
     errs text[];
+    dead bigint[];
+    dead_errs text[];
 BEGIN
     WITH f AS (
         SELECT u.id, u.attempt, u.error, u.retryable
@@ -976,12 +1000,23 @@ BEGIN
           FROM f
          WHERE j.id = f.id AND j.status = 'running' AND j.worker = _fail.worker
            AND j.attempts = f.attempt
-        RETURNING j.id, f.error
+        RETURNING j.id, f.error, j.status
     )
-    SELECT array_agg(upd.id ORDER BY upd.id), array_agg(upd.error ORDER BY upd.id)
-      INTO done, errs FROM upd;
+    SELECT array_agg(upd.id ORDER BY upd.id), array_agg(upd.error ORDER BY upd.id),
+           array_agg(upd.id ORDER BY upd.id) FILTER (WHERE upd.status = 'failed'),
+           array_agg(upd.error ORDER BY upd.id) FILTER (WHERE upd.status = 'failed')
+      INTO done, errs, dead, dead_errs FROM upd;
     IF done IS NOT NULL THEN
-        PERFORM taskq._emit(done, CASE WHEN give_back THEN 'interrupted by shutdown' ELSE 'attempt failed' END, errs);
+        IF give_back THEN
+            PERFORM taskq._emit(done, 'given back to the queue (not counted as an attempt)', errs);
+        ELSE
+            PERFORM taskq._emit(ARRAY(SELECT u FROM unnest(done) u WHERE u <> ALL (coalesce(dead, '{}'))),
+                                'attempt failed, will retry',
+                                ARRAY(SELECT e FROM unnest(done, errs) AS x(u, e) WHERE u <> ALL (coalesce(dead, '{}'))));
+            IF dead IS NOT NULL THEN
+                PERFORM taskq._emit(dead, 'attempt failed, dead-lettered', dead_errs);
+            END IF;
+        END IF;
         PERFORM taskq._wake_on_commit();
     END IF;
     RETURN coalesce(done, '{}');
@@ -1111,7 +1146,7 @@ $$;
 ------------------------------------------------------------------------------
 
 CREATE FUNCTION taskq._can_work_any() RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.pg_has_role(taskq._caller(), 'taskq_admin', 'MEMBER')
         OR pg_catalog.pg_has_role(taskq._caller(), 'taskq_worker', 'MEMBER')
 $$;
@@ -1151,7 +1186,7 @@ $$;
 
 -- The job as held by worker, locked, or a clear error (fencing).
 CREATE FUNCTION taskq._held_job(job_id bigint, worker text) RETURNS taskq.jobs
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
     j taskq.jobs;
@@ -1299,7 +1334,7 @@ CREATE VIEW taskq.throughput AS
 
 -- Age of the oldest job that could run now: one index probe per priority.
 CREATE FUNCTION taskq._oldest_runnable_age() RETURNS interval
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE AS $$
     SELECT now() - min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
                 WHERE j.status = 'pending' AND j.effective_priority = p AND j.run_at <= now()
