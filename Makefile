@@ -1,7 +1,8 @@
 # taskq: PGXS build.  `make && make install`, then see README.md.
 EXTENSION = taskq
 MODULE_big = taskq
-OBJS = src/taskq.o src/resources.o src/executor.o src/launcher.o src/metrics.o
+OBJS = src/taskq.o src/resources.o src/executor.o src/launcher.o src/metrics.o \
+       src/database_guard.o
 DATA = sql/taskq--0.1.0.sql
 PGFILEDESC = "taskq - job queue inside PostgreSQL"
 
@@ -13,5 +14,24 @@ REGRESS_OPTS = --inputdir=. --load-extension=taskq --temp-config=test/regress.co
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+.PHONY: demo
+demo: ; bash demo/run.sh
 
 $(OBJS): src/taskq.h
+
+# the `taskq` command-line tool (cli/, libpq), installed next to psql
+CLI_SRCS = $(wildcard cli/*.c)
+all: cli/taskq
+cli/taskq: $(CLI_SRCS) cli/taskq.h
+	$(CC) $(CFLAGS) -Wextra -I$(includedir) -o $@ $(CLI_SRCS) $(LDFLAGS) -L$(libdir) -lpq
+install: install-cli
+install-cli: cli/taskq
+	$(MKDIR_P) '$(DESTDIR)$(bindir)'
+	$(INSTALL_PROGRAM) cli/taskq '$(DESTDIR)$(bindir)/taskq'
+uninstall: uninstall-cli
+uninstall-cli:
+	rm -f '$(DESTDIR)$(bindir)/taskq'
+clean: clean-cli
+clean-cli:
+	rm -f cli/taskq
+.PHONY: install-cli uninstall-cli clean-cli

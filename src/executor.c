@@ -131,7 +131,8 @@ executor_tick(void)
 		stop = true;
 	}
 	if (got_sigterm &&
-		now >= sigterm_at + (TimestampTz) taskq_shutdown_grace_ms * 1000)
+		(TaskqState->stop_now ||
+		 now >= sigterm_at + (TimestampTz) taskq_shutdown_grace_ms * 1000))
 	{
 		job_stopped_by_shutdown = true;
 		stop = true;

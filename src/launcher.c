@@ -234,13 +234,37 @@ extension_ready(void)
 	return ready;
 }
 
+/*
+ * A missing database makes the connection attempt FATAL and the postmaster
+ * restarts us: wait 5 s, 10 s, ... up to 5 minutes between attempts, so a
+ * dropped or renamed database costs a log line now and then, not a loop.
+ */
+static void
+wait_before_connecting(void)
+{
+	int			failures;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	failures = TaskqState->connect_failures++;
+	SpinLockRelease(&TaskqState->mutex);
+	if (failures > 0)
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(5000L << Min(failures - 1, 6), 300000L), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
 void
 TaskqLauncherMain(Datum main_arg)
 {
 	pqsignal(SIGTERM, launcher_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	wait_before_connecting();
 	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+	SpinLockAcquire(&TaskqState->mutex);
+	TaskqState->connect_failures = 0;
+	TaskqState->stop_now = false;
+	SpinLockRelease(&TaskqState->mutex);
 	MySlot = taskq_attach_slot(TASKQ_SLOT_LAUNCHER, "launcher");
 	pgstat_report_appname("taskq launcher");
 
@@ -271,5 +295,6 @@ TaskqLauncherMain(Datum main_arg)
 			ResetLatch(MyLatch);
 		}
 	}
-	proc_exit(0);
+	/* exit code 1: the postmaster restarts us unless it is shutting down */
+	proc_exit(1);
 }

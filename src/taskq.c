@@ -176,6 +176,7 @@ _PG_init(void)
 	shmem_startup_hook = taskq_shmem_startup;
 
 	taskq_register_launcher();
+	taskq_install_database_guard();
 }
 
 /* Free this process's slot and the capacity it held; runs at process exit. */

@@ -71,6 +71,8 @@ typedef struct TaskqShared
 	pg_atomic_uint64 succeeded;
 	pg_atomic_uint64 failed;
 	int			next_sample;	/* ring position; guarded by mutex */
+	bool		stop_now;		/* taskq's database is being dropped or renamed */
+	int			connect_failures;	/* launcher starts that did not connect */
 	TaskqRateSample samples[TASKQ_RATE_SAMPLES];
 	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
 } TaskqShared;
@@ -95,6 +97,9 @@ extern bool taskq_extension_ready(void);
 extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
 extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
 extern void taskq_release_all(TaskqWorkerSlot *slot);
+
+/* database_guard.c */
+extern void taskq_install_database_guard(void);
 
 /* metrics.c */
 extern void taskq_sample_counters(void);
