@@ -786,7 +786,11 @@ BEGIN
     IF handler IS NULL THEN
         RAISE EXCEPTION 'handler must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO STRICT p FROM pg_catalog.pg_proc WHERE oid = handler;
+    SELECT * INTO p FROM pg_catalog.pg_proc WHERE oid = handler;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'function with OID % does not exist', handler::oid
+            USING ERRCODE = 'undefined_function';
+    END IF;
     IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1
        OR p.proargtypes[0] <> 'jsonb'::regtype
        OR p.prorettype NOT IN ('jsonb'::regtype, 'void'::regtype) THEN
@@ -813,6 +817,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 #variable_conflict use_column
 BEGIN
     PERFORM taskq._require_admin('unregister a handler');
+    PERFORM taskq._check_name('job_type', job_type);
     DELETE FROM taskq.handlers h WHERE h.job_type = unregister_handler.job_type;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no handler is registered for job type "%"', job_type
