@@ -88,7 +88,10 @@ static bool job_error_permanent = false;
 
 static TaskqWorkerSlot *MySlot = NULL;
 static char worker_name[64];
+/* the batch being run, and the batch claimed in its transaction to run next */
 static MemoryContext batch_cxt = NULL;
+static MemoryContext next_batch_cxt = NULL;
+static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
@@ -208,11 +211,112 @@ recover_from_error(const char *what)
 }
 
 /*
- * Claim up to batch_limit jobs, each fitting cpu/memory.  Sets *sleep_ms to
- * how long to sleep when nothing was claimed.
+ * Claim up to batch_limit jobs, each fitting cpu/memory, inside the current
+ * transaction (SPI connected), into cxt.  When nothing was claimed, sets
+ * *sleep_ms to how long an idle executor may sleep.
  */
 static List *
-claim_batch(int cpu, int memory, long *sleep_ms)
+claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
+{
+	List	   *jobs = NIL;
+	Datum		args[4];
+	int			rc;
+
+	*sleep_ms = taskq_poll_interval_ms;
+	prepare_plans();
+	args[0] = CStringGetTextDatum(worker_name);
+	args[1] = Int32GetDatum(batch_limit);
+	args[2] = Int32GetDatum(cpu);
+	args[3] = Int32GetDatum(memory);
+	rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "taskq: claim failed: %s", SPI_result_code_string(rc));
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		ClaimedJob *job = palloc0(sizeof(ClaimedJob));
+
+		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		job->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		if (isnull)
+			job->handler = InvalidOid;
+		job->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+		job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		jobs = lappend(jobs, job);
+		MemoryContextSwitchTo(old);
+	}
+
+	if (jobs == NIL)
+	{
+		rc = SPI_execute_plan(next_run_plan, NULL, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			bool		isnull;
+			Datum		next = SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+			{
+				long		ms = (DatumGetTimestampTz(next) - GetCurrentTimestamp()) / 1000;
+
+				/* a job due now that we could not claim: wait for a wake-up */
+				if (ms > 0)
+					*sleep_ms = Min(*sleep_ms, ms + 1);
+			}
+		}
+	}
+	pg_atomic_fetch_add_u64(&TaskqState->claimed, list_length(jobs));
+	return jobs;
+}
+
+/* Largest cpu/memory need of a batch: its jobs run one at a time. */
+static void
+batch_needs(List *jobs, int *cpu, int *memory)
+{
+	ListCell   *lc;
+
+	*cpu = *memory = 0;
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		*cpu = Max(*cpu, job->cpu_units);
+		*memory = Max(*memory, job->memory_mb);
+	}
+}
+
+/*
+ * Reserve the free capacity, claim a batch into cxt, and keep only what the
+ * batch needs.  Inside a transaction; the claim counts once it commits.
+ */
+static List *
+reserve_and_claim(MemoryContext cxt, long *sleep_ms)
+{
+	int			cpu;
+	int			memory;
+	List	   *jobs;
+
+	*sleep_ms = taskq_poll_interval_ms;
+	if (!taskq_reserve_all_free(MySlot, &cpu, &memory))
+		return NIL;				/* woken when capacity comes free */
+	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
+	jobs = claim_jobs(cpu, memory, cxt, sleep_ms);
+	batch_needs(jobs, &cpu, &memory);
+	taskq_keep_reserved(MySlot, cpu, memory);
+	return jobs;
+}
+
+/* Claim a first batch in a transaction of its own. */
+static List *
+claim_batch(long *sleep_ms)
 {
 	List	   *volatile jobs = NIL;
 	volatile bool failed = false;
@@ -228,67 +332,10 @@ claim_batch(int cpu, int memory, long *sleep_ms)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
 
-		if (!taskq_extension_ready())
-		{
-			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
-		}
+		if (taskq_extension_ready())
+			jobs = reserve_and_claim(batch_cxt, sleep_ms);
 		else
-		{
-			Datum		args[4];
-			int			rc;
-
-			prepare_plans();
-			args[0] = CStringGetTextDatum(worker_name);
-			args[1] = Int32GetDatum(batch_limit);
-			args[2] = Int32GetDatum(cpu);
-			args[3] = Int32GetDatum(memory);
-			rc = SPI_execute_plan(claim_plan, args, NULL, false, 0);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "taskq: claim failed: %s", SPI_result_code_string(rc));
-
-			for (uint64 i = 0; i < SPI_processed; i++)
-			{
-				HeapTuple	tup = SPI_tuptable->vals[i];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
-				bool		isnull;
-				MemoryContext old = MemoryContextSwitchTo(batch_cxt);
-				ClaimedJob *job = palloc0(sizeof(ClaimedJob));
-
-				job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-				job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-				job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
-				job->handler = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
-				if (isnull)
-					job->handler = InvalidOid;
-				job->payload = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
-				job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
-				job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-				job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
-				jobs = lappend(jobs, job);
-				MemoryContextSwitchTo(old);
-			}
-
-			if (jobs == NIL)
-			{
-				rc = SPI_execute_plan(next_run_plan, NULL, NULL, true, 1);
-				if (rc == SPI_OK_SELECT && SPI_processed == 1)
-				{
-					bool		isnull;
-					Datum		next = SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 1, &isnull);
-
-					if (!isnull)
-					{
-						long		ms = (DatumGetTimestampTz(next) - GetCurrentTimestamp()) / 1000;
-
-						/* a job due now that we could not claim: wait for a wake-up */
-						if (ms > 0)
-							*sleep_ms = Min(*sleep_ms, ms + 1);
-					}
-				}
-			}
-			pg_atomic_fetch_add_u64(&TaskqState->claimed, list_length(jobs));
-		}
+			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
@@ -304,6 +351,7 @@ claim_batch(int cpu, int memory, long *sleep_ms)
 			FlushErrorState();
 			AbortCurrentTransaction();
 		}
+		taskq_release_all(MySlot);
 		*sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
 		failed = true;
 		jobs = NIL;
@@ -635,10 +683,17 @@ lock_held_jobs(List *jobs)
 	}
 }
 
-/* Run a claimed batch in one transaction and record every outcome in it. */
-static void
+/*
+ * Run a claimed batch in one transaction and record every outcome in it.
+ * The same transaction claims the batch to run next (returned), so a busy
+ * executor commits once per batch.
+ */
+static List *
 run_batch(List *jobs)
 {
+	List	   *volatile next = NIL;
+
+	MemoryContextReset(next_batch_cxt);
 	PG_TRY();
 	{
 		ListCell   *lc;
@@ -677,6 +732,15 @@ run_batch(List *jobs)
 		record_failures(jobs, OUTCOME_GIVEN_BACK);
 		record_cancellations(jobs);
 
+		/* this batch is done: its capacity may go to the next one */
+		taskq_release_all(MySlot);
+		if (!got_sigterm)
+		{
+			long		sleep_ms;
+
+			next = reserve_and_claim(next_batch_cxt, &sleep_ms);
+		}
+
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
@@ -685,6 +749,8 @@ run_batch(List *jobs)
 	{
 		disable_timeout(tick_timeout, false);
 		recover_from_error("running a batch");
+		next = NIL;				/* its claim rolled back with the batch */
+		taskq_release_all(MySlot);
 		/* the batch rolled back whole; count it as a failed attempt of each job */
 		PG_TRY();
 		{
@@ -720,48 +786,33 @@ run_batch(List *jobs)
 	PG_END_TRY();
 	clear_cancel_requests();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return next;
 }
 
-/* Largest cpu/memory need of the batch: its jobs run one at a time. */
-static void
-batch_needs(List *jobs, int *cpu, int *memory)
-{
-	ListCell   *lc;
-
-	*cpu = *memory = 0;
-	foreach(lc, jobs)
-	{
-		ClaimedJob *job = lfirst(lc);
-
-		*cpu = Max(*cpu, job->cpu_units);
-		*memory = Max(*memory, job->memory_mb);
-	}
-}
-
-/* One claim-and-run cycle; returns how long to sleep (0: go again). */
+/*
+ * One cycle: run the batch claimed last time (or claim one), which claims the
+ * next.  Returns how long to sleep (0: go again).
+ */
 static long
 execute_once(void)
 {
-	int			cpu;
-	int			memory;
-	long		sleep_ms;
-	List	   *jobs;
+	long		sleep_ms = 0;
+	MemoryContext swap;
 
-	if (!taskq_reserve_all_free(MySlot, &cpu, &memory))
-		return taskq_poll_interval_ms;	/* woken when capacity comes free */
-
-	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
-	jobs = claim_batch(cpu, memory, &sleep_ms);
-	if (jobs == NIL)
+	if (claimed_batch == NIL)
 	{
-		taskq_release_all(MySlot);
-		return sleep_ms;
+		claimed_batch = claim_batch(&sleep_ms);
+		if (claimed_batch == NIL)
+			return sleep_ms;
 	}
-	batch_needs(jobs, &cpu, &memory);
-	taskq_keep_reserved(MySlot, cpu, memory);
 
-	run_batch(jobs);
-	taskq_release_all(MySlot);
+	claimed_batch = run_batch(claimed_batch);
+	/* the claimed batch lives in next_batch_cxt: make it the current one */
+	swap = batch_cxt;
+	batch_cxt = next_batch_cxt;
+	next_batch_cxt = swap;
+	if (claimed_batch == NIL)
+		taskq_release_all(MySlot);
 
 	/* aim for ~50 ms batches: one job at a time when jobs are slow */
 	if (avg_job_ms > 0)
@@ -785,6 +836,8 @@ TaskqExecutorMain(Datum main_arg)
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, executor_tick);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq batch",
 									  ALLOCSET_DEFAULT_SIZES);
+	next_batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq next batch",
+										   ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("taskq executor");
 	batch_limit = Min(batch_limit, taskq_batch_size);
 
@@ -808,5 +861,8 @@ TaskqExecutorMain(Datum main_arg)
 		}
 	}
 	taskq_set_slot_state(MySlot, TASKQ_STATE_STOPPING, 0);
+	/* jobs claimed but not started go back to the queue, attempt not counted */
+	if (claimed_batch != NIL)
+		(void) run_batch(claimed_batch);
 	proc_exit(0);
 }
