@@ -481,6 +481,63 @@ BEGIN
     IF jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+
+    -- Fast path: a batch of independent, valid jobs is inserted set-wise.
+    -- Anything else (dependencies, idempotency keys, an invalid job) goes
+    -- job by job below, which also raises the precise error.
+    IF NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(jobs) e
+        WHERE jsonb_typeof(e) <> 'object'
+           OR e ?| ARRAY['after', 'depends_on', 'idempotency_key']
+           OR EXISTS (SELECT 1 FROM jsonb_object_keys(e) k
+                      WHERE k NOT IN ('job_type', 'payload', 'priority', 'queue', 'run_at',
+                                      'max_attempts', 'timeout', 'cpu_units', 'memory_mb', 'backoff'))
+           OR coalesce(btrim(e->>'job_type'), '') = '' OR length(e->>'job_type') > 200
+           OR btrim(coalesce(e->>'queue', 'default')) = '' OR length(e->>'queue') > 200
+           OR jsonb_typeof(coalesce(e->'payload', '{}')) <> 'object'
+           OR jsonb_typeof(coalesce(e->'cpu_units', '1')) <> 'number'
+           OR jsonb_typeof(coalesce(e->'memory_mb', '0')) <> 'number'
+           OR (e->>'cpu_units')::numeric NOT BETWEEN 1 AND taskq._max_cpu_units()
+           OR (e->>'memory_mb')::numeric NOT BETWEEN 0 AND taskq._max_memory_mb()
+           OR (e->>'max_attempts')::numeric < 1
+           OR (e->>'timeout')::interval <= interval '0'
+           OR (e->>'backoff')::interval < interval '0'
+           OR NOT isfinite((e->>'run_at')::timestamptz)) THEN
+        RETURN QUERY
+        WITH spec AS (
+            SELECT e, ord FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
+        ), inserted AS (
+            INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
+                                    max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner)
+            SELECT coalesce(e->>'queue', 'default'), e->>'job_type',
+                   coalesce(e->>'priority', 'normal')::taskq.priority,
+                   coalesce(e->>'priority', 'normal')::taskq.priority,
+                   'pending', coalesce(e->'payload', '{}'),
+                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
+                   coalesce((e->>'backoff')::interval,
+                            current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
+                   coalesce((e->>'timeout')::interval, q.default_timeout),
+                   coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
+                   coalesce((e->>'run_at')::timestamptz, now()), me
+              FROM spec
+              LEFT JOIN taskq.queues q ON q.name = coalesce(spec.e->>'queue', 'default')
+             ORDER BY spec.ord      -- ids are assigned in input order
+            RETURNING id, queue, job_type
+        ), logged AS (
+            INSERT INTO taskq.job_logs (job_id, status, attempt, message)
+            SELECT i.id, 'pending', 0, 'submitted' FROM inserted i
+        ), notified AS (
+            SELECT count(pg_notify('taskq_jobs',
+                       json_build_object('id', i.id, 'status', 'pending', 'queue', i.queue,
+                                         'job_type', i.job_type, 'attempt', 0)::text)) AS n
+              FROM inserted i
+             WHERE coalesce(current_setting('taskq.notify_level', true), 'all') = 'all'
+        )
+        SELECT i.id FROM inserted i, notified ORDER BY i.id;
+        PERFORM taskq._wake_on_commit();
+        RETURN;
+    END IF;
+
     FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
         IF jsonb_typeof(spec) <> 'object' THEN
             RAISE EXCEPTION 'job % of the batch is not a JSON object', n
