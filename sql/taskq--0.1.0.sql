@@ -910,6 +910,8 @@ DECLARE
     big_wait interval := coalesce(current_setting('taskq.big_job_wait', true), '30s')::interval;
     scanned integer := 0;
     qi integer;
+    -- the clock, not now(): an executor claims at the end of a long transaction
+    t timestamptz := clock_timestamp();
 BEGIN
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
            coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
@@ -931,7 +933,7 @@ BEGIN
     FOR cand IN
         SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
         FROM taskq.jobs j
-        WHERE j.status = 'pending' AND j.run_at <= now()
+        WHERE j.status = 'pending' AND j.run_at <= t
           AND (queues IS NULL OR j.queue = ANY (queues))
           AND NOT (j.queue = ANY (paused))
           AND (only_owner IS NULL OR j.owner = only_owner)
@@ -948,7 +950,7 @@ BEGIN
         -- budget on its own; an external worker runs its jobs side by side.
         IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
            OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
-            IF in_database AND cand.run_at < now() - big_wait THEN
+            IF in_database AND cand.run_at < t - big_wait THEN
                 EXIT;
             END IF;
             IF scanned >= max_jobs * 4 THEN
@@ -972,8 +974,8 @@ BEGIN
     RETURN QUERY
     UPDATE taskq.jobs j
        SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
-           started_at = now(), updated_at = now(),
-           lease_expires_at = now() + lease
+           started_at = t, updated_at = t,
+           lease_expires_at = t + lease
      WHERE j.id = ANY (picked)
     RETURNING j.*;
     PERFORM taskq._emit(picked, 'claimed by ' || worker);
@@ -989,8 +991,8 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
     UPDATE taskq.jobs j
-       SET status = 'succeeded', result = _succeed.result, finished_at = now(),
-           updated_at = now(), lease_expires_at = NULL
+       SET status = 'succeeded', result = _succeed.result, finished_at = clock_timestamp(),
+           updated_at = clock_timestamp(), lease_expires_at = NULL
      WHERE j.id = job_id AND j.status = 'running' AND j.worker = _succeed.worker
        AND j.attempts = attempt;
     RETURN FOUND;
@@ -1007,8 +1009,8 @@ DECLARE
 BEGIN
     WITH u AS (
         UPDATE taskq.jobs j
-           SET status = 'succeeded', result = r.result, finished_at = now(),
-               updated_at = now(), lease_expires_at = NULL
+           SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
+               updated_at = clock_timestamp(), lease_expires_at = NULL
           FROM unnest(ids, results) AS r(id, result)
          WHERE j.id = r.id AND j.status = 'running' AND j.worker = _complete_batch.worker
         RETURNING j.id
@@ -1052,13 +1054,13 @@ BEGIN
            SET status = CASE WHEN give_back OR (f.retryable AND j.attempts < j.max_attempts)
                              THEN 'pending' ELSE 'failed' END::taskq.job_status,
                attempts = CASE WHEN give_back THEN j.attempts - 1 ELSE j.attempts END,
-               run_at = CASE WHEN give_back THEN now()
+               run_at = CASE WHEN give_back THEN clock_timestamp()
                              WHEN f.retryable AND j.attempts < j.max_attempts
-                             THEN now() + taskq._retry_delay(j.backoff, j.attempts)
+                             THEN clock_timestamp() + taskq._retry_delay(j.backoff, j.attempts)
                              ELSE j.run_at END,
                finished_at = CASE WHEN give_back OR (f.retryable AND j.attempts < j.max_attempts)
-                                  THEN NULL ELSE now() END,
-               last_error = f.error, worker = NULL, lease_expires_at = NULL, updated_at = now()
+                                  THEN NULL ELSE clock_timestamp() END,
+               last_error = f.error, worker = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
           FROM f
          WHERE j.id = f.id AND j.status = 'running' AND j.worker = _fail.worker
            AND j.attempts = f.attempt

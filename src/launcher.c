@@ -75,6 +75,7 @@ static void
 manage_executors(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		all_alive = true;
 
 	for (int i = 0; i < TASKQ_MAX_EXECUTORS; i++)
 	{
@@ -88,6 +89,7 @@ manage_executors(void)
 		}
 		if (alive)
 			continue;
+		all_alive = false;
 		if (executors[i] != NULL)
 		{
 			/* it died: back off before restarting */
@@ -129,6 +131,9 @@ manage_executors(void)
 			}
 		}
 	}
+	/* a full set of executors again: the next death starts the backoff anew */
+	if (all_alive && now >= next_start_at)
+		start_failures = 0;
 }
 
 /* Worker names of the executors alive now. */
