@@ -8,8 +8,7 @@ PGFILEDESC = "taskq - job queue inside PostgreSQL"
 
 PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 
-REGRESS = $(patsubst sql/%.sql,%,$(filter-out sql/taskq--%,$(wildcard sql/*.sql)))
-REGRESS_OPTS = --inputdir=. --load-extension=taskq --temp-config=test/regress.conf
+# Tests need a cluster with taskq preloaded: run `bash test/run.sh`.
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

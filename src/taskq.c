@@ -129,9 +129,10 @@ define_gucs(void)
 							"How long running jobs may finish after SIGTERM before they are cancelled.",
 							NULL, &taskq_shutdown_grace_ms, 10000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	/* at most 64: PostgreSQL caches 64 subtransaction ids per transaction */
 	DefineCustomIntVariable("taskq.batch_size",
 							"Most jobs an executor claims and completes in one transaction.",
-							NULL, &taskq_batch_size, 64, 1, 1000,
+							NULL, &taskq_batch_size, 64, 1, 64,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("taskq.notify_level",
 							 "Which status changes are published on channel taskq_jobs.",
