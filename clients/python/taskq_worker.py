@@ -1,0 +1,528 @@
+"""taskq reference external worker (psycopg 3).
+
+An external worker runs jobs whose job_type has no in-database handler:
+
+    claim -> run the handler -> complete (or fail), heartbeating while it runs.
+
+    from taskq_worker import Worker, Permanent
+
+    worker = Worker("dbname=app", queues=["mail"], concurrency=8)
+
+    @worker.handler("send_mail")
+    def send_mail(payload, job):
+        ...                     # raise Permanent("...") for a non-retryable failure
+        return {"sent": True}   # stored as the job's result (JSON)
+
+    worker.run()                # blocks until SIGTERM/SIGINT or worker.stop()
+
+Delivery is at least once: a job whose worker dies is retried by another worker
+after its lease expires, so handlers should be idempotent.  See README.md for
+the protocol, which any language can implement.
+"""
+
+import json
+import logging
+import os
+import secrets
+import select
+import signal
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
+
+import psycopg
+
+__all__ = ["Worker", "Job", "Permanent", "FENCING_SQLSTATES"]
+
+log = logging.getLogger("taskq_worker")
+
+Seconds = Union[int, float, timedelta]
+
+# SQLSTATEs of complete/fail/heartbeat meaning "this worker no longer holds the
+# job" (not running, held by another worker, lease expired / job not visible).
+FENCING_SQLSTATES = frozenset({"55000", "P0002"})
+
+CLAIM_SQL = """
+SELECT id, queue, job_type, priority::text, payload, attempts, max_attempts,
+       timeout, lease_expires_at
+FROM taskq.claim(%s::text[], %s, %s, %s)
+"""
+
+# Cap on the error text stored in taskq.jobs.last_error.
+MAX_ERROR_CHARS = 4000
+
+
+class Permanent(Exception):
+    """Raised by a handler for a failure that retrying cannot fix: the job is
+    failed with retryable = false and goes straight to the dead-letter queue."""
+
+
+@dataclass
+class Job:
+    """A claimed job, as passed to handlers."""
+
+    id: int
+    queue: str
+    job_type: str
+    priority: str
+    payload: Dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout: Optional[timedelta]
+    lease_expires_at: datetime
+    worker: str
+    claimed_at: float = field(default_factory=time.monotonic, repr=False)
+    # Set when the worker lost the job (lease expired, cancelled, timed out):
+    # a long handler may check it and give up early; its result is discarded.
+    lost: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _done: bool = field(default=False, repr=False)
+
+
+def _seconds(value: Seconds, what: str) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{what} must be a positive number of seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+def _sqlstate(exc: BaseException) -> Optional[str]:
+    return getattr(exc, "sqlstate", None)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Connection trouble or a serialization/deadlock failure: worth retrying."""
+    state = _sqlstate(exc) or ""
+    return isinstance(exc, psycopg.OperationalError) or state.startswith("40")
+
+
+class _Connection:
+    """One lazily (re)opened autocommit connection, used by a single thread."""
+
+    def __init__(self, conninfo: str, kwargs: Dict[str, Any]):
+        self.conninfo = conninfo
+        self.kwargs = kwargs
+        self.conn: Optional[psycopg.Connection] = None
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is not None and (self.conn.closed or self.conn.broken):
+            self.close()
+        if self.conn is None:
+            self.conn = psycopg.connect(self.conninfo, autocommit=True, **self.kwargs)
+        return self.conn
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> List[tuple]:
+        try:
+            cur = self.get().execute(sql, params)
+            return cur.fetchall() if cur.description is not None else []
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # already broken: nothing to release
+                pass
+            self.conn = None
+
+
+class Worker:
+    """A taskq external worker: see the module docstring.
+
+    conninfo       libpq connection string (or URI) of the taskq database
+    queues         queue names to serve; None serves every queue
+    name           optional prefix; the full name is [name:]host:pid:random,
+                   unique per Worker object (it fences completions)
+    concurrency    jobs run side by side, one thread each
+    lease          seconds (or timedelta) a claim lasts without a heartbeat
+    heartbeat      seconds between lease extensions (default lease / 3)
+    poll_interval  seconds between claims when no notification arrives
+    max_batch      most jobs taken by one claim (default concurrency)
+    listen         LISTEN on taskq_jobs to claim new work at once; use False
+                   behind a transaction-pooling pooler (polling only)
+    """
+
+    def __init__(self, conninfo: str, queues: Optional[Iterable[str]] = None,
+                 name: Optional[str] = None, concurrency: int = 4, lease: Seconds = 30,
+                 heartbeat: Optional[Seconds] = None, poll_interval: Seconds = 5,
+                 max_batch: Optional[int] = None, listen: bool = True):
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
+        if isinstance(queues, str):
+            raise ValueError("queues must be a list of queue names, not a string")
+        self.conninfo = conninfo
+        self.queues = None if queues is None else list(queues)
+        if self.queues is not None and not self.queues:
+            raise ValueError("queues must not be empty (use None for every queue)")
+        self.concurrency = concurrency
+        self.lease = _seconds(lease, "lease")
+        self.heartbeat_interval = (self.lease / 3 if heartbeat is None
+                                   else _seconds(heartbeat, "heartbeat"))
+        if self.heartbeat_interval >= self.lease:
+            raise ValueError("heartbeat must be shorter than the lease")
+        self.poll_interval = _seconds(poll_interval, "poll_interval")
+        self.max_batch = max_batch or concurrency
+        self.listen = listen
+        host = socket.gethostname().split(".")[0]
+        unique = f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.name = f"{name}:{unique}" if name else unique
+
+        self._handlers: Dict[str, Callable[[Dict[str, Any], Job], Any]] = {}
+        self._running: Dict[int, Job] = {}
+        # reentrant: the signal handler takes it in the main thread, which may hold it
+        self._running_lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._local = threading.local()
+        self._thread_conns: List[_Connection] = []
+        self._conn_kwargs: Dict[str, Any] = {"application_name": f"taskq worker {self.name}"[:63]}
+        if not listen:
+            # transaction poolers cannot keep server-side prepared statements
+            self._conn_kwargs["prepare_threshold"] = None
+
+    # -- registration ---------------------------------------------------
+
+    def register(self, job_type: str, fn: Callable[[Dict[str, Any], Job], Any]) -> None:
+        """Run fn(payload, job) for jobs of job_type."""
+        if not job_type:
+            raise ValueError("job_type must not be empty")
+        if not callable(fn):
+            raise TypeError("handler must be callable")
+        self._handlers[job_type] = fn
+
+    def handler(self, job_type: str):
+        """Decorator form of register()."""
+        def decorate(fn):
+            self.register(job_type, fn)
+            return fn
+        return decorate
+
+    # -- control --------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming; run() returns once the running jobs are finished.  Thread-safe."""
+        self._stopping.set()
+        self._wake()
+
+    @property
+    def running_jobs(self) -> int:
+        with self._running_lock:
+            return len(self._running)
+
+    def _wake(self) -> None:
+        with self._running_lock:
+            if self._wake_w >= 0:
+                try:
+                    os.write(self._wake_w, b"x")
+                except BlockingIOError:  # pipe full: a wake-up is already pending
+                    pass
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self._stopping.is_set():
+            log.warning("worker %s: second signal, exiting now; its running jobs are "
+                        "retried after their lease expires", self.name)
+            os._exit(128 + signum)
+        log.info("worker %s: %s received, finishing %d running job(s)",
+                 self.name, signal.Signals(signum).name, self.running_jobs)
+        self.stop()
+
+    # -- main loop ------------------------------------------------------
+
+    def run(self) -> None:
+        """Claim and run jobs until stop() or, in the main thread, SIGTERM/SIGINT."""
+        if not self._handlers:
+            raise RuntimeError("no handlers registered")
+        if self._wake_r < 0:
+            raise RuntimeError("a Worker runs only once")
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        log.info("worker %s: serving queues %s, job types %s", self.name,
+                 "(all)" if self.queues is None else ",".join(self.queues),
+                 ",".join(sorted(self._handlers)))
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskq-job")
+        beat_stop = threading.Event()
+        beater = threading.Thread(target=self._heartbeat_loop, args=(beat_stop,),
+                                  name="taskq-heartbeat", daemon=True)
+        beater.start()
+        claimer = _Connection(self.conninfo, self._conn_kwargs)
+        listener = _Connection(self.conninfo, self._conn_kwargs)
+        try:
+            self._loop(pool, claimer, listener)
+        finally:
+            self._stopping.set()
+            # Graceful: running jobs finish and are recorded; heartbeats go on meanwhile.
+            pool.shutdown(wait=True)
+            beat_stop.set()
+            beater.join()
+            claimer.close()
+            listener.close()
+            for conn in self._thread_conns:
+                conn.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            with self._running_lock:
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
+            log.info("worker %s: stopped", self.name)
+
+    def _loop(self, pool: ThreadPoolExecutor, claimer: "_Connection",
+              listener: "_Connection") -> None:
+        maybe_more = True          # a claim may find work right now
+        next_poll = 0.0            # claim by then even without news (monotonic)
+        claim_backoff = _Backoff()
+        listen_backoff = _Backoff()
+        listening = False
+        while not self._stopping.is_set():
+            if self.listen and not listening and time.monotonic() >= listen_backoff.ready_at:
+                try:
+                    listener.execute("LISTEN taskq_jobs")
+                except psycopg.Error as e:
+                    if not _transient(e):
+                        raise
+                    log.warning("worker %s: LISTEN failed, retrying in %.1fs: %s",
+                                self.name, listen_backoff.failed(), e)
+                else:
+                    listening = True
+                    listen_backoff.reset()
+                    maybe_more = True  # work may have been announced while deaf
+
+            free = self.concurrency - self.running_jobs
+            now = time.monotonic()
+            if free > 0 and (maybe_more or now >= next_poll) and now >= claim_backoff.ready_at:
+                asked = min(free, self.max_batch)
+                try:
+                    jobs = self._claim(claimer, asked)
+                except psycopg.Error as e:
+                    if not _transient(e):
+                        raise
+                    log.warning("worker %s: claim failed, retrying in %.1fs: %s",
+                                self.name, claim_backoff.failed(), e)
+                    maybe_more = True
+                else:
+                    claim_backoff.reset()
+                    next_poll = time.monotonic() + self.poll_interval
+                    maybe_more = len(jobs) == asked  # a full batch: there may be more
+                    for job in jobs:
+                        with self._running_lock:
+                            self._running[job.id] = job
+                        pool.submit(self._execute, job)
+                    if maybe_more and free > len(jobs):
+                        continue
+
+            # Sleep until a notification, a finished job, stop() or a deadline.
+            deadlines = []
+            if self.concurrency - self.running_jobs > 0:
+                deadlines.append(max(claim_backoff.ready_at, 0.0 if maybe_more else next_poll))
+            if self.listen and not listening:
+                deadlines.append(listen_backoff.ready_at)
+            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            waiting = [self._wake_r] + ([listener.conn.fileno()] if listening else [])
+            ready, _, _ = select.select(waiting, [], [], timeout)
+            if self._wake_r in ready:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            if listening and any(fd != self._wake_r for fd in ready):
+                try:
+                    if self._drain_notifications(listener.conn):
+                        maybe_more = True
+                except psycopg.Error as e:
+                    log.warning("worker %s: lost the LISTEN connection: %s", self.name, e)
+                    listener.close()
+                    listening = False
+
+    def _drain_notifications(self, conn: psycopg.Connection) -> bool:
+        """Read the pending notifications; true if one announces claimable work."""
+        pgconn = conn.pgconn
+        pgconn.consume_input()
+        relevant = False
+        while True:
+            n = pgconn.notifies()
+            if n is None:
+                return relevant
+            try:
+                note = json.loads(n.extra.decode())
+            except ValueError:
+                continue
+            if note.get("status") == "pending" and (
+                    self.queues is None or note.get("queue") in self.queues):
+                relevant = True
+
+    def _claim(self, claimer: "_Connection", n: int) -> List[Job]:
+        rows = claimer.execute(CLAIM_SQL, (self.queues, self.name, n,
+                                           timedelta(seconds=self.lease)))
+        now = time.monotonic()
+        jobs = [Job(id=r[0], queue=r[1], job_type=r[2], priority=r[3], payload=r[4],
+                    attempt=r[5], max_attempts=r[6], timeout=r[7], lease_expires_at=r[8],
+                    worker=self.name, claimed_at=now) for r in rows]
+        if jobs:
+            log.debug("worker %s: claimed %s", self.name, [j.id for j in jobs])
+        return jobs
+
+    # -- running one job ------------------------------------------------
+
+    def _thread_conn(self) -> "_Connection":
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _Connection(self.conninfo, self._conn_kwargs)
+            with self._running_lock:
+                self._thread_conns.append(conn)
+        return conn
+
+    def _execute(self, job: Job) -> None:
+        """Run one job in a pool thread and record its outcome."""
+        try:
+            fn = self._handlers.get(job.job_type)
+            if fn is None:
+                # claim cannot filter by job type: let a worker that knows it retry
+                self._finish(job, "fail", f"worker {self.name} has no handler for job type "
+                                          f"\"{job.job_type}\"", True)
+                return
+            try:
+                result = fn(job.payload, job)
+            except Permanent as e:
+                self._finish(job, "fail", str(e) or "permanent failure", False)
+                return
+            except Exception as e:
+                self._finish(job, "fail", _describe(e), True)
+                return
+            try:
+                text = None if result is None else json.dumps(result, allow_nan=False)
+            except (TypeError, ValueError) as e:
+                # the handler's bug: retrying would produce the same result
+                self._finish(job, "fail", f"handler result is not JSON: {e}", False)
+                return
+            self._finish(job, "complete", text)
+        except Exception:  # a bug here must not kill the pool thread silently
+            log.exception("worker %s: job %d: unexpected error", self.name, job.id)
+        finally:
+            with self._running_lock:
+                self._running.pop(job.id, None)
+            self._wake()
+
+    def _finish(self, job: Job, action: str, value: Optional[str], retryable: bool = True) -> None:
+        """complete or fail job; a job this worker no longer holds is left alone."""
+        with job._lock:  # the heartbeat thread skips the job meanwhile
+            job._done = True
+            if job.lost.is_set():
+                log.warning("worker %s: job %d was lost while running; its outcome is "
+                            "discarded", self.name, job.id)
+                return
+            if action == "complete":
+                sql = "SELECT taskq.complete(%s, %s::jsonb, %s)"
+                params = (job.id, value, self.name)
+            else:
+                sql = "SELECT taskq.fail(%s, %s, %s, %s)"
+                params = (job.id, (value or "")[:MAX_ERROR_CHARS], retryable, self.name)
+            conn = self._thread_conn()
+            for attempt in range(4):
+                try:
+                    conn.execute(sql, params)
+                    if action == "fail":
+                        log.info("worker %s: job %d (%s) failed%s: %s", self.name, job.id,
+                                 job.job_type, "" if retryable else " permanently",
+                                 (value or "").splitlines()[0] if value else "")
+                    return
+                except psycopg.Error as e:
+                    if _sqlstate(e) in FENCING_SQLSTATES:
+                        job.lost.set()
+                        log.warning("worker %s: job %d no longer held, outcome discarded: %s",
+                                    self.name, job.id, e)
+                        return
+                    if not _transient(e) or attempt == 3:
+                        if action == "complete" and not _transient(e):
+                            # e.g. a result the server refuses: record why instead
+                            action, sql = "fail", "SELECT taskq.fail(%s, %s, %s, %s)"
+                            params = (job.id, f"could not record the result: {e}"[:MAX_ERROR_CHARS],
+                                      False, self.name)
+                            continue
+                        log.error("worker %s: could not %s job %d (it is retried after its "
+                                  "lease expires): %s", self.name, action, job.id, e)
+                        return
+                    time.sleep(0.25 * 2 ** attempt)
+
+    # -- heartbeats -----------------------------------------------------
+
+    def _heartbeat_loop(self, stop: threading.Event) -> None:
+        """Extend the leases of running jobs; fail those past their timeout."""
+        conn = _Connection(self.conninfo, self._conn_kwargs)
+        lease = timedelta(seconds=self.lease)
+        try:
+            while not stop.wait(self.heartbeat_interval):
+                with self._running_lock:
+                    jobs = list(self._running.values())
+                for job in jobs:
+                    if stop.is_set():
+                        break
+                    if not job._lock.acquire(blocking=False):
+                        continue  # being completed right now
+                    try:
+                        if job._done or job.lost.is_set():
+                            continue
+                        limit = job.timeout.total_seconds() if job.timeout else None
+                        if limit is not None and time.monotonic() - job.claimed_at > limit:
+                            job.lost.set()
+                            msg = f"timed out after {limit:g} s"
+                            conn.execute("SELECT taskq.fail(%s, %s, true, %s)",
+                                         (job.id, msg, self.name))
+                            log.warning("worker %s: job %d %s", self.name, job.id, msg)
+                            continue
+                        job.lease_expires_at = conn.execute(
+                            "SELECT taskq.heartbeat(%s, %s, %s)", (job.id, self.name, lease))[0][0]
+                    except psycopg.Error as e:
+                        if _sqlstate(e) in FENCING_SQLSTATES:
+                            job.lost.set()
+                            log.warning("worker %s: job %d lost: %s", self.name, job.id, e)
+                        else:
+                            log.warning("worker %s: heartbeat of job %d failed: %s",
+                                        self.name, job.id, e)
+                    finally:
+                        job._lock.release()
+        except Exception:
+            log.exception("worker %s: heartbeat thread failed", self.name)
+            raise
+        finally:
+            conn.close()
+
+
+class _Backoff:
+    """Exponential delay between retries of a failing call, 0.5 s to 30 s."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.ready_at = 0.0
+
+    def failed(self) -> float:
+        self.delay = min(max(self.delay * 2, 0.5), 30.0)
+        self.ready_at = time.monotonic() + self.delay
+        return self.delay
+
+    def reset(self) -> None:
+        self.delay = 0.0
+        self.ready_at = 0.0
+
+
+def _describe(exc: BaseException) -> str:
+    """The error text stored in last_error: the message, then the traceback."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = f"{type(exc).__name__}: {exc}\n\n{tb}"
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS // 2] + "\n...\n" + text[-MAX_ERROR_CHARS // 2:]
+    return text
