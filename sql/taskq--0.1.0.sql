@@ -217,6 +217,18 @@ BEGIN
 END
 $$;
 
+-- A job's "parent lock" orders linking a child to it against the job
+-- finishing (success releases dependents, cancel cascades): a child takes it
+-- shared while it reads its parents' status, a finishing job exclusive before
+-- it looks for dependents.  An advisory lock, not the row lock, because an
+-- executor holds the row lock of every job of its batch until it commits.
+CREATE FUNCTION taskq._lock_parents(ids bigint[], exclusive boolean) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT count(CASE WHEN exclusive THEN pg_catalog.pg_advisory_xact_lock(29812, (i % 2147483647)::integer)
+                      ELSE pg_catalog.pg_advisory_xact_lock_shared(29812, (i % 2147483647)::integer) END)
+    FROM (SELECT DISTINCT i FROM unnest(ids) AS i ORDER BY i) s
+$$;
+
 -- Fetch a job the caller may act on, locked, or fail with a clear error.
 CREATE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
 LANGUAGE plpgsql VOLATILE AS $$
@@ -227,7 +239,7 @@ BEGIN
     IF job_id IS NULL THEN
         RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR UPDATE;
+    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR NO KEY UPDATE;
     IF NOT FOUND OR (j.owner <> taskq._caller() AND NOT taskq._is_admin()) THEN
         RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -366,13 +378,13 @@ BEGIN
             RAISE EXCEPTION 'depends_on must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
         END IF;
         admin := taskq._is_admin();
-        -- FOR SHARE waits for a parent's completion in flight, so the count is exact.
-        SELECT count(*), count(*) FILTER (WHERE p.status <> 'succeeded')
+        -- Under the parents' locks the status read next is the final word.
+        PERFORM taskq._lock_parents(depends_on, false);
+        SELECT count(*), count(*) FILTER (WHERE j.status <> 'succeeded')
           INTO parents_total, unfinished
-          FROM (SELECT j.status FROM taskq.jobs j
-                WHERE j.id IN (SELECT DISTINCT unnest(depends_on))
-                  AND (admin OR j.owner = _insert_job.owner)
-                ORDER BY j.id FOR SHARE) p;
+          FROM taskq.jobs j
+         WHERE j.id IN (SELECT DISTINCT unnest(depends_on))
+           AND (admin OR j.owner = _insert_job.owner);
         IF parents_total <> (SELECT count(DISTINCT d) FROM unnest(depends_on) d) THEN
             SELECT d INTO bad FROM unnest(depends_on) d
             WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = d
@@ -607,13 +619,11 @@ BEGIN
     -- serialization failure.
     UPDATE taskq.dag_lock SET version = version + 1;
 
-    -- Lock both rows in id order so concurrent calls cannot deadlock.
-    IF job_id < depends_on THEN
-        child := taskq._lock_job(job_id);
-        parent := taskq._lock_job(depends_on);
-    ELSE
-        parent := taskq._lock_job(depends_on);
-        child := taskq._lock_job(job_id);
+    child := taskq._lock_job(job_id);
+    PERFORM taskq._lock_parents(ARRAY[depends_on], false);
+    SELECT * INTO parent FROM taskq.jobs j WHERE j.id = add_dependency.depends_on;
+    IF NOT FOUND OR (parent.owner <> taskq._caller() AND NOT taskq._is_admin()) THEN
+        RAISE EXCEPTION 'job % does not exist', depends_on USING ERRCODE = 'no_data_found';
     END IF;
 
     IF child.status NOT IN ('blocked', 'pending') THEN
@@ -701,21 +711,32 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     cascaded bigint[];
+    reach bigint[] := ARRAY[job_id];
+    seen bigint[] := '{}';
 BEGIN
     UPDATE taskq.jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
                           lease_expires_at = NULL
     WHERE id = job_id;
     PERFORM taskq._emit(ARRAY[job_id], message);
 
-    WITH RECURSIVE down(id) AS (
-        SELECT d.job_id FROM taskq.job_dependencies d WHERE d.depends_on = _cancel_job.job_id
-      UNION
-        SELECT d.job_id FROM down JOIN taskq.job_dependencies d ON d.depends_on = down.id
-    ), locked AS (
+    -- Take the parent lock of every job the cascade reaches, until no new
+    -- dependent shows up: then no child can be linked to them unseen.
+    WHILE reach <> seen LOOP
+        PERFORM taskq._lock_parents(reach, true);
+        seen := reach;
+        WITH RECURSIVE down(id) AS (
+            SELECT _cancel_job.job_id
+          UNION
+            SELECT d.job_id FROM down JOIN taskq.job_dependencies d ON d.depends_on = down.id
+        )
+        SELECT array_agg(id ORDER BY id) INTO reach FROM down;
+    END LOOP;
+
+    WITH locked AS (
         -- in id order, so concurrent cascades cannot deadlock
-        SELECT x.id FROM taskq.jobs x JOIN down USING (id)
-        WHERE x.status IN ('blocked', 'pending')
-        ORDER BY x.id FOR UPDATE OF x
+        SELECT x.id FROM taskq.jobs x
+        WHERE x.id = ANY (reach) AND x.id <> _cancel_job.job_id AND x.status IN ('blocked', 'pending')
+        ORDER BY x.id FOR NO KEY UPDATE OF x
     ), u AS (
         UPDATE taskq.jobs x SET status = 'cancelled', finished_at = now(), updated_at = now()
         FROM locked WHERE x.id = locked.id AND x.status IN ('blocked', 'pending')
@@ -939,7 +960,6 @@ BEGIN
           AND (only_owner IS NULL OR j.owner = only_owner)
           AND (EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = j.job_type)) = in_database
         ORDER BY j.effective_priority, j.run_at, j.id
-        FOR UPDATE SKIP LOCKED
     LOOP
         scanned := scanned + 1;
         qi := array_position(limited, cand.queue);
@@ -956,6 +976,13 @@ BEGIN
             IF scanned >= max_jobs * 4 THEN
                 EXIT;
             END IF;
+            CONTINUE;
+        END IF;
+        -- Lock only the jobs taken: a scan FOR UPDATE would also lock the rows
+        -- it read ahead or skipped, hiding them from other workers until commit.
+        PERFORM 1 FROM taskq.jobs j WHERE j.id = cand.id AND j.status = 'pending'
+            FOR NO KEY UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
             CONTINUE;
         END IF;
         picked := picked || cand.id;
@@ -1027,6 +1054,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     IF cardinality(ids) > 0 THEN
         PERFORM taskq._emit(ids, 'succeeded');
+        PERFORM taskq._lock_parents(ids, true);
         PERFORM taskq._release_dependents(ids);
     END IF;
 END
@@ -1115,7 +1143,7 @@ BEGIN
             OR (j.worker NOT LIKE 'executor/%' AND j.lease_expires_at < now()))
         ORDER BY j.id
         LIMIT batch
-        FOR UPDATE SKIP LOCKED
+        FOR NO KEY UPDATE SKIP LOCKED
     LOOP
         ids := ids || lost.id;
         workers := workers || lost.worker;
@@ -1154,7 +1182,7 @@ BEGIN
           AND j.run_at <= now() - step
           AND coalesce(j.aged_at, j.run_at) <= now() - step
         ORDER BY j.id LIMIT batch
-        FOR UPDATE SKIP LOCKED
+        FOR NO KEY UPDATE SKIP LOCKED
     )
     UPDATE taskq.jobs j
        SET effective_priority = (enum_range(NULL::taskq.priority))
@@ -1258,7 +1286,7 @@ BEGIN
     IF job_id IS NULL THEN
         RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR UPDATE;
+    SELECT * INTO j FROM taskq.jobs WHERE id = job_id FOR NO KEY UPDATE;
     IF NOT FOUND OR (j.owner <> taskq._caller() AND NOT taskq._can_work_any()) THEN
         RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -1586,7 +1614,7 @@ BEGIN
           AND (retry_failed.job_type IS NULL OR j.job_type = retry_failed.job_type)
           AND (error_like IS NULL OR j.last_error LIKE error_like)
           AND (j.owner = taskq._caller() OR taskq._is_admin())
-        ORDER BY j.id FOR UPDATE
+        ORDER BY j.id FOR NO KEY UPDATE
     ), u AS (
         UPDATE taskq.jobs j
            SET status = 'pending', attempts = 0, run_at = now(), effective_priority = j.priority,

@@ -183,7 +183,7 @@ prepare_plans(void)
 	next_run_plan = prepare_kept("SELECT taskq._next_run_at()", 0, NULL);
 	lock_plan = prepare_kept(
 		"SELECT id FROM taskq.jobs WHERE id = ANY ($1) AND status = 'running'"
-		" AND worker = $2 ORDER BY id FOR UPDATE",
+		" AND worker = $2 ORDER BY id FOR NO KEY UPDATE",
 		2, lock_args);
 	complete_plan = prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 								 3, complete_args);
