@@ -1,0 +1,192 @@
+-- cancel and retry in every state, the dead-letter queue, retry backoff,
+-- leases and the fencing of the external-worker protocol.
+\set VERBOSITY terse
+-- Session-local helpers.  Jobs get labels (lbl) so the output never shows raw
+-- ids; try() runs a statement and reports its SQLSTATE and message instead of
+-- aborting, try_ids() also shows the job ids in the message as <label>.
+CREATE TEMP TABLE lbl (id bigint PRIMARY KEY, name text UNIQUE NOT NULL);
+GRANT ALL ON lbl TO PUBLIC;
+-- j(name, id) labels a new job and returns the label (an id labelled before
+-- keeps its first label, which is returned instead).
+CREATE FUNCTION pg_temp.j(name text, id bigint) RETURNS text LANGUAGE sql AS $$
+    INSERT INTO lbl VALUES (id, name) ON CONFLICT (id) DO NOTHING;
+    SELECT lbl.name FROM lbl WHERE lbl.id = $2
+$$;
+CREATE FUNCTION pg_temp.id(name text) RETURNS bigint
+LANGUAGE sql STABLE AS $$ SELECT lbl.id FROM lbl WHERE lbl.name = $1 $$;
+CREATE FUNCTION pg_temp.n(id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT coalesce((SELECT lbl.name FROM lbl WHERE lbl.id = $1), '?') $$;
+CREATE FUNCTION pg_temp.l(s text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT string_agg(coalesce((SELECT '<' || lbl.name || '>' FROM lbl WHERE lbl.id::text = r.m[1]), r.m[1]), '' ORDER BY r.o)
+    FROM regexp_matches(s, '(\d+|\D+)', 'g') WITH ORDINALITY AS r(m, o)
+$$;
+CREATE FUNCTION pg_temp.try(stmt text, ids boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    msg := msg || coalesce(' (' || nullif(det, '') || ')', '');
+    RETURN st || ' ' || CASE WHEN ids THEN pg_temp.l(msg) ELSE msg END;
+END
+$$;
+CREATE FUNCTION pg_temp.try_ids(stmt text) RETURNS text
+LANGUAGE sql AS $$ SELECT pg_temp.try(stmt, true) $$;
+-- Row counts of taskq's tables; compared before/after bad calls made inside
+-- one REPEATABLE READ transaction, so only this session's writes can count.
+CREATE FUNCTION pg_temp.snap() RETURNS text LANGUAGE sql AS $$
+    SELECT format('jobs %s, logs %s, edges %s, queues %s, handlers %s',
+                  (SELECT count(*) FROM taskq.jobs), (SELECT count(*) FROM taskq.job_logs),
+                  (SELECT count(*) FROM taskq.job_dependencies),
+                  (SELECT count(*) FROM taskq.queues), (SELECT count(*) FROM taskq.handlers))
+$$;
+-- Cancel every live job of the queues matching pattern (dependents cascade);
+-- returns how many were still live.
+CREATE FUNCTION pg_temp.cancel_all(pattern text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE r record; n bigint := 0;
+BEGIN
+    FOR r IN SELECT id FROM taskq.jobs WHERE queue LIKE pattern
+             AND status IN ('blocked', 'pending', 'running') ORDER BY id LOOP
+        IF (SELECT status FROM taskq.jobs WHERE id = r.id) IN ('blocked', 'pending', 'running') THEN
+            PERFORM taskq.cancel(r.id);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+-- Wait (up to timeout) until job id has status st; true when it has.
+CREATE FUNCTION pg_temp.wait_status(id bigint, st taskq.job_status, timeout interval DEFAULT '60s')
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    WHILE (SELECT j.status FROM taskq.jobs j WHERE j.id = wait_status.id) IS DISTINCT FROM st LOOP
+        IF clock_timestamp() > deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN true;
+END
+$$;
+-- Job types of this file have no handler; this session plays the external worker.
+SELECT count(*) AS handlers FROM taskq.handlers WHERE job_type LIKE 'cancel%';
+
+-- One job in each state.
+SELECT pg_temp.j('parent', taskq.submit('cancel', queue => 'regress_cancel'));
+SELECT pg_temp.j('blocked', taskq.submit('cancel', queue => 'regress_cancel', depends_on => ARRAY[pg_temp.id('parent')]));
+SELECT pg_temp.j('running', taskq.submit('cancel', queue => 'regress_cancel', priority => 'critical'));
+SELECT pg_temp.j('succeeded', taskq.submit('cancel', queue => 'regress_cancel', priority => 'critical'));
+SELECT pg_temp.j('failed', taskq.submit('cancel', queue => 'regress_cancel', priority => 'critical', max_attempts => 1));
+SELECT pg_temp.j('cancelled', taskq.submit('cancel', queue => 'regress_cancel', priority => 'critical'));
+SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_cancel'], 'wk', 3) ORDER BY id;
+SELECT taskq.complete(pg_temp.id('succeeded'), '{"n": 1}', 'wk');
+SELECT taskq.fail(pg_temp.id('failed'), 'no luck', true, 'wk');
+SELECT taskq.cancel(pg_temp.id('cancelled'));
+SELECT pg_temp.n(id) AS job, status FROM taskq.jobs WHERE queue = 'regress_cancel' ORDER BY id;
+
+-- cancel and retry where the state does not allow it; nothing is written
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.snap() AS before \gset
+SELECT n, pg_temp.try_ids(stmt) AS error FROM (VALUES
+ (1, $$SELECT taskq.cancel(pg_temp.id('succeeded'))$$),
+ (2, $$SELECT taskq.cancel(pg_temp.id('failed'))$$),
+ (3, $$SELECT taskq.cancel(pg_temp.id('cancelled'))$$),
+ (4, $$SELECT taskq.retry(pg_temp.id('parent'))$$),
+ (5, $$SELECT taskq.retry(pg_temp.id('blocked'))$$),
+ (6, $$SELECT taskq.retry(pg_temp.id('running'))$$),
+ (7, $$SELECT taskq.retry(pg_temp.id('succeeded'))$$),
+ (8, $$SELECT taskq.retry(pg_temp.id('cancelled'))$$),
+ (9, $$SELECT taskq.cancel(NULL)$$),
+ (10, $$SELECT taskq.retry(NULL)$$),
+ (11, $$SELECT taskq.cancel(9223372036854775807)$$),
+ (12, $$SELECT taskq.retry(9223372036854775807)$$),
+ -- the external-worker protocol checks who holds the job
+ (13, $$SELECT taskq.complete(pg_temp.id('parent'))$$),
+ (14, $$SELECT taskq.complete(pg_temp.id('running'), '{}', 'someone else')$$),
+ (15, $$SELECT taskq.fail(pg_temp.id('running'), 'x', true, 'someone else')$$),
+ (16, $$SELECT taskq.heartbeat(pg_temp.id('running'), 'someone else')$$),
+ (17, $$SELECT taskq.heartbeat(pg_temp.id('running'), 'wk', interval '0')$$),
+ (18, $$SELECT taskq.heartbeat(pg_temp.id('succeeded'))$$),
+ (19, $$SELECT taskq.fail(pg_temp.id('failed'), 'again')$$),
+ (20, $$SELECT taskq.complete(NULL)$$),
+ (21, $$SELECT taskq.fail(NULL, 'x')$$),
+ (22, $$SELECT taskq.heartbeat(NULL)$$),
+ (23, $$SELECT taskq.complete(9223372036854775807)$$)
+) AS t(n, stmt) ORDER BY n;
+SELECT pg_temp.snap() = :'before' AS nothing_written;
+COMMIT;
+
+-- Cancelling: blocked, pending and running jobs.  A cancelled running job is
+-- no longer the worker's: its complete/fail/heartbeat are refused.
+SELECT taskq.cancel(pg_temp.id('blocked'));
+SELECT taskq.cancel(pg_temp.id('running'));
+SELECT pg_temp.try_ids($$SELECT taskq.complete(pg_temp.id('running'), '{}', 'wk')$$);
+SELECT pg_temp.try_ids($$SELECT taskq.fail(pg_temp.id('running'), 'late', true, 'wk')$$);
+SELECT pg_temp.try_ids($$SELECT taskq.heartbeat(pg_temp.id('running'), 'wk')$$);
+SELECT taskq.cancel(pg_temp.id('parent'));
+SELECT pg_temp.n(id) AS job, status, worker, lease_expires_at, finished_at IS NOT NULL AS finished
+FROM taskq.jobs WHERE queue = 'regress_cancel' ORDER BY id;
+SELECT status, attempt, message FROM taskq.job_logs WHERE job_id = pg_temp.id('running') ORDER BY id;
+
+-- Retrying from the dead-letter queue: attempts start over, the job runs again.
+SELECT pg_temp.n(id) AS dead_letter, attempts, max_attempts, last_error FROM taskq.dead_letter_queue
+WHERE queue = 'regress_cancel';
+SELECT taskq.retry(pg_temp.id('failed'));
+SELECT pg_temp.n(id) AS job, status, attempts, last_error, worker, finished_at,
+       run_at <= now() AS runnable
+FROM taskq.jobs WHERE id = pg_temp.id('failed');
+SELECT count(*) AS dead_letters FROM taskq.dead_letter_queue WHERE queue = 'regress_cancel';
+SELECT pg_temp.n(id) AS claimed, attempts FROM taskq.claim(ARRAY['regress_cancel'], 'wk');
+SELECT taskq.fail(pg_temp.id('failed'), NULL, NULL, 'wk');
+SELECT pg_temp.n(id) AS job, status, attempts, last_error FROM taskq.jobs WHERE id = pg_temp.id('failed');
+SELECT status, attempt, message, error FROM taskq.job_logs WHERE job_id = pg_temp.id('failed') ORDER BY id;
+
+-- Retries back off exponentially: base * 2^(attempt-1), plus up to 20 % jitter.
+SELECT pg_temp.j('backoff', taskq.submit('cancel', queue => 'regress_cancel_backoff',
+                 max_attempts => 4, backoff => interval '10 seconds'));
+SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
+BEGIN;
+SELECT taskq.fail(pg_temp.id('backoff'), 'first', true, 'wk');
+SELECT status, attempts, run_at - now() BETWEEN interval '10 s' AND interval '12 s' AS delay_10s
+FROM taskq.jobs WHERE id = pg_temp.id('backoff');
+COMMIT;
+-- not claimable before run_at
+SELECT count(*) AS claimed FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
+-- skip the wait, then fail attempt 2
+UPDATE taskq.jobs SET run_at = now() WHERE id = pg_temp.id('backoff');
+SELECT pg_temp.n(id) AS claimed, attempts FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
+BEGIN;
+SELECT taskq.fail(pg_temp.id('backoff'), 'second', true, 'wk');
+SELECT status, attempts, run_at - now() BETWEEN interval '20 s' AND interval '24 s' AS delay_20s
+FROM taskq.jobs WHERE id = pg_temp.id('backoff');
+COMMIT;
+-- a non-retryable error dead-letters at once, attempts left or not
+UPDATE taskq.jobs SET run_at = now() WHERE id = pg_temp.id('backoff');
+SELECT pg_temp.n(id) AS claimed, attempts FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
+SELECT taskq.fail(pg_temp.id('backoff'), 'fatal', false, 'wk');
+SELECT pg_temp.n(id) AS job, status, attempts, max_attempts, last_error FROM taskq.jobs WHERE id = pg_temp.id('backoff');
+
+-- Leases: heartbeat extends one; an expired one is taken back by the launcher
+-- (the attempt counts) and the late worker is refused.
+SELECT pg_temp.j('lease', taskq.submit('cancel', queue => 'regress_cancel_lease'));
+SELECT pg_temp.n(id) AS claimed, lease_expires_at - started_at AS lease
+FROM taskq.claim(ARRAY['regress_cancel_lease'], 'wk', 1, interval '1 minute');
+BEGIN;
+SELECT taskq.heartbeat(pg_temp.id('lease'), 'wk', interval '1 hour') = now() + interval '1 hour' AS extended;
+SELECT taskq.heartbeat(pg_temp.id('lease')) = now() + interval '1 hour' AS extended_again;
+COMMIT;
+-- (expire it by hand; the row lock keeps the launcher out until COMMIT)
+BEGIN;
+UPDATE taskq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = pg_temp.id('lease');
+SELECT pg_temp.try_ids($$SELECT taskq.heartbeat(pg_temp.id('lease'), 'wk')$$) LIKE '55000 lease on job <lease> expired at %' AS refused;
+COMMIT;
+SELECT pg_temp.wait_status(pg_temp.id('lease'), 'pending') AS taken_back;
+SELECT pg_temp.n(id) AS job, status, attempts, worker, last_error FROM taskq.jobs WHERE id = pg_temp.id('lease');
+SELECT pg_temp.try_ids($$SELECT taskq.complete(pg_temp.id('lease'), '{}', 'wk')$$);
+
+-- Leave no live jobs behind.
+SELECT pg_temp.cancel_all('regress_cancel%');
+SELECT status, count(*) FROM taskq.jobs WHERE queue LIKE 'regress_cancel%' GROUP BY 1 ORDER BY 1;

@@ -1,0 +1,213 @@
+-- Security: each role sees and acts on its own jobs only, tables are written
+-- only through the API, internal functions are not callable, owners are the
+-- session's role, and taskq_admin members see everything.
+\set VERBOSITY terse
+-- Session-local helpers.  Jobs get labels (lbl) so the output never shows raw
+-- ids; try() runs a statement and reports its SQLSTATE and message instead of
+-- aborting, try_ids() also shows the job ids in the message as <label>.
+CREATE TEMP TABLE lbl (id bigint PRIMARY KEY, name text UNIQUE NOT NULL);
+GRANT ALL ON lbl TO PUBLIC;
+-- j(name, id) labels a new job and returns the label (an id labelled before
+-- keeps its first label, which is returned instead).
+CREATE FUNCTION pg_temp.j(name text, id bigint) RETURNS text LANGUAGE sql AS $$
+    INSERT INTO lbl VALUES (id, name) ON CONFLICT (id) DO NOTHING;
+    SELECT lbl.name FROM lbl WHERE lbl.id = $2
+$$;
+CREATE FUNCTION pg_temp.id(name text) RETURNS bigint
+LANGUAGE sql STABLE AS $$ SELECT lbl.id FROM lbl WHERE lbl.name = $1 $$;
+CREATE FUNCTION pg_temp.n(id bigint) RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT coalesce((SELECT lbl.name FROM lbl WHERE lbl.id = $1), '?') $$;
+CREATE FUNCTION pg_temp.l(s text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT string_agg(coalesce((SELECT '<' || lbl.name || '>' FROM lbl WHERE lbl.id::text = r.m[1]), r.m[1]), '' ORDER BY r.o)
+    FROM regexp_matches(s, '(\d+|\D+)', 'g') WITH ORDINALITY AS r(m, o)
+$$;
+CREATE FUNCTION pg_temp.try(stmt text, ids boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE st text; msg text; det text;
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+    msg := msg || coalesce(' (' || nullif(det, '') || ')', '');
+    RETURN st || ' ' || CASE WHEN ids THEN pg_temp.l(msg) ELSE msg END;
+END
+$$;
+CREATE FUNCTION pg_temp.try_ids(stmt text) RETURNS text
+LANGUAGE sql AS $$ SELECT pg_temp.try(stmt, true) $$;
+-- Row counts of taskq's tables; compared before/after bad calls made inside
+-- one REPEATABLE READ transaction, so only this session's writes can count.
+CREATE FUNCTION pg_temp.snap() RETURNS text LANGUAGE sql AS $$
+    SELECT format('jobs %s, logs %s, edges %s, queues %s, handlers %s',
+                  (SELECT count(*) FROM taskq.jobs), (SELECT count(*) FROM taskq.job_logs),
+                  (SELECT count(*) FROM taskq.job_dependencies),
+                  (SELECT count(*) FROM taskq.queues), (SELECT count(*) FROM taskq.handlers))
+$$;
+-- Cancel every live job of the queues matching pattern (dependents cascade);
+-- returns how many were still live.
+CREATE FUNCTION pg_temp.cancel_all(pattern text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE r record; n bigint := 0;
+BEGIN
+    FOR r IN SELECT id FROM taskq.jobs WHERE queue LIKE pattern
+             AND status IN ('blocked', 'pending', 'running') ORDER BY id LOOP
+        IF (SELECT status FROM taskq.jobs WHERE id = r.id) IN ('blocked', 'pending', 'running') THEN
+            PERFORM taskq.cancel(r.id);
+        END IF;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+-- Wait (up to timeout) until job id has status st; true when it has.
+CREATE FUNCTION pg_temp.wait_status(id bigint, st taskq.job_status, timeout interval DEFAULT '60s')
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE deadline timestamptz := clock_timestamp() + timeout;
+BEGIN
+    WHILE (SELECT j.status FROM taskq.jobs j WHERE j.id = wait_status.id) IS DISTINCT FROM st LOOP
+        IF clock_timestamp() > deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN true;
+END
+$$;
+-- Job types of this file have no handler; the superuser session plays the
+-- external worker where one is needed.
+SELECT count(*) AS handlers FROM taskq.handlers WHERE job_type LIKE 'security%';
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS taskq_regress_worker;
+RESET client_min_messages;
+CREATE ROLE taskq_regress_worker IN ROLE taskq_worker;
+-- a SECURITY DEFINER function of bob's that submits: the job is still the caller's
+CREATE FUNCTION public.regress_sec_bob_submit() RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+    AS $$ SELECT taskq.submit('security', queue => 'regress_security_definer') $$;
+ALTER FUNCTION public.regress_sec_bob_submit() OWNER TO taskq_bob;
+GRANT EXECUTE ON FUNCTION public.regress_sec_bob_submit() TO taskq_alice;
+
+-- Jobs of alice, bob and boss; the owner is the role of the session.
+SET ROLE taskq_alice;
+SELECT pg_temp.j('a1', taskq.submit('security', '{"secret": "alice"}', queue => 'regress_security',
+                 idempotency_key => 'shared-key'));
+SELECT pg_temp.j('a2', taskq.submit('security', queue => 'regress_security', depends_on => ARRAY[pg_temp.id('a1')]));
+SELECT pg_temp.j('a_dead', taskq.submit('security', queue => 'regress_security_dead', max_attempts => 1));
+SELECT pg_temp.j('a_definer', public.regress_sec_bob_submit());
+SELECT taskq.submit('security', queue => 'regress_security', idempotency_key => 'shared-key')
+       = pg_temp.id('a1') AS same_key_same_job;
+SET ROLE taskq_bob;
+SELECT pg_temp.j('b1', taskq.submit('security', '{"secret": "bob"}', queue => 'regress_security',
+                 idempotency_key => 'shared-key'));
+SELECT pg_temp.j('b2', taskq.submit('security', queue => 'regress_security', depends_on => ARRAY[pg_temp.id('b1')]));
+SELECT pg_temp.j('b_dead', taskq.submit('security', queue => 'regress_security_dead', max_attempts => 1));
+SELECT pg_temp.j('b_run', taskq.submit('security', queue => 'regress_security_run'));
+SET ROLE taskq_boss;
+SELECT pg_temp.j('boss1', taskq.submit('security', queue => 'regress_security_boss'));
+RESET ROLE;
+SELECT pg_temp.n(id) AS job, owner::text, idempotency_key FROM taskq.jobs
+WHERE id IN (SELECT id FROM lbl) ORDER BY id;
+-- dead-letter one job each, and have bob's b_run held by a worker
+SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_security_dead', 'regress_security_run'], 'wk', 10) ORDER BY id;
+SELECT count(taskq.fail(id, 'broken', false)) AS failed FROM taskq.jobs
+WHERE queue = 'regress_security_dead';
+
+-- alice sees her own jobs only: jobs, logs, edges, dead letters, queue depth.
+SET ROLE taskq_alice;
+SELECT pg_temp.n(id) AS job, status, payload FROM taskq.jobs WHERE id IN (SELECT id FROM lbl) ORDER BY id;
+SELECT count(*) AS others_jobs FROM taskq.jobs WHERE owner <> 'taskq_alice'::regrole;
+SELECT pg_temp.n(job_id) AS job, count(*) > 0 AS logged FROM taskq.job_logs
+WHERE job_id IN (SELECT id FROM lbl) GROUP BY job_id ORDER BY job_id;
+SELECT count(*) AS others_logs FROM taskq.job_logs l
+WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = l.job_id AND j.owner = 'taskq_alice'::regrole);
+SELECT pg_temp.n(job_id) AS job, pg_temp.n(depends_on) AS depends_on FROM taskq.job_dependencies
+WHERE job_id IN (SELECT id FROM lbl) OR depends_on IN (SELECT id FROM lbl);
+SELECT count(*) AS others_edges FROM taskq.job_dependencies d
+WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = d.job_id AND j.owner = 'taskq_alice'::regrole);
+SELECT pg_temp.n(id) AS dead_letter, last_error FROM taskq.dead_letter_queue WHERE id IN (SELECT id FROM lbl);
+SELECT count(*) AS others_dead_letters FROM taskq.dead_letter_queue WHERE owner <> 'taskq_alice'::regrole;
+SELECT queue, status, jobs FROM taskq.queue_depth WHERE queue LIKE 'regress_security%' ORDER BY 1, 2;
+RESET ROLE;
+
+-- ... and cannot act on anyone else's: to her they do not exist.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.snap() AS before \gset
+SET ROLE taskq_alice;
+SELECT n, pg_temp.try_ids(stmt) AS error FROM (VALUES
+ (1, $$SELECT taskq.cancel(pg_temp.id('b1'))$$),
+ (2, $$SELECT taskq.retry(pg_temp.id('b_dead'))$$),
+ (3, $$SELECT taskq.add_dependency(pg_temp.id('a2'), pg_temp.id('b1'))$$),
+ (4, $$SELECT taskq.add_dependency(pg_temp.id('b2'), pg_temp.id('a1'))$$),
+ (5, $$SELECT taskq.submit('security', queue => 'regress_security', depends_on => ARRAY[pg_temp.id('b1')])$$),
+ (6, $$SELECT taskq.submit_many(format('[{"job_type": "security", "queue": "regress_security", "depends_on": [%s]}]', pg_temp.id('b1'))::jsonb)$$),
+ (7, $$SELECT taskq.complete(pg_temp.id('b_run'), '{}')$$),
+ (8, $$SELECT taskq.fail(pg_temp.id('b_run'), 'sabotage', false)$$),
+ (9, $$SELECT taskq.heartbeat(pg_temp.id('b_run'))$$),
+ (10, $$SELECT taskq.cancel(pg_temp.id('boss1'))$$),
+ -- nor write taskq's tables directly, even her own rows
+ (11, $$INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner) VALUES ('regress_security', 'security', 'normal', 'normal', 'pending', '{}', 1, '1s', 1, 0, now(), 'taskq_alice')$$),
+ (12, $$UPDATE taskq.jobs SET priority = 'critical' WHERE id = pg_temp.id('a1')$$),
+ (13, $$UPDATE taskq.jobs SET status = 'succeeded' WHERE id = pg_temp.id('a2')$$),
+ (14, $$DELETE FROM taskq.jobs WHERE id = pg_temp.id('a1')$$),
+ (15, $$TRUNCATE taskq.jobs CASCADE$$),
+ (16, $$INSERT INTO taskq.job_logs (job_id, status, attempt, message) VALUES (pg_temp.id('a1'), 'succeeded', 1, 'forged')$$),
+ (17, $$DELETE FROM taskq.job_logs$$),
+ (18, $$DELETE FROM taskq.job_dependencies WHERE job_id = pg_temp.id('a2')$$),
+ (19, $$INSERT INTO taskq.queues (name, paused) VALUES ('regress_security', true)$$),
+ (20, $$UPDATE taskq.queues SET paused = false$$),
+ (21, $$INSERT INTO taskq.handlers (job_type, handler, registered_by) VALUES ('security', 'pg_catalog.jsonb_strip_nulls(jsonb)', 'taskq_alice')$$),
+ (22, $$UPDATE taskq.dag_lock SET version = version + 1$$),
+ (23, $$DELETE FROM taskq.schedules$$)
+) AS t(n, stmt) ORDER BY n;
+-- nor call taskq's internal functions
+-- (arguments are (SELECT NULL::type), which the planner cannot fold away)
+SELECT p.proname, pg_temp.try(format('SELECT taskq.%I(%s)', p.proname,
+           (SELECT string_agg(format('(SELECT NULL::%s)', format_type(t, NULL)), ', ')
+            FROM unnest(p.proargtypes) t))) AS error
+FROM pg_proc p
+WHERE p.pronamespace = 'taskq'::regnamespace AND p.prokind = 'f'
+  AND p.proname IN ('_claim', '_insert_job', '_succeed', '_succeeded', '_complete_batch', '_fail',
+                    '_emit', '_cancel_job', '_release_dependents', '_lock_job', '_held_job',
+                    '_recover', '_purge_finished', '_age_priorities', '_request_cancel',
+                    '_wake_on_commit', '_require_admin', '_check_resources')
+ORDER BY 1;
+RESET ROLE;
+SELECT pg_temp.snap() = :'before' AS nothing_written;
+COMMIT;
+SELECT pg_temp.n(id) AS job, status, priority FROM taskq.jobs WHERE queue = 'regress_security' ORDER BY id;
+
+-- Every SECURITY DEFINER function of taskq pins search_path.
+SELECT p.oid::regprocedure AS unpinned FROM pg_proc p
+WHERE p.pronamespace = 'taskq'::regnamespace AND p.prosecdef
+  AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
+
+-- alice's claim gets only her jobs; a taskq_worker member's claim gets anyone's,
+-- though it sees no rows of taskq.jobs.
+SET ROLE taskq_alice;
+SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_security'], 'alice worker', 10);
+SELECT taskq.complete(pg_temp.id('a1'), '{"by": "alice"}');
+SET ROLE taskq_regress_worker;
+SELECT count(*) AS visible_jobs FROM taskq.jobs WHERE queue LIKE 'regress_security%';
+SELECT pg_temp.n(id) AS claimed, owner::text FROM taskq.claim(ARRAY['regress_security'], 'regress worker', 10) ORDER BY id;
+SELECT taskq.complete(pg_temp.id('b1'), '{"by": "worker"}', 'regress worker');
+SELECT taskq.fail(pg_temp.id('a2'), 'worker failed it', false, 'regress worker');
+SELECT pg_temp.try_ids($$SELECT taskq.cancel(pg_temp.id('b2'))$$);
+RESET ROLE;
+SELECT pg_temp.n(id) AS job, status, result, last_error FROM taskq.jobs
+WHERE queue = 'regress_security' ORDER BY id;
+
+-- taskq_boss (taskq_admin) sees and acts on everyone's jobs.
+SET ROLE taskq_boss;
+SELECT pg_temp.n(id) AS job, owner::text, status FROM taskq.jobs WHERE id IN (SELECT id FROM lbl) ORDER BY id;
+SELECT count(*) AS dead_letters FROM taskq.dead_letter_queue WHERE id IN (SELECT id FROM lbl);
+SELECT count(DISTINCT job_id) AS logged_jobs FROM taskq.job_logs WHERE job_id IN (SELECT id FROM lbl);
+SELECT taskq.retry(pg_temp.id('a_dead'));
+SELECT taskq.cancel(pg_temp.id('b2'));
+SELECT taskq.cancel(pg_temp.id('a_dead'));
+RESET ROLE;
+SELECT pg_temp.n(id) AS job, status FROM taskq.jobs WHERE id IN (SELECT id FROM lbl) ORDER BY id;
+
+-- Leave no live jobs or objects behind.
+SELECT pg_temp.cancel_all('regress_security%');
+SELECT status, count(*) FROM taskq.jobs WHERE queue LIKE 'regress_security%' GROUP BY 1 ORDER BY 1;
+DROP FUNCTION public.regress_sec_bob_submit();
+DROP ROLE taskq_regress_worker;
