@@ -80,9 +80,9 @@ BEGIN;
 SELECT pg_temp.j('d', taskq.submit('submit plain'));
 SELECT queue, job_type, priority, effective_priority, status, payload, result, last_error,
        attempts, max_attempts, backoff, timeout, cpu_units, memory_mb,
-       run_at = now() AS run_now, idempotency_key,
+       run_at BETWEEN now() AND clock_timestamp() AS run_now, idempotency_key,
        owner = current_user::text::regrole AS owner_is_me, worker, lease_expires_at,
-       unfinished_parents, created_at = now() AS created_now, started_at, finished_at
+       unfinished_parents, created_at BETWEEN now() AND clock_timestamp() AS created_now, started_at, finished_at
 FROM taskq.jobs WHERE id = pg_temp.id('d');
 SELECT status, attempt, message, error FROM taskq.job_logs WHERE job_id = pg_temp.id('d');
 ROLLBACK;

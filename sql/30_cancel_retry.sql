@@ -148,21 +148,23 @@ SELECT status, attempt, message, error FROM taskq.job_logs WHERE job_id = pg_tem
 SELECT pg_temp.j('backoff', taskq.submit('cancel', queue => 'regress_cancel_backoff',
                  max_attempts => 4, backoff => interval '10 seconds'));
 SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
-BEGIN;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT taskq.fail(pg_temp.id('backoff'), 'first', true, 'wk');
-SELECT status, attempts, run_at - now() BETWEEN interval '10 s' AND interval '12 s' AS delay_10s
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+SELECT status, attempts,
+       extract(epoch FROM run_at) BETWEEN :t0 + 10 AND :t1 + 12 AS delay_10s_to_12s
 FROM taskq.jobs WHERE id = pg_temp.id('backoff');
-COMMIT;
 -- not claimable before run_at
 SELECT count(*) AS claimed FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
 -- skip the wait, then fail attempt 2
 UPDATE taskq.jobs SET run_at = now() WHERE id = pg_temp.id('backoff');
 SELECT pg_temp.n(id) AS claimed, attempts FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
-BEGIN;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
 SELECT taskq.fail(pg_temp.id('backoff'), 'second', true, 'wk');
-SELECT status, attempts, run_at - now() BETWEEN interval '20 s' AND interval '24 s' AS delay_20s
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+SELECT status, attempts,
+       extract(epoch FROM run_at) BETWEEN :t0 + 20 AND :t1 + 24 AS delay_20s_to_24s
 FROM taskq.jobs WHERE id = pg_temp.id('backoff');
-COMMIT;
 -- a non-retryable error dead-letters at once, attempts left or not
 UPDATE taskq.jobs SET run_at = now() WHERE id = pg_temp.id('backoff');
 SELECT pg_temp.n(id) AS claimed, attempts FROM taskq.claim(ARRAY['regress_cancel_backoff'], 'wk');
@@ -174,10 +176,16 @@ SELECT pg_temp.n(id) AS job, status, attempts, max_attempts, last_error FROM tas
 SELECT pg_temp.j('lease', taskq.submit('cancel', queue => 'regress_cancel_lease'));
 SELECT pg_temp.n(id) AS claimed, lease_expires_at - started_at AS lease
 FROM taskq.claim(ARRAY['regress_cancel_lease'], 'wk', 1, interval '1 minute');
-BEGIN;
-SELECT taskq.heartbeat(pg_temp.id('lease'), 'wk', interval '1 hour') = now() + interval '1 hour' AS extended;
-SELECT taskq.heartbeat(pg_temp.id('lease')) = now() + interval '1 hour' AS extended_again;
-COMMIT;
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT extract(epoch FROM taskq.heartbeat(pg_temp.id('lease'), 'wk', interval '1 hour')) AS hb \gset
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+SELECT :hb BETWEEN :t0 + 3600 AND :t1 + 3600 AS extended_by_1_hour;
+-- without extend, by the lease's last length (now 1 hour)
+SELECT extract(epoch FROM clock_timestamp()) AS t0 \gset
+SELECT extract(epoch FROM taskq.heartbeat(pg_temp.id('lease'))) AS hb \gset
+SELECT extract(epoch FROM clock_timestamp()) AS t1 \gset
+SELECT :hb BETWEEN :t0 + 3600 AND :t1 + 3600 AS extended_again;
+SELECT extract(epoch FROM lease_expires_at) = :hb AS recorded FROM taskq.jobs WHERE id = pg_temp.id('lease');
 -- (expire it by hand; the row lock keeps the launcher out until COMMIT)
 BEGIN;
 UPDATE taskq.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = pg_temp.id('lease');
