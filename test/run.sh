@@ -42,6 +42,7 @@ pg_virtualenv -t \
     -o "shared_preload_libraries=taskq,pg_cron" \
     -o "taskq.database=taskq_regress" \
     -o "cron.database_name=taskq_regress" \
+    -o "cron.use_background_workers=on" \
     -o "taskq.poll_interval=100ms" \
     -o "taskq.workers=2" \
     -o "max_worker_processes=32" \

@@ -8,7 +8,17 @@ pgxs=$(dirname "$(pg_config --pgxs)")/..
 db=taskq_regress
 
 createdb "$db" || { echo "FAILED: createdb"; exit 1; }
-psql -q -d "$db" -c "CREATE EXTENSION taskq; CREATE EXTENSION pgtap;" || echo "FAILED: create extension"
+psql -q -d "$db" -c "CREATE EXTENSION taskq; CREATE EXTENSION pgtap; CREATE EXTENSION pg_cron;" \
+    || echo "FAILED: create extension"
+
+# The launcher started before the database existed and retries with backoff:
+# wait (bounded) until it and the executors are connected.
+for _ in $(seq 1 120); do
+    n=$(psql -Atq -d "$db" -c "SELECT count(*) FROM taskq.workers WHERE kind = 'executor'")
+    [ "${n:-0}" -ge 2 ] && break
+    sleep 0.5
+done
+[ "${n:-0}" -ge 2 ] || echo "FAILED: taskq workers did not start in $db"
 
 tests=$(ls sql/*.sql | grep -v 'taskq--' | xargs -n1 basename | sed 's/\.sql$//' | sort)
 if [ -n "$tests" ]; then
@@ -36,4 +46,9 @@ for t in test/python/test_*.py; do
         echo "python $(basename "$t") ... FAILED"
     fi
 done
+
+# the taskq command-line tool: one "cli NAME ... ok|FAILED" line per check
+if [ -f test/cli/test_cli.sh ]; then
+    PGDATABASE="$db" timeout 600 bash test/cli/test_cli.sh || echo "cli test_cli.sh ... FAILED (exit $?)"
+fi
 exit 0
