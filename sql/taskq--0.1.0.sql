@@ -282,7 +282,7 @@ BEGIN
     IF value IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', what USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF btrim(value) = '' THEN
+    IF btrim(value, E' \t\r\n') = '' THEN
         RAISE EXCEPTION '% must not be empty', what USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF length(value) > 200 THEN
@@ -322,7 +322,7 @@ DECLARE
     admin boolean;
 BEGIN
     -- (the checks call helpers only to raise their errors: this is the hot path)
-    IF job_type IS NULL OR queue IS NULL OR btrim(job_type) = '' OR btrim(queue) = ''
+    IF job_type IS NULL OR queue IS NULL OR btrim(job_type, E' \t\r\n') = '' OR btrim(queue, E' \t\r\n') = ''
        OR length(job_type) > 200 OR length(queue) > 200 THEN
         PERFORM taskq._check_name('job_type', job_type);
         PERFORM taskq._check_name('queue', queue);
@@ -504,8 +504,8 @@ BEGIN
            OR EXISTS (SELECT 1 FROM jsonb_object_keys(e) k
                       WHERE k NOT IN ('job_type', 'payload', 'priority', 'queue', 'run_at',
                                       'max_attempts', 'timeout', 'cpu_units', 'memory_mb', 'backoff'))
-           OR coalesce(btrim(e->>'job_type'), '') = '' OR length(e->>'job_type') > 200
-           OR btrim(coalesce(e->>'queue', 'default')) = '' OR length(e->>'queue') > 200
+           OR coalesce(btrim(e->>'job_type', E' \t\r\n'), '') = '' OR length(e->>'job_type') > 200
+           OR btrim(coalesce(e->>'queue', 'default'), E' \t\r\n') = '' OR length(e->>'queue') > 200
            OR jsonb_typeof(coalesce(e->'payload', '{}')) <> 'object'
            OR jsonb_typeof(coalesce(e->'cpu_units', '1')) <> 'number'
            OR jsonb_typeof(coalesce(e->'memory_mb', '0')) <> 'number'
@@ -1750,7 +1750,7 @@ BEGIN
     PERFORM taskq._check_name('schedule name', name);
     PERFORM taskq._check_name('job_type', job_type);
     PERFORM taskq._check_name('queue', queue);
-    IF cron IS NULL OR btrim(cron) = '' THEN
+    IF cron IS NULL OR btrim(cron, E' \t\r\n') = '' THEN
         RAISE EXCEPTION 'cron must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
