@@ -226,7 +226,15 @@ CREATE FUNCTION taskq._lock_parents(ids bigint[], exclusive boolean) RETURNS voi
 LANGUAGE sql VOLATILE AS $$
     SELECT count(CASE WHEN exclusive THEN pg_catalog.pg_advisory_xact_lock(29812, (i % 2147483647)::integer)
                       ELSE pg_catalog.pg_advisory_xact_lock_shared(29812, (i % 2147483647)::integer) END)
-    FROM (SELECT DISTINCT i FROM unnest(ids) AS i ORDER BY i) s
+    FROM (SELECT DISTINCT i FROM unnest(ids) AS i ORDER BY i) s;
+    -- A REPEATABLE READ snapshot may predate a parent's success and never see
+    -- it: share-lock the rows too, so that is a serialization failure instead
+    -- of a child blocked forever behind a succeeded parent.
+    SELECT count(*) FROM (
+        SELECT 1 FROM taskq.jobs j
+        WHERE NOT exclusive AND pg_catalog.current_setting('transaction_isolation') <> 'read committed'
+          AND j.id = ANY (ids)
+        ORDER BY j.id FOR SHARE) s
 $$;
 
 -- Fetch a job the caller may act on, locked, or fail with a clear error.
