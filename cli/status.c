@@ -8,7 +8,10 @@
 
 #include "taskq.h"
 
-/* per queue: jobs pending/running/blocked/failed, and whether it is paused */
+/*
+ * Per queue: jobs pending/running/blocked/failed and whether it is paused;
+ * busiest first.  $1: a LIKE pattern of the queues to show, NULL for all.
+ */
 const char *const queues_sql =
 	"WITH d AS ("
 	"    SELECT queue, status::text AS status, sum(jobs)::bigint AS n"
@@ -27,7 +30,10 @@ const char *const queues_sql =
 	"  FROM names n"
 	"  LEFT JOIN d ON d.queue = n.queue"
 	"  LEFT JOIN taskq.queues q ON q.name = n.queue"
-	" GROUP BY n.queue, q.paused ORDER BY n.queue";
+	" WHERE $1::text IS NULL OR n.queue LIKE $1"
+	" GROUP BY n.queue, q.paused"
+	" ORDER BY coalesce(sum(d.n) FILTER (WHERE d.status <> 'failed'), 0) DESC,"
+	"          coalesce(sum(d.n), 0) DESC, n.queue";
 
 const char *const resources_sql =
 	"SELECT cpu_units_used, cpu_units_max, memory_mb_used, memory_mb_max"
@@ -58,7 +64,9 @@ usage(void)
 		   "Usage:\n"
 		   "  %s status [OPTION]...        queues, resources, throughput, workers, health\n"
 		   "  %s status [OPTION]... ID     one job: its row, dependencies and log\n\n"
+		   "Queues are listed busiest first.\n\n"
 		   "Options:\n"
+		   "  -q, --queue=PATTERN      summary: only queues whose name is LIKE PATTERN\n"
 		   "      --help               show this help and exit\n\n"
 		   CONN_OPTIONS_HELP, progname, progname);
 }
@@ -75,11 +83,11 @@ section(const char *title, PGresult *res, const char *empty)
 }
 
 static int
-status_summary(PGconn *conn)
+status_summary(PGconn *conn, const char *queue)
 {
 	PGresult   *res;
 
-	section("Queues", run_query(conn, queues_sql, 0, NULL), "(no jobs)");
+	section("Queues", run_query(conn, queues_sql, 1, &queue), "(no jobs)");
 
 	res = run_query(conn, resources_sql, 0, NULL);
 	printf("\nResources\n");
@@ -149,31 +157,40 @@ cmd_status(int argc, char **argv)
 {
 	static const struct option long_options[] = {
 		CONN_LONG_OPTIONS,
+		{"queue", required_argument, NULL, 'q'},
 		{NULL, 0, NULL, 0}
 	};
 	const char *id = NULL;
+	const char *queue = NULL;
 	PGconn	   *conn;
 	int			c;
 	int			rc;
 
-	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS, long_options, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS "q:", long_options, NULL)) != -1)
 	{
 		if (handle_conn_option(c, optarg))
 			continue;
-		if (c == OPT_HELP)
+		switch (c)
 		{
-			usage();
-			return 0;
+			case 'q':
+				queue = optarg;
+				break;
+			case OPT_HELP:
+				usage();
+				return 0;
+			default:
+				bad_option("status");
 		}
-		bad_option("status");
 	}
 	if (optind < argc)
 		id = parse_job_id("status", argv[optind++]);
 	if (optind < argc)
 		usage_error("status", "too many arguments (first extra: \"%s\")", argv[optind]);
+	if (id && queue)
+		usage_error("status", "--queue applies to the summary only");
 
 	conn = connect_db("status");
-	rc = id ? status_job(conn, id) : status_summary(conn);
+	rc = id ? status_job(conn, id) : status_summary(conn, queue);
 	PQfinish(conn);
 	return rc;
 }

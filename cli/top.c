@@ -34,8 +34,8 @@ restore_terminal(void)
 {
 	if (screen_active)
 	{
-		/* show the cursor, leave the alternate screen */
-		fputs("\033[?25h\033[?1049l", stdout);
+		/* leave the alternate screen, show the cursor */
+		fputs("\033[?1049l\033[?25h", stdout);
 		fflush(stdout);
 		screen_active = false;
 	}
@@ -64,12 +64,14 @@ on_signal(int signo)
 static void
 usage(void)
 {
-	printf("A live full-screen view of queues, resources, throughput, health and workers.\n\n"
+	printf("A live full-screen view of queues (busiest first), resources, throughput,\n"
+		   "health and workers.\n\n"
 		   "Usage:\n  %s top [OPTION]...\n\n"
 		   "Keys: q or Ctrl-C quits, space or r refreshes now.\n"
 		   "When standard output is not a terminal, one plain frame is printed.\n\n"
 		   "Options:\n"
 		   "  -i, --interval=SECONDS   refresh interval (default 2; fractions allowed)\n"
+		   "  -q, --queue=PATTERN      only queues whose name is LIKE PATTERN, e.g. 'mail%%'\n"
 		   "      --once               print one plain frame and exit\n"
 		   "      --help               show this help and exit\n\n"
 		   CONN_OPTIONS_HELP, progname);
@@ -107,7 +109,7 @@ print_bar(FILE *out, long used, long max, int width)
 
 /* Write one frame of plain text (bold lines marked) to out, fitting rows. */
 static void
-build_frame(FILE *out, PGconn *conn, double interval, int rows)
+build_frame(FILE *out, PGconn *conn, const char *queue, double interval, int rows)
 {
 	PGresult   *res;
 	PGresult   *queues;
@@ -179,7 +181,7 @@ build_frame(FILE *out, PGconn *conn, double interval, int rows)
 	PQclear(res);
 
 	/* queues get what the workers (and the section titles) leave */
-	queues = run_query(conn, queues_sql, 0, NULL);
+	queues = run_query(conn, queues_sql, 1, &queue);
 	workers = run_query(conn, workers_sql, 0, NULL);
 	budget = rows - used - 3 - (PQntuples(workers) + 3);
 	if (budget < 1)
@@ -187,7 +189,13 @@ build_frame(FILE *out, PGconn *conn, double interval, int rows)
 	if (PQntuples(queues) > budget)
 		budget--;				/* room for "(N more)" */
 
-	fprintf(out, "\n%cQueues\n", BOLD_MARK);
+	fprintf(out, "\n%cQueues", BOLD_MARK);
+	if (queue)
+	{
+		fputs(" LIKE ", out);
+		print_padded(out, queue, 0, false);
+	}
+	fputc('\n', out);
 	print_table_rows(out, queues, "  ", budget);
 	PQclear(queues);
 
@@ -245,7 +253,7 @@ draw_frame(char *text, int rows, int cols)
 }
 
 static void
-refresh(PGconn *conn, double interval, bool plain)
+refresh(PGconn *conn, const char *queue, double interval, bool plain)
 {
 	char	   *text = NULL;
 	size_t		len = 0;
@@ -256,7 +264,7 @@ refresh(PGconn *conn, double interval, bool plain)
 	if (out == NULL)
 		fatal("out of memory");
 	terminal_size(&rows, &cols);
-	build_frame(out, conn, interval, plain ? 1000000 : rows);
+	build_frame(out, conn, queue, interval, plain ? 1000000 : rows);
 	fclose(out);
 	if (plain)
 	{
@@ -310,10 +318,12 @@ cmd_top(int argc, char **argv)
 	static const struct option long_options[] = {
 		CONN_LONG_OPTIONS,
 		{"interval", required_argument, NULL, 'i'},
+		{"queue", required_argument, NULL, 'q'},
 		{"once", no_argument, NULL, OPT_ONCE},
 		{NULL, 0, NULL, 0}
 	};
 	double		interval = 2;
+	const char *queue = NULL;
 	bool		once = false;
 	bool		keys;
 	double		next;
@@ -321,7 +331,7 @@ cmd_top(int argc, char **argv)
 	PGconn	   *conn;
 	int			c;
 
-	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS "i:", long_options, NULL)) != -1)
+	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS "i:q:", long_options, NULL)) != -1)
 	{
 		if (handle_conn_option(c, optarg))
 			continue;
@@ -337,6 +347,9 @@ cmd_top(int argc, char **argv)
 						usage_error("top", "--interval must be a number of seconds between 0.1 and 86400, got \"%s\"", optarg);
 					break;
 				}
+			case 'q':
+				queue = optarg;
+				break;
 			case OPT_ONCE:
 				once = true;
 				break;
@@ -353,7 +366,7 @@ cmd_top(int argc, char **argv)
 	conn = connect_db("top");
 	if (once || !isatty(STDOUT_FILENO))
 	{
-		refresh(conn, interval, true);
+		refresh(conn, queue, interval, true);
 		PQfinish(conn);
 		return 0;
 	}
@@ -385,7 +398,7 @@ cmd_top(int argc, char **argv)
 		if (now >= next || resized)
 		{
 			resized = 0;
-			refresh(conn, interval, false);
+			refresh(conn, queue, interval, false);
 			now = monotonic_seconds();
 			next = now + interval;
 		}
