@@ -211,9 +211,9 @@ WHERE id IN (SELECT id FROM lbl WHERE name LIKE 'b%') ORDER BY id;
 SELECT status, attempt, message FROM taskq.job_logs WHERE job_id = pg_temp.id('b2') ORDER BY id;
 
 -- Bad input: a clear error with its SQLSTATE, and nothing written.
-BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT pg_temp.j('gone', taskq.submit('submit gone', queue => 'regress_submit'));
 SELECT taskq.cancel(pg_temp.id('gone'));
+BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT pg_temp.snap() AS before \gset
 SELECT n, pg_temp.try(stmt) AS error FROM (VALUES
  (1, $$SELECT taskq.submit('submit bad', queue => 'regress_submit', priority => 'urgent')$$),

@@ -195,6 +195,18 @@ SELECT pg_temp.wait_status(pg_temp.id('lease'), 'pending') AS taken_back;
 SELECT pg_temp.n(id) AS job, status, attempts, worker, last_error FROM taskq.jobs WHERE id = pg_temp.id('lease');
 SELECT pg_temp.try_ids($$SELECT taskq.complete(pg_temp.id('lease'), '{}', 'wk')$$);
 
+-- Completing or cancelling must see dependents linked an instant before (a
+-- fresh snapshot): under REPEATABLE READ both are refused, nothing changes.
+SELECT taskq.submit('rc_job', queue => 'regress_cancel_rr') AS rr_job \gset
+SELECT count(*) FROM taskq.claim(ARRAY['regress_cancel_rr'], 'wk_rr', 1);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.try($$SELECT taskq.complete($$ || :rr_job || $$, '{}', 'wk_rr')$$);
+SELECT pg_temp.try($$SELECT taskq.cancel($$ || :rr_job || $$)$$);
+COMMIT;
+SELECT status, worker FROM taskq.jobs WHERE id = :rr_job;
+SELECT taskq.complete(:rr_job, '{}', 'wk_rr');
+SELECT status FROM taskq.jobs WHERE id = :rr_job;
+
 -- Leave no live jobs behind.
 SELECT pg_temp.cancel_all('regress_cancel%');
 SELECT status, count(*) FROM taskq.jobs WHERE queue LIKE 'regress_cancel%' GROUP BY 1 ORDER BY 1;

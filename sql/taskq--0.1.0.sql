@@ -237,6 +237,20 @@ LANGUAGE sql VOLATILE AS $$
         ORDER BY j.id FOR SHARE) s
 $$;
 
+-- Finishing a job looks for its dependents after taking its parent lock; only
+-- a fresh snapshot (READ COMMITTED) is sure to see a child linked just before.
+CREATE FUNCTION taskq._require_read_committed(action text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION '% requires the READ COMMITTED isolation level', action
+            USING ERRCODE = 'active_sql_transaction',
+                  DETAIL = format('The transaction is %s.', current_setting('transaction_isolation')),
+                  HINT = 'Call it in its own READ COMMITTED transaction.';
+    END IF;
+END
+$$;
+
 -- Fetch a job the caller may act on, locked, or fail with a clear error.
 CREATE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
 LANGUAGE plpgsql VOLATILE AS $$
@@ -722,6 +736,7 @@ DECLARE
     reach bigint[] := ARRAY[job_id];
     seen bigint[] := '{}';
 BEGIN
+    PERFORM taskq._require_read_committed('cancelling a job');
     UPDATE taskq.jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),
                           lease_expires_at = NULL
     WHERE id = job_id;
@@ -1061,6 +1076,7 @@ LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
     IF cardinality(ids) > 0 THEN
+        PERFORM taskq._require_read_committed('completing a job');
         PERFORM taskq._emit(ids, 'succeeded');
         PERFORM taskq._lock_parents(ids, true);
         PERFORM taskq._release_dependents(ids);

@@ -81,6 +81,7 @@ static volatile TimestampTz sigterm_at = 0;
 static volatile TimestampTz job_deadline = 0;
 static volatile sig_atomic_t job_timed_out = false;
 static volatile sig_atomic_t job_stopped_by_shutdown = false;
+static volatile sig_atomic_t job_terminated_itself = false;
 static TimeoutId tick_timeout;
 
 /* set before raising an error that retrying cannot fix */
@@ -103,11 +104,29 @@ static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
 
+/*
+ * SIGTERM: stop after the shutdown grace.  Sent by this very process (a
+ * handler calling pg_terminate_backend(pg_backend_pid())), it also stops the
+ * job at once and fails its attempt: giving it back would loop forever.
+ */
+#ifdef SA_SIGINFO
+static void
+executor_sigterm(int signo, siginfo_t *info, void *context)
+#else
 static void
 executor_sigterm(SIGNAL_ARGS)
+#endif
 {
 	int			save_errno = errno;
 
+#ifdef SA_SIGINFO
+	if (info != NULL && info->si_pid == MyProcPid && taskq_current_job != 0)
+	{
+		job_terminated_itself = true;
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+#endif
 	if (!got_sigterm)
 		sigterm_at = GetCurrentTimestamp();
 	got_sigterm = true;
@@ -481,6 +500,7 @@ run_job(ClaimedJob *job)
 	pgstat_report_activity(STATE_RUNNING, "taskq: running a job");
 	job_timed_out = false;
 	job_stopped_by_shutdown = false;
+	job_terminated_itself = false;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -492,6 +512,10 @@ run_job(ClaimedJob *job)
 		taskq_current_job = job->id;
 
 		call_handler(job);
+		if (job_terminated_itself)
+			ereport(ERROR,
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("the handler terminated its own executor")));
 
 		taskq_current_job = 0;
 		job_deadline = 0;
@@ -515,19 +539,21 @@ run_job(ClaimedJob *job)
 
 		job->retryable = !job_error_permanent;
 		job->outcome = OUTCOME_FAILED;
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		if (job_terminated_itself)
+			job->error = "the handler terminated its own executor";
+		else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
 			if (cancel_requested(job->id))
 				job->outcome = OUTCOME_CANCELLED;
 			else if (job_timed_out)
 				job->error = psprintf("job timed out after %lld ms",
 									  (long long) job->timeout_ms);
-			else
+			else if (job_stopped_by_shutdown)
 			{
 				job->outcome = OUTCOME_GIVEN_BACK;
-				job->error = job_stopped_by_shutdown
-					? "interrupted by shutdown" : "interrupted";
+				job->error = "interrupted by shutdown";
 			}
+			/* any other cancel (pg_cancel_backend) is a failed attempt */
 		}
 		if (job->error == NULL)
 			job->error = edata->message;
@@ -824,10 +850,26 @@ execute_once(void)
 void
 TaskqExecutorMain(Datum main_arg)
 {
+#ifdef SA_SIGINFO
+	{
+		/* SA_SIGINFO tells who sent the SIGTERM */
+		struct sigaction act;
+
+		memset(&act, 0, sizeof(act));
+		act.sa_sigaction = executor_sigterm;
+		act.sa_flags = SA_SIGINFO | SA_RESTART;
+		sigemptyset(&act.sa_mask);
+		sigaction(SIGTERM, &act, NULL);
+	}
+#else
 	pqsignal(SIGTERM, executor_sigterm);
+#endif
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+	/* completions must see dependents linked just before (fresh snapshots) */
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
 
 	/* the start time makes the name unique even when a pid is reused */
 	snprintf(worker_name, sizeof(worker_name), "executor/%d.%ld",

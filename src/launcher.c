@@ -18,6 +18,7 @@
 #include "storage/latch.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "catalog/pg_type.h"
@@ -266,6 +267,8 @@ TaskqLauncherMain(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	wait_before_connecting();
 	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+	SetConfigOption("default_transaction_isolation", "read committed",
+					PGC_SUSET, PGC_S_OVERRIDE);
 	SpinLockAcquire(&TaskqState->mutex);
 	TaskqState->connect_failures = 0;
 	TaskqState->stop_now = false;
