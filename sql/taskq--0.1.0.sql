@@ -465,7 +465,10 @@ BEGIN
                                             'queue', queue, 'job_type', job_type, 'attempt', 0)::text)
         WHERE current_setting('taskq.notify_level', true) IS DISTINCT FROM 'terminal';
     END IF;
-    IF unfinished = 0 THEN
+    -- Executors run only jobs with a handler; waking them for any other job
+    -- made each of them scan the whole backlog for nothing (bench/).
+    IF unfinished = 0 AND EXISTS (SELECT 1 FROM taskq.handlers h
+                                  WHERE h.job_type = _insert_job.job_type) THEN
         PERFORM taskq._wake_on_commit();
     END IF;
     RETURN new_id;
@@ -568,7 +571,10 @@ BEGIN
              WHERE coalesce(current_setting('taskq.notify_level', true), 'all') = 'all'
         )
         SELECT i.id FROM inserted i, notified ORDER BY i.id;
-        PERFORM taskq._wake_on_commit();
+        IF EXISTS (SELECT 1 FROM taskq.handlers h
+                   WHERE h.job_type IN (SELECT e->>'job_type' FROM jsonb_array_elements(jobs) e)) THEN
+            PERFORM taskq._wake_on_commit();
+        END IF;
         RETURN;
     END IF;
 
@@ -941,7 +947,9 @@ CREATE FUNCTION taskq._claim(in_database boolean, queues text[], worker text, ma
                              lease interval, cpu_budget integer, memory_budget integer,
                              only_owner regrole)
 RETURNS SETOF taskq.jobs
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+-- jit off: the candidate scan's estimated cost (the whole backlog) passes
+-- jit_above_cost, and compiling it took 10-20 ms of every claim (bench/)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     paused text[];
@@ -952,8 +960,9 @@ DECLARE
     cpu_left integer := cpu_budget;
     mem_left integer := memory_budget;
     big_wait interval := coalesce(current_setting('taskq.big_job_wait', true), '30s')::interval;
-    scanned integer := 0;
     qi integer;
+    seen bigint[] := '{}';
+    got integer;
     -- the clock, not now(): an executor claims at the end of a long transaction
     t timestamptz := clock_timestamp();
 BEGIN
@@ -974,61 +983,76 @@ BEGIN
           WHERE q.name = ANY (limited);
     END IF;
 
-    FOR cand IN
-        SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
-        FROM taskq.jobs j
-        WHERE j.status = 'pending' AND j.run_at <= t
-          AND (queues IS NULL OR j.queue = ANY (queues))
-          AND NOT (j.queue = ANY (paused))
-          AND (only_owner IS NULL OR j.owner = only_owner)
-          AND (EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = j.job_type)) = in_database
-        ORDER BY j.effective_priority, j.run_at, j.id
-    LOOP
-        scanned := scanned + 1;
-        qi := array_position(limited, cand.queue);
-        IF qi IS NOT NULL AND slots[qi] <= 0 THEN
-            CONTINUE;
-        END IF;
-        -- An executor runs its batch one job at a time, so each job must fit the
-        -- budget on its own; an external worker runs its jobs side by side.
-        IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
-           OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
-            IF in_database AND cand.run_at < t - big_wait THEN
-                EXIT;
+    -- Candidates in claim order, locked as they are read (SKIP LOCKED: rows
+    -- another worker is taking are passed over).  LIMIT sits above the lock,
+    -- so only the rows returned are locked; one that does not fit stays locked
+    -- until the claiming transaction ends, and a further round looks past it.
+    <<rounds>>
+    FOR round IN 1..4 LOOP
+        got := 0;
+        FOR cand IN
+            SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+            FROM taskq.jobs j
+            WHERE j.status = 'pending' AND j.run_at <= t
+              AND (queues IS NULL OR j.queue = ANY (queues))
+              AND NOT (j.queue = ANY (paused))
+              AND (only_owner IS NULL OR j.owner = only_owner)
+              AND (EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = j.job_type)) = in_database
+              AND (round = 1 OR j.id <> ALL (seen))
+            ORDER BY j.effective_priority, j.run_at, j.id
+            LIMIT max_jobs - cardinality(picked)
+            FOR NO KEY UPDATE OF j SKIP LOCKED
+        LOOP
+            got := got + 1;
+            seen := seen || cand.id;
+            qi := array_position(limited, cand.queue);
+            IF qi IS NOT NULL AND slots[qi] <= 0 THEN
+                CONTINUE;
             END IF;
-            IF scanned >= max_jobs * 4 THEN
-                EXIT;
+            -- An executor runs its batch one job at a time, so each job must fit the
+            -- budget on its own; an external worker runs its jobs side by side.
+            IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
+               OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
+                IF in_database AND cand.run_at < t - big_wait THEN
+                    EXIT rounds;
+                END IF;
+                CONTINUE;
             END IF;
-            CONTINUE;
-        END IF;
-        -- Lock only the jobs taken: a scan FOR UPDATE would also lock the rows
-        -- it read ahead or skipped, hiding them from other workers until commit.
-        PERFORM 1 FROM taskq.jobs j WHERE j.id = cand.id AND j.status = 'pending'
-            FOR NO KEY UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
-            CONTINUE;
-        END IF;
-        picked := picked || cand.id;
-        cpu_left := cpu_left - cand.cpu_units;
-        mem_left := mem_left - cand.memory_mb;
-        IF qi IS NOT NULL THEN
-            slots[qi] := slots[qi] - 1;
-        END IF;
-        EXIT WHEN cardinality(picked) >= max_jobs OR scanned >= max_jobs * 4;
+            picked := picked || cand.id;
+            cpu_left := cpu_left - cand.cpu_units;
+            mem_left := mem_left - cand.memory_mb;
+            IF qi IS NOT NULL THEN
+                slots[qi] := slots[qi] - 1;
+            END IF;
+        END LOOP;
+        EXIT WHEN got = 0 OR cardinality(picked) >= max_jobs;
     END LOOP;
 
     IF cardinality(picked) = 0 THEN
         RETURN;
     END IF;
 
+    -- Take the picked (and locked) jobs, log and publish, in one statement.
     RETURN QUERY
-    UPDATE taskq.jobs j
-       SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
-           started_at = t, updated_at = t,
-           lease_expires_at = t + lease
-     WHERE j.id = ANY (picked)
-    RETURNING j.*;
-    PERFORM taskq._emit(picked, 'claimed by ' || worker);
+    WITH taken AS (
+        UPDATE taskq.jobs j
+           SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
+               started_at = t, updated_at = t,
+               lease_expires_at = t + lease
+          FROM unnest(picked) AS p(id)    -- by primary key, one probe per job
+         WHERE j.id = p.id
+        RETURNING j.*
+    ), logged AS (
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message)
+        SELECT taken.id, 'running', taken.attempts, 'claimed by ' || _claim.worker FROM taken
+    ), notified AS (
+        SELECT count(pg_notify('taskq_jobs',
+                   json_build_object('id', taken.id, 'status', 'running', 'queue', taken.queue,
+                                     'job_type', taken.job_type, 'attempt', taken.attempts)::text)) AS n
+          FROM taken
+         WHERE coalesce(current_setting('taskq.notify_level', true), 'all') = 'all'
+    )
+    SELECT taken.* FROM taken, notified;
 END
 $$;
 
@@ -1049,7 +1073,8 @@ BEGIN
 END
 $$;
 
--- Record many successes of one executor (which holds their row locks).
+-- Record many successes of one executor (which holds their row locks): the
+-- updates, their log rows and notifications in one statement.
 CREATE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -1063,24 +1088,44 @@ BEGIN
                updated_at = clock_timestamp(), lease_expires_at = NULL
           FROM unnest(ids, results) AS r(id, result)
          WHERE j.id = r.id AND j.status = 'running' AND j.worker = _complete_batch.worker
-        RETURNING j.id
+        RETURNING j.id, j.attempts, j.queue, j.job_type
+    ), logged AS (
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message)
+        SELECT u.id, 'succeeded', u.attempts, 'succeeded' FROM u
+    ), notified AS (
+        SELECT count(pg_notify('taskq_jobs',
+                   json_build_object('id', u.id, 'status', 'succeeded', 'queue', u.queue,
+                                     'job_type', u.job_type, 'attempt', u.attempts)::text)) AS n
+          FROM u
+         WHERE coalesce(current_setting('taskq.notify_level', true), 'all') <> 'none'
     )
-    SELECT array_agg(u.id) INTO done FROM u;
-    PERFORM taskq._succeeded(coalesce(done, '{}'));
+    SELECT array_agg(u.id) INTO done FROM u, notified;
+    IF done IS NOT NULL THEN
+        PERFORM taskq._release_after_success(done);
+    END IF;
 END
 $$;
 
--- Publish a batch of successes: log, notify, release dependents.
+-- Publish successes recorded by the caller: log, notify, release dependents.
 CREATE FUNCTION taskq._succeeded(ids bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
     IF cardinality(ids) > 0 THEN
-        PERFORM taskq._require_read_committed('completing a job');
         PERFORM taskq._emit(ids, 'succeeded');
-        PERFORM taskq._lock_parents(ids, true);
-        PERFORM taskq._release_dependents(ids);
+        PERFORM taskq._release_after_success(ids);
     END IF;
+END
+$$;
+
+-- Dependents of jobs that just succeeded lose a parent, under the parents'
+-- locks so that a child linked an instant before is seen.
+CREATE FUNCTION taskq._release_after_success(ids bigint[]) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM taskq._require_read_committed('completing a job');
+    PERFORM taskq._lock_parents(ids, true);
+    PERFORM taskq._release_dependents(ids);
 END
 $$;
 

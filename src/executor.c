@@ -17,6 +17,7 @@
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "catalog/namespace.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -37,6 +38,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
@@ -201,8 +203,8 @@ prepare_plans(void)
 		4, claim_args);
 	next_run_plan = prepare_kept("SELECT taskq._next_run_at()", 0, NULL);
 	lock_plan = prepare_kept(
-		"SELECT id FROM taskq.jobs WHERE id = ANY ($1) AND status = 'running'"
-		" AND worker = $2 ORDER BY id FOR NO KEY UPDATE",
+		"SELECT j.id FROM unnest($1::int8[]) AS p(id) JOIN taskq.jobs j ON j.id = p.id"
+		" WHERE j.status = 'running' AND j.worker = $2 ORDER BY j.id FOR NO KEY UPDATE OF j",
 		2, lock_args);
 	complete_plan = prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 								 3, complete_args);
@@ -408,7 +410,9 @@ clear_cancel_requests(void)
 
 /*
  * Undo what a handler may have left in the session, so the next job starts
- * clean.  (GUCs and the user id are restored by the subtransaction.)
+ * clean.  (GUCs and the user id are restored by the subtransaction.)  Open
+ * cursors survive a committed subtransaction: the next job of the batch,
+ * maybe another owner's, must not fetch from them.
  */
 static void
 reset_session_state(void)
@@ -419,6 +423,8 @@ reset_session_state(void)
 	LockReleaseSession(USER_LOCKMETHOD);
 	Async_UnlistenAll();
 	DropAllPreparedStatements();
+	PortalHashTableDeleteAll();
+	ResetSequenceCaches();
 	GetTempNamespaceState(&temp_ns, &temp_toast_ns);
 	if (OidIsValid(temp_ns))
 		ResetTempTableNamespace();
@@ -728,6 +734,10 @@ run_batch(List *jobs)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
+		if (!taskq_extension_ready())
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("extension \"taskq\" is not installed")));
 		lock_held_jobs(jobs);
 
 		enable_timeout_every(tick_timeout,
