@@ -1495,7 +1495,7 @@ CREATE VIEW taskq.throughput AS
 
 -- Age of the oldest job that could run now: one index probe per priority.
 CREATE FUNCTION taskq._oldest_runnable_age() RETURNS interval
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT now() - min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
                 WHERE j.status = 'pending' AND j.effective_priority = p AND j.run_at <= now()

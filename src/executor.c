@@ -91,6 +91,7 @@ static bool job_error_permanent = false;
 
 static TaskqWorkerSlot *MySlot = NULL;
 static char worker_name[64];
+static char *handler_search_path;	/* the session's own, for handlers */
 /* the batch being run, and the batch claimed in its transaction to run next */
 static MemoryContext batch_cxt = NULL;
 static MemoryContext next_batch_cxt = NULL;
@@ -474,6 +475,10 @@ call_handler(ClaimedJob *job)
 		(void) set_config_option("work_mem", buf, PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SET, true, 0, false);
 	}
+
+	/* the handler gets the session's search_path; the executor's SQL never does */
+	(void) set_config_option("search_path", handler_search_path, PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 
 	fmgr_info(job->handler, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -880,6 +885,10 @@ TaskqExecutorMain(Datum main_arg)
 	/* completions must see dependents linked just before (fresh snapshots) */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
+	/* objects planted in public must not capture the executor's own SQL */
+	handler_search_path = MemoryContextStrdup(TopMemoryContext,
+											  GetConfigOption("search_path", false, false));
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
 
 	/* the start time makes the name unique even when a pid is reused */
 	snprintf(worker_name, sizeof(worker_name), "executor/%d.%ld",
