@@ -99,6 +99,8 @@ static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
+static int	isolate_batches = 0;	/* run this many next batches one job each */
+static char batch_error[512];	/* why the last batch transaction failed */
 
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
@@ -227,6 +229,8 @@ recover_from_error(const char *what)
 	AbortCurrentTransaction();
 	ereport(LOG,
 			(errmsg("taskq executor: %s failed: %s", what, edata->message)));
+	snprintf(batch_error, sizeof(batch_error), "the executor's batch transaction failed: %s",
+			 edata->message);
 	FreeErrorData(edata);
 	taskq_current_job = 0;
 	job_deadline = 0;
@@ -788,11 +792,20 @@ run_batch(List *jobs)
 	}
 	PG_CATCH();
 	{
+		/*
+		 * The batch rolled back whole (say, a handler broke a deferred
+		 * constraint, checked at commit).  A lone job is charged an attempt;
+		 * jobs of a bigger batch go back uncharged and then run one per
+		 * batch, so the culprit fails alone, not with its batch-mates.
+		 */
+		JobOutcome	outcome = list_length(jobs) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
+
 		disable_timeout(tick_timeout, false);
 		recover_from_error("running a batch");
 		next = NIL;				/* its claim rolled back with the batch */
 		taskq_release_all(MySlot);
-		/* the batch rolled back whole; count it as a failed attempt of each job */
+		if (outcome == OUTCOME_GIVEN_BACK)
+			isolate_batches = list_length(jobs);
 		PG_TRY();
 		{
 			ListCell   *lc;
@@ -801,9 +814,9 @@ run_batch(List *jobs)
 			{
 				ClaimedJob *job = lfirst(lc);
 
-				job->outcome = OUTCOME_FAILED;
+				job->outcome = outcome;
 				job->retryable = true;
-				job->error = "the executor's batch transaction failed";
+				job->error = batch_error;
 			}
 			SetCurrentStatementStartTimestamp();
 			StartTransactionCommand();
@@ -812,7 +825,7 @@ run_batch(List *jobs)
 			if (taskq_extension_ready())
 			{
 				prepare_plans();
-				record_failures(jobs, OUTCOME_FAILED);
+				record_failures(jobs, outcome);
 			}
 			PopActiveSnapshot();
 			SPI_finish();
@@ -859,6 +872,11 @@ execute_once(void)
 	if (avg_job_ms > 0)
 		batch_limit = Min(Max((int) (50.0 / avg_job_ms), 1), batch_limit * 2);
 	batch_limit = Max(1, Min(batch_limit, taskq_batch_size));
+	if (isolate_batches > 0)
+	{
+		isolate_batches--;
+		batch_limit = 1;
+	}
 	return 0;
 }
 

@@ -7,11 +7,13 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
@@ -105,10 +107,12 @@ taskq_xact_callback(XactEvent event, void *arg)
 static void
 define_gucs(void)
 {
-	DefineCustomStringVariable("taskq.database",
-							   "Database in which taskq's background workers run.",
-							   NULL, &taskq_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/* a PGC_POSTMASTER variable defined later is FATAL: only when preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("taskq.database",
+								   "Database in which taskq's background workers run.",
+								   NULL, &taskq_database, "postgres",
+								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.workers",
 							"Number of executor background workers.",
 							NULL, &taskq_workers, 2, 0, TASKQ_MAX_EXECUTORS,
@@ -276,11 +280,21 @@ taskq_wake_capacity_waiters(void)
 		SetLatch(latches[i]);
 }
 
-/* Is the extension installed in this database?  Needs a transaction. */
+/*
+ * Is the extension installed in this database?  Needs a transaction.  Locks
+ * the extension until the transaction ends: DROP EXTENSION locks it first,
+ * so it waits for a worker's transaction instead of deadlocking with it.
+ */
 bool
 taskq_extension_ready(void)
 {
-	return OidIsValid(get_extension_oid("taskq", true));
+	Oid			ext = get_extension_oid("taskq", true);
+
+	if (!OidIsValid(ext))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+	/* dropped while we waited for the lock? */
+	return get_extension_oid("taskq", true) == ext;
 }
 
 PG_FUNCTION_INFO_V1(taskq_caller);
