@@ -1,0 +1,1 @@
+SELECT graphile_worker.add_job('pickup', json_build_object('t', extract(epoch FROM now())));

@@ -1,0 +1,1 @@
+SELECT taskq.submit('bench_pickup', '{}', queue => 'pickup');
