@@ -12,6 +12,7 @@ packages=(
     libpq-dev
     libipc-run-perl
     python3-psycopg
+    pgbouncer
     tmux
 )
 
