@@ -1,6 +1,6 @@
 -- Recurring jobs on pg_cron: a schedule fires, submits a job as the role
 -- that scheduled it, and the executors run it.  pg_cron 1.4 schedules by the
--- minute, so this test waits up to ~80 s for the first firing.
+-- minute, so this test waits up to 150 s for the first firing.
 CREATE TABLE cron_runs (job_id bigint PRIMARY KEY, who text, payload jsonb);
 GRANT SELECT, INSERT ON cron_runs TO taskq_alice;
 CREATE FUNCTION record_cron_run(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$
@@ -32,7 +32,7 @@ RESET ROLE;
 -- wait for the first firing and the job it submitted to finish
 DO $$
 DECLARE
-    deadline timestamptz := clock_timestamp() + interval '90 seconds';
+    deadline timestamptz := clock_timestamp() + interval '150 seconds';
 BEGIN
     WHILE clock_timestamp() < deadline LOOP
         EXIT WHEN EXISTS (SELECT 1 FROM taskq.jobs

@@ -833,7 +833,13 @@ run_batch(List *jobs)
 		}
 		PG_CATCH();
 		{
+			/*
+			 * The jobs stay running under our name and nothing else would
+			 * return them while we live: exit, and the launcher recovers them.
+			 */
 			recover_from_error("recording a failed batch");
+			ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
+			proc_exit(1);
 		}
 		PG_END_TRY();
 	}
