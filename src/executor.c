@@ -929,6 +929,7 @@ TaskqExecutorMain(Datum main_arg)
 	while (!got_sigterm)
 	{
 		long		sleep_ms;
+		long		stats_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -937,6 +938,14 @@ TaskqExecutorMain(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		sleep_ms = execute_once();
+
+		/*
+		 * A background worker flushes its table statistics itself; without
+		 * them autovacuum never sees the dead tuples our updates leave.
+		 */
+		stats_ms = pgstat_report_stat(false);
+		if (sleep_ms > 0 && stats_ms > 0)
+			sleep_ms = Min(sleep_ms, stats_ms);
 		if (sleep_ms > 0 && !got_sigterm)
 		{
 			taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);

@@ -295,6 +295,8 @@ TaskqLauncherMain(Datum main_arg)
 		}
 		else
 			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+		/* our deletes must reach autovacuum: a bgworker flushes its own stats */
+		pgstat_report_stat(false);
 
 		if (!more)
 		{
