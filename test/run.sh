@@ -79,6 +79,11 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     fi
 fi
 
+echo "== benchmark smoke (bench/run.sh --quick on its own throwaway server)"
+bash test/bench_smoke.sh > "$logdir/bench.out" 2>&1
+tail -5 "$logdir/bench.out"
+count_results "$logdir/bench.out"
+
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
