@@ -130,9 +130,9 @@ ignore_startup_parameters = extra_float_digits
 
 
 def test_listen_is_lost(pooled, direct):
-    """LISTEN through a transaction pooler is accepted, but the notification
-    never reaches the client that listened: its session ended with its
-    transaction."""
+    """LISTEN through a transaction pooler is accepted, but the client's next
+    transactions may run on another server connection, so notifications may
+    never reach it."""
     listener = psycopg.connect(pooled, autocommit=True, prepare_threshold=None)
     got = []
     listener.add_notify_handler(got.append)
@@ -141,8 +141,11 @@ def test_listen_is_lost(pooled, direct):
         direct.execute("NOTIFY taskq_pool_probe, 'hello'")
         for _ in range(10):           # notifications arrive with query results
             listener.execute("SELECT pg_sleep(0.05)")
-        check(not got, "through the pooler, the LISTENing client never gets the notification "
-                       f"(got {len(got)})")
+        # Not asserted: whether it arrives depends on which server connection
+        # the pooler hands the next transactions to.  That unreliability is
+        # the point: workers behind such a pooler must poll.
+        print(f"  info: through the pooler the LISTENing client got {len(got)} of 1 "
+              "notification (unreliable by design of transaction pooling)")
     finally:
         listener.close()
 
