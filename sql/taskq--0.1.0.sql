@@ -808,6 +808,31 @@ BEGIN
 END
 $$;
 
+-- Requeue failed jobs (locked by the caller) from the dead-letter queue with
+-- fresh attempts; returns how many.
+CREATE FUNCTION taskq._requeue_failed(ids bigint[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    done bigint[];
+BEGIN
+    WITH u AS (
+        UPDATE taskq.jobs j
+           SET status = 'pending', attempts = 0, run_at = now(), effective_priority = j.priority,
+               aged_at = NULL, finished_at = NULL, worker = NULL, lease_expires_at = NULL,
+               updated_at = now()
+         WHERE j.id = ANY (ids) AND j.status = 'failed'
+        RETURNING j.id
+    )
+    SELECT array_agg(u.id ORDER BY u.id) INTO done FROM u;
+    IF done IS NULL THEN
+        RETURN 0;
+    END IF;
+    PERFORM taskq._emit(done, 'retried from the dead-letter queue');
+    PERFORM taskq._wake_on_commit();
+    RETURN cardinality(done);
+END
+$$;
+
 CREATE FUNCTION taskq.retry(job_id bigint)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -819,13 +844,7 @@ BEGIN
         RAISE EXCEPTION 'job % is %, only failed jobs can be retried', job_id, j.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    UPDATE taskq.jobs SET status = 'pending', attempts = 0, run_at = now(),
-                          effective_priority = priority, aged_at = NULL,
-                          finished_at = NULL, worker = NULL, lease_expires_at = NULL,
-                          updated_at = now()
-    WHERE id = job_id;
-    PERFORM taskq._emit(ARRAY[job_id], 'retried from the dead-letter queue');
-    PERFORM taskq._wake_on_commit();
+    PERFORM taskq._requeue_failed(ARRAY[job_id]);
 END
 $$;
 
@@ -1676,29 +1695,15 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     ids bigint[];
 BEGIN
-    WITH c AS (
+    SELECT array_agg(c.id) INTO ids FROM (
         SELECT j.id FROM taskq.jobs j
         WHERE j.status = 'failed'
           AND (retry_failed.queue IS NULL OR j.queue = retry_failed.queue)
           AND (retry_failed.job_type IS NULL OR j.job_type = retry_failed.job_type)
           AND (error_like IS NULL OR j.last_error LIKE error_like)
           AND (j.owner = taskq._caller() OR taskq._is_admin())
-        ORDER BY j.id FOR NO KEY UPDATE
-    ), u AS (
-        UPDATE taskq.jobs j
-           SET status = 'pending', attempts = 0, run_at = now(), effective_priority = j.priority,
-               aged_at = NULL, finished_at = NULL, worker = NULL, lease_expires_at = NULL,
-               updated_at = now()
-          FROM c WHERE j.id = c.id
-        RETURNING j.id
-    )
-    SELECT array_agg(u.id ORDER BY u.id) INTO ids FROM u;
-    IF ids IS NULL THEN
-        RETURN 0;
-    END IF;
-    PERFORM taskq._emit(ids, 'retried from the dead-letter queue');
-    PERFORM taskq._wake_on_commit();
-    RETURN cardinality(ids);
+        ORDER BY j.id FOR NO KEY UPDATE) c;
+    RETURN taskq._requeue_failed(coalesce(ids, '{}'));
 END
 $$;
 
