@@ -54,6 +54,9 @@ CREATE TABLE taskq.jobs (
     lease_expires_at   timestamptz,
     -- parents that have not succeeded yet; the job is blocked while > 0
     unfinished_parents integer NOT NULL DEFAULT 0,
+    -- a handler is registered for job_type: the executors run it (else
+    -- external workers); kept up to date by register/unregister_handler
+    in_database        boolean NOT NULL DEFAULT false,
     aged_at            timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now(),
     started_at         timestamptz,
@@ -61,8 +64,10 @@ CREATE TABLE taskq.jobs (
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 
--- The claim scans this index in claim order and stops after a batch.
-CREATE INDEX jobs_runnable_idx ON taskq.jobs (effective_priority, run_at, id)
+-- The claims scan this index in claim order and stop after a batch; the
+-- leading in_database splits it in two lanes, so a backlog of external jobs
+-- never slows the executors' claim, nor the reverse.
+CREATE INDEX jobs_runnable_idx ON taskq.jobs (in_database, effective_priority, run_at, id)
     WHERE status = 'pending';
 CREATE INDEX jobs_running_idx ON taskq.jobs (lease_expires_at)
     WHERE status = 'running';
@@ -251,6 +256,15 @@ BEGIN
 END
 $$;
 
+-- A job type's lock orders submitting jobs of that type against registering
+-- or unregistering its handler, which flips in_database of the waiting jobs:
+-- a submit takes it shared before it looks for the handler.
+CREATE FUNCTION taskq._lock_job_type(job_type text, exclusive boolean) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN exclusive THEN pg_catalog.pg_advisory_xact_lock(29813, pg_catalog.hashtext(job_type))
+                ELSE pg_catalog.pg_advisory_xact_lock_shared(29813, pg_catalog.hashtext(job_type)) END
+$$;
+
 -- Fetch a job the caller may act on, locked, or fail with a clear error.
 CREATE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
 LANGUAGE plpgsql VOLATILE AS $$
@@ -423,18 +437,20 @@ BEGIN
         END IF;
     END IF;
 
+    PERFORM taskq._lock_job_type(job_type, false);
     -- The job and its first log row in one statement.
     WITH j AS (
         INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status, payload,
                                 max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,
-                                idempotency_key, owner, unfinished_parents)
+                                idempotency_key, owner, unfinished_parents, in_database)
         VALUES (queue, job_type, priority, priority,
                 CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status,
                 payload,
                 coalesce(max_attempts, q.default_max_attempts, 3),
                 coalesce(backoff, current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
                 coalesce(timeout, q.default_timeout),
-                cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished)
+                cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished,
+                EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = _insert_job.job_type))
         ON CONFLICT (owner, idempotency_key)
             WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')
             DO NOTHING
@@ -540,12 +556,15 @@ BEGIN
            OR (e->>'timeout')::interval <= interval '0'
            OR (e->>'backoff')::interval < interval '0'
            OR NOT isfinite((e->>'run_at')::timestamptz)) THEN
+        PERFORM taskq._lock_job_type(t, false)
+           FROM (SELECT DISTINCT e->>'job_type' AS t FROM jsonb_array_elements(jobs) e ORDER BY 1) s;
         RETURN QUERY
         WITH spec AS (
             SELECT e, ord FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
-                                    max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner)
+                                    max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
+                                    in_database)
             SELECT coalesce(e->>'queue', 'default'), e->>'job_type',
                    coalesce(e->>'priority', 'normal')::taskq.priority,
                    coalesce(e->>'priority', 'normal')::taskq.priority,
@@ -555,7 +574,8 @@ BEGIN
                             current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
                    coalesce((e->>'timeout')::interval, q.default_timeout),
                    coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
-                   coalesce((e->>'run_at')::timestamptz, now()), me
+                   coalesce((e->>'run_at')::timestamptz, now()), me,
+                   EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type')
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = coalesce(spec.e->>'queue', 'default')
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -929,11 +949,16 @@ BEGIN
             USING ERRCODE = 'invalid_function_definition',
                   DETAIL = 'Handlers run with the rights of the role that submitted the job.';
     END IF;
+    PERFORM taskq._lock_job_type(job_type, true);
     INSERT INTO taskq.handlers (job_type, handler, registered_by)
     VALUES (job_type, handler, taskq._caller())
     ON CONFLICT (job_type) DO UPDATE
         SET handler = excluded.handler, registered_by = excluded.registered_by,
             registered_at = now();
+    -- waiting jobs of this type move to the executors' lane
+    UPDATE taskq.jobs j SET in_database = true, updated_at = now()
+     WHERE j.job_type = register_handler.job_type AND j.status IN ('blocked', 'pending')
+       AND NOT j.in_database;
     PERFORM taskq._wake_on_commit();
 END
 $$;
@@ -944,11 +969,16 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN
     PERFORM taskq._require_admin('unregister a handler');
     PERFORM taskq._check_name('job_type', job_type);
+    PERFORM taskq._lock_job_type(job_type, true);
     DELETE FROM taskq.handlers h WHERE h.job_type = unregister_handler.job_type;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no handler is registered for job type "%"', job_type
             USING ERRCODE = 'undefined_object';
     END IF;
+    -- waiting jobs of this type go back to external workers
+    UPDATE taskq.jobs j SET in_database = false, updated_at = now()
+     WHERE j.job_type = unregister_handler.job_type AND j.status IN ('blocked', 'pending')
+       AND j.in_database;
 END
 $$;
 
@@ -1016,7 +1046,7 @@ BEGIN
               AND (queues IS NULL OR j.queue = ANY (queues))
               AND NOT (j.queue = ANY (paused))
               AND (only_owner IS NULL OR j.owner = only_owner)
-              AND (EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = j.job_type)) = in_database
+              AND j.in_database = _claim.in_database
               AND (round = 1 OR j.id <> ALL (seen))
             ORDER BY j.effective_priority, j.run_at, j.id
             LIMIT max_jobs - cardinality(picked)
@@ -1264,19 +1294,26 @@ BEGIN
     IF step <= interval '0' THEN
         RETURN 0;
     END IF;
+    -- the oldest of each lane and priority, read by the claim index
     WITH c AS (
-        SELECT j.id FROM taskq.jobs j
-        WHERE j.status = 'pending' AND j.effective_priority > 'critical'
-          AND j.run_at <= now() - step
-          AND coalesce(j.aged_at, j.run_at) <= now() - step
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.run_at) <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
         ORDER BY j.id LIMIT batch
-        FOR NO KEY UPDATE SKIP LOCKED
+        FOR NO KEY UPDATE OF j SKIP LOCKED
     )
     UPDATE taskq.jobs j
        SET effective_priority = (enum_range(NULL::taskq.priority))
                                 [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
            aged_at = now(), updated_at = now()
-      FROM c WHERE j.id = c.id;
+      FROM locked WHERE j.id = locked.id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END
@@ -1316,7 +1353,7 @@ CREATE FUNCTION taskq._next_run_at() RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.effective_priority = p
+                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = p
                 ORDER BY j.run_at LIMIT 1) AS t
         FROM unnest(enum_range(NULL::taskq.priority)) p) s
 $$;
@@ -1517,9 +1554,10 @@ CREATE FUNCTION taskq._oldest_runnable_age() RETURNS interval
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT now() - min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.effective_priority = p AND j.run_at <= now()
+                WHERE j.status = 'pending' AND j.in_database = lane.d AND j.effective_priority = p
+                  AND j.run_at <= now()
                 ORDER BY j.run_at LIMIT 1) AS t
-        FROM unnest(enum_range(NULL::taskq.priority)) p) s
+        FROM unnest(enum_range(NULL::taskq.priority)) p, (VALUES (true), (false)) AS lane(d)) s
 $$;
 
 -- Wait (run_at -> start) and run (start -> finish) time percentiles of the
