@@ -583,14 +583,15 @@ class Bench:
         c = self.conn
         c.execute("SELECT pg_stat_force_next_flush()")
         rels = {}
-        for name, heap, idx, total, live, dead in c.execute(
+        for name, heap, idx, total, live, dead, vacuums in c.execute(
                 "SELECT c.relname, pg_relation_size(c.oid), pg_indexes_size(c.oid),"
-                "       pg_total_relation_size(c.oid), s.n_live_tup, s.n_dead_tup"
+                "       pg_total_relation_size(c.oid), s.n_live_tup, s.n_dead_tup,"
+                "       s.autovacuum_count + s.vacuum_count"
                 "  FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
                 " WHERE s.schemaname = 'taskq'"
                 "   AND s.relname IN ('jobs', 'job_logs', 'job_dependencies') ORDER BY 1"):
             rels[name] = {"heap_bytes": heap, "index_bytes": idx, "total_bytes": total,
-                          "live_tuples": live, "dead_tuples": dead}
+                          "live_tuples": live, "dead_tuples": dead, "vacuums": vacuums}
         rows = c.execute("SELECT (SELECT count(*) FROM taskq.jobs), "
                          "(SELECT count(*) FROM taskq.job_logs)").fetchone()
         workers = {}
@@ -844,6 +845,11 @@ def main():
         "config": cfg, "machine": machine(), "taskq_commit": git_rev(),
         "peers_skipped": peers, "errors": {},
     }
+    # SIGTERM/SIGHUP end the run through the finally below, which stops the server
+    def on_signal(signum, _frame):
+        raise SystemExit(f"stopped by signal {signum}")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     log(f"starting a PostgreSQL 15 server ({results['mode']} mode)")
     server = Server(settings)
     failed = False

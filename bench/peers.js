@@ -276,7 +276,9 @@ if (!commands[cmd]) {
   process.stderr.write(`usage: node peers.js {${Object.keys(commands).join('|')}} ...\n`);
   process.exit(2);
 }
-commands[cmd](...args).then(() => process.exit(0), (e) => {
+// exit only once stdout is flushed: a pipe takes big results (10,000 latencies)
+// asynchronously, and process.exit() would cut them off
+commands[cmd](...args).then(() => process.stdout.write('', () => process.exit(0)), (e) => {
   process.stderr.write(`${cmd}: ${e.stack || e}\n`);
   process.exit(1);
 });

@@ -238,9 +238,10 @@ def render(r):
         if "taskq" in p:
             for k in ("graphile", "pgboss"):
                 if k in p:
-                    out.append(f"\ntaskq p50/p99 vs {k}: "
-                               f"{_x(_ratio(p[k]['p50'], p['taskq']['p50']), 1)} / "
-                               f"{_x(_ratio(p[k]['p99'], p['taskq']['p99']), 1)} lower")
+                    out.append(f"\ntaskq's latency ÷ {k}'s, p50 / p99: "
+                               f"{_x(_ratio(p['taskq']['p50'], p[k]['p50']), 2)} / "
+                               f"{_x(_ratio(p['taskq']['p99'], p[k]['p99']), 2)} "
+                               "(below 1: taskq picks up sooner)")
         out.append("")
 
     ch = r.get("churn")
@@ -261,10 +262,11 @@ def render(r):
                          f"{rel.get('jobs', {}).get('dead_tuples', 0):,}",
                          _mb(rel.get("job_logs", {}).get("total_bytes")),
                          f"{rel.get('job_logs', {}).get('dead_tuples', 0):,}",
+                         str(rel.get("jobs", {}).get("vacuums", "–")),
                          " / ".join(f"{w.get('RssAnon', 0) / 1024:.1f}" for w in ex),
                          " / ".join(f"{w.get('VmRSS', 0) / 1024:.1f}" for w in ex)])
         out.append(_table(["sample", "jobs done", "jobs rows", "jobs size", "jobs indexes",
-                           "jobs dead", "job_logs size", "job_logs dead",
+                           "jobs dead", "job_logs size", "job_logs dead", "jobs vacuums",
                            "executor RssAnon MB", "executor VmRSS MB"], rows))
         ok, text = churn_bounded(ch)
         out.append(f"\nBounded: {_verdict(ok)} ({text}).\n")

@@ -12,7 +12,7 @@
 # --no-install: skip deps.sh and make install (taskq must be installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command="bash bench/run.sh $*"
+command="bash bench/run.sh${*:+ $*}"
 
 install=1
 args=()
