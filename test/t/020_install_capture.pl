@@ -239,7 +239,7 @@ CREATE FUNCTION public.nap(payload jsonb) RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO public.runs VALUES (taskq.current_job_id(), current_user);
-    PERFORM pg_sleep(30);
+    PERFORM pg_sleep(600);   -- until cancelled
 END $$;
 });
 as('postgres', q{
