@@ -341,7 +341,10 @@ if command -v tmux >/dev/null; then
         tmux_cmd new-session -d -s "$name" -x 120 -y 40 \
             "'$taskq' top --interval 0.3 --queue '${tag}%'; echo \$? > '$work/$name.rc'; stty -a > '$work/$name.stty'; read line"
         pane() { tmux_cmd capture-pane -p -t "$name" > "$work/out" 2>/dev/null; }
+        # a capture can catch a redraw half-way: wait for a complete screen
         drawn() { pane && grep -q '^taskq top ' "$work/out" && grep -q "^  ${tag}_delayed " "$work/out" &&
+                  grep -q "^  ${tag}_a " "$work/out" && grep -q '^Resources ' "$work/out" &&
+                  grep -q '^  claimed ' "$work/out" && grep -q ' launcher ' "$work/out" &&
                   grep -q ' executor ' "$work/out"; }
         : >"$work/err"
         if ! wait_for 30 drawn; then
