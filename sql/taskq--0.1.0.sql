@@ -173,6 +173,23 @@ CREATE FUNCTION taskq._counters(
     RETURNS record
     AS 'MODULE_PATHNAME', 'taskq_counters' LANGUAGE C VOLATILE;
 
+-- Where claims start reading a lane of jobs_runnable_idx (src/scan_floor.c):
+-- every pending job of the lane has a key at or above the floor.
+CREATE FUNCTION taskq._scan_floor(jobs regclass, lane boolean, OUT seen bigint,
+    OUT priority taskq.priority, OUT run_at timestamptz, OUT id bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'taskq_scan_floor' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION taskq._raise_scan_floor(jobs regclass, lane boolean, seen bigint,
+    priority taskq.priority, run_at timestamptz, id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_raise_scan_floor' LANGUAGE C VOLATILE STRICT;
+-- Every write that leaves a job pending lowers its lane's floor at commit,
+-- whoever writes it (ALWAYS: also under session_replication_role = replica).
+CREATE FUNCTION taskq._note_pending() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'taskq_note_pending' LANGUAGE C;
+CREATE TRIGGER jobs_note_pending AFTER INSERT OR UPDATE ON taskq.jobs
+    FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION taskq._note_pending();
+ALTER TABLE taskq.jobs ENABLE ALWAYS TRIGGER jobs_note_pending;
+
 ------------------------------------------------------------------------------
 -- Internal helpers
 ------------------------------------------------------------------------------
@@ -328,11 +345,13 @@ END
 $$;
 
 -- Retry delay after attempt n: min(backoff_max, base * 2^(n-1)), with up to 20 % jitter.
+-- (compared before multiplying: a backoff of centuries would overflow interval)
 CREATE FUNCTION taskq._retry_delay(base interval, attempt integer) RETURNS interval
 LANGUAGE sql VOLATILE AS $$
-    SELECT least(coalesce(current_setting('taskq.backoff_max', true), '1 hour')::interval,
-                 base * power(2, least(greatest(attempt, 1) - 1, 40)))
+    SELECT CASE WHEN base >= m / power(2, k) THEN m ELSE base * power(2, k) END
            * (1 + 0.2 * random())
+    FROM (SELECT coalesce(current_setting('taskq.backoff_max', true), '1 hour')::interval AS m,
+                 least(greatest(attempt, 1) - 1, 40) AS k) s
 $$;
 
 ------------------------------------------------------------------------------
@@ -1014,7 +1033,27 @@ DECLARE
     got integer;
     -- the clock, not now(): an executor claims at the end of a long transaction
     t timestamptz := clock_timestamp();
+    lane_floor record;
+    head record;
 BEGIN
+    -- The first pending job of the lane, read from the lane's floor: entries
+    -- of jobs claimed since the last claim lie before it, dead, and are
+    -- passed over once; it becomes the floor.
+    SELECT * INTO lane_floor FROM taskq._scan_floor('taskq.jobs', _claim.in_database);
+    SELECT j.effective_priority AS priority, j.run_at AS run_at, j.id AS id INTO head
+      FROM taskq.jobs j
+     WHERE j.status = 'pending' AND j.in_database = _claim.in_database
+       AND (j.effective_priority, j.run_at, j.id)
+           >= (coalesce(lane_floor.priority, 'critical'), coalesce(lane_floor.run_at, '-infinity'),
+               coalesce(lane_floor.id, 0))
+     ORDER BY j.effective_priority, j.run_at, j.id
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, lane_floor.seen,
+                                    head.priority, head.run_at, head.id);
+
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
            coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
       INTO paused, limited
@@ -1043,6 +1082,7 @@ BEGIN
             SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
             FROM taskq.jobs j
             WHERE j.status = 'pending' AND j.run_at <= t
+              AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
               AND (queues IS NULL OR j.queue = ANY (queues))
               AND NOT (j.queue = ANY (paused))
               AND (only_owner IS NULL OR j.owner = only_owner)
@@ -1787,7 +1827,7 @@ DECLARE
     nodes bigint[];
     out text;
 BEGIN
-    IF format NOT IN ('mermaid', 'dot') THEN
+    IF format IS NULL OR format NOT IN ('mermaid', 'dot') THEN
         RAISE EXCEPTION 'format must be mermaid or dot, got %', format
             USING ERRCODE = 'invalid_parameter_value';
     END IF;

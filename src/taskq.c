@@ -61,12 +61,14 @@ taskq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
+	RequestAddinShmemSpace(taskq_scan_floors_size());
 }
 
 static void
 taskq_shmem_startup(void)
 {
 	bool		found;
+	TaskqScanFloors *floors;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
@@ -81,6 +83,8 @@ taskq_shmem_startup(void)
 		pg_atomic_init_u64(&TaskqState->succeeded, 0);
 		pg_atomic_init_u64(&TaskqState->failed, 0);
 	}
+	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
+	taskq_scan_floors_init(floors, found);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -91,12 +95,21 @@ taskq_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			taskq_scan_floors_at_commit();
 			if (wake_at_commit)
 				taskq_wake_executors();
 			wake_at_commit = false;
 			break;
+		case XACT_EVENT_PRE_PREPARE:
+			/* COMMIT PREPARED may come from another session: no floor lowered */
+			if (taskq_scan_floors_noted())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that makes taskq jobs runnable")));
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			taskq_scan_floors_forget();
 			wake_at_commit = false;
 			break;
 		default:

@@ -98,6 +98,14 @@ extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory)
 extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
 extern void taskq_release_all(TaskqWorkerSlot *slot);
 
+/* scan_floor.c: where claims start reading the runnable index */
+typedef struct TaskqScanFloors TaskqScanFloors;
+extern Size taskq_scan_floors_size(void);
+extern void taskq_scan_floors_init(TaskqScanFloors *floors, bool found);
+extern void taskq_scan_floors_at_commit(void);
+extern void taskq_scan_floors_forget(void);
+extern bool taskq_scan_floors_noted(void);
+
 /* database_guard.c */
 extern void taskq_install_database_guard(void);
 
