@@ -65,6 +65,15 @@ COMMIT;
 SELECT (taskq._scan_floor('taskq.jobs', false)).id = :late AS floor_kept;
 SELECT id = :late AS claimed_late FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
+-- Within one transaction: after a claim raised the floor, a job submitted
+-- below it is lowered only at commit, yet the transaction's next claim sees it.
+BEGIN;
+SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
+SELECT (taskq._scan_floor('taskq.jobs', false)).id = :c AS floor_at_c;
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 hours') AS own \gset
+SELECT id = :own AS claimed_own FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
+COMMIT;
+
 -- A transaction that makes jobs pending cannot be prepared: COMMIT PREPARED
 -- would come from another session, which would not lower the floor.
 BEGIN;

@@ -522,7 +522,10 @@ run_job(ClaimedJob *job)
 	PG_TRY();
 	{
 		check_job_runnable(job);
-		job_deadline = job->timeout_ms > 0 ? started + job->timeout_ms * 1000 : 0;
+		/* a timeout too long to add to the clock is no deadline at all */
+		job_deadline = job->timeout_ms > 0 &&
+			job->timeout_ms < (PG_INT64_MAX - started) / 1000 ?
+			started + job->timeout_ms * 1000 : 0;
 		taskq_current_owner = job->owner;
 		taskq_current_job = job->id;
 

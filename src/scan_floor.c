@@ -151,6 +151,7 @@ taskq_scan_floor(PG_FUNCTION_ARGS)
 	Datum		values[4];
 	bool		nulls[4] = {false, true, true, true};
 	ScanFloor  *f;
+	FloorKey	key;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "taskq: _scan_floor must return a record");
@@ -162,9 +163,13 @@ taskq_scan_floor(PG_FUNCTION_ARGS)
 		f = find_floor(jobs, lane);
 		if (f != NULL)
 		{
-			values[1] = ObjectIdGetDatum(f->key.priority);
-			values[2] = TimestampTzGetDatum(f->key.run_at);
-			values[3] = Int64GetDatum(f->key.id);
+			key = f->key;
+			/* jobs this transaction left pending lower the floor only at commit */
+			if (noted_jobs == jobs && noted[lane] && key_cmp(&noted_key[lane], &key) < 0)
+				key = noted_key[lane];
+			values[1] = ObjectIdGetDatum(key.priority);
+			values[2] = TimestampTzGetDatum(key.run_at);
+			values[3] = Int64GetDatum(key.id);
 			nulls[1] = nulls[2] = nulls[3] = false;
 		}
 		SpinLockRelease(&Floors->mutex);

@@ -142,6 +142,12 @@ cmp_ok(time() - $t0, '<', 30, 'the timeout stopped the handler early');
 is(job($timeout_job, 'status'), 'failed', 'timed-out job failed');
 like(job($timeout_job, 'last_error'), qr/timed out/, 'with a "timed out" error');
 
+# a timeout too long to add to the clock (microseconds overflow) is no deadline
+my $long_timeout_job = sql(
+	"SELECT taskq.submit('sleeper', '{\"sleep\": 0.3}', max_attempts => 1, timeout => '170000000 years')");
+ok(wait_jobs([$long_timeout_job]), 'job with a 170-million-year timeout finished');
+is(job($long_timeout_job, 'status'), 'succeeded', 'and succeeded: its deadline did not wrap around');
+
 ############################################################################
 # Priority order: highest first, oldest first within a priority.
 ############################################################################
