@@ -69,6 +69,9 @@ CREATE TABLE taskq.jobs (
 -- never slows the executors' claim, nor the reverse.
 CREATE INDEX jobs_runnable_idx ON taskq.jobs (in_database, effective_priority, run_at, id)
     WHERE status = 'pending';
+-- External workers claiming named queues read only those queues' entries.
+CREATE INDEX jobs_runnable_queue_idx ON taskq.jobs (queue, effective_priority, run_at, id)
+    WHERE status = 'pending' AND NOT in_database;
 CREATE INDEX jobs_running_idx ON taskq.jobs (lease_expires_at)
     WHERE status = 'running';
 CREATE INDEX jobs_finished_idx ON taskq.jobs (finished_at)
@@ -1035,6 +1038,8 @@ DECLARE
     t timestamptz := clock_timestamp();
     lane_floor record;
     head record;
+    candidates refcursor;
+    big_job_waits boolean := false;
 BEGIN
     -- The first pending job of the lane, read from the lane's floor: entries
     -- of jobs claimed since the last claim lie before it, dead, and are
@@ -1075,23 +1080,46 @@ BEGIN
     -- another worker is taking are passed over).  LIMIT sits above the lock,
     -- so only the rows returned are locked; one that does not fit stays locked
     -- until the claiming transaction ends, and a further round looks past it.
-    <<rounds>>
     FOR round IN 1..4 LOOP
         got := 0;
-        FOR cand IN
-            SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
-            FROM taskq.jobs j
-            WHERE j.status = 'pending' AND j.run_at <= t
-              AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
-              AND (queues IS NULL OR j.queue = ANY (queues))
-              AND NOT (j.queue = ANY (paused))
-              AND (only_owner IS NULL OR j.owner = only_owner)
-              AND j.in_database = _claim.in_database
-              AND (round = 1 OR j.id <> ALL (seen))
-            ORDER BY j.effective_priority, j.run_at, j.id
-            LIMIT max_jobs - cardinality(picked)
-            FOR NO KEY UPDATE OF j SKIP LOCKED
+        IF queues IS NULL OR in_database THEN
+            OPEN candidates FOR
+                SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+                FROM taskq.jobs j
+                WHERE j.status = 'pending' AND j.run_at <= t
+                  AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
+                  AND (queues IS NULL OR j.queue = ANY (queues))
+                  AND NOT (j.queue = ANY (paused))
+                  AND (only_owner IS NULL OR j.owner = only_owner)
+                  AND j.in_database = _claim.in_database
+                  AND (round = 1 OR j.id <> ALL (seen))
+                ORDER BY j.effective_priority, j.run_at, j.id
+                LIMIT max_jobs - cardinality(picked)
+                FOR NO KEY UPDATE OF j SKIP LOCKED;
+        ELSE
+            -- An external worker naming its queues reads each queue's own
+            -- range of jobs_runnable_queue_idx, never other queues' backlog.
+            OPEN candidates FOR
+                SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at
+                FROM (SELECT DISTINCT q FROM unnest(queues) AS q) AS named
+                CROSS JOIN LATERAL (
+                    SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.effective_priority
+                    FROM taskq.jobs j
+                    WHERE j.status = 'pending' AND NOT j.in_database AND j.queue = named.q
+                      AND j.run_at <= t
+                      AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
+                      AND NOT (j.queue = ANY (paused))
+                      AND (only_owner IS NULL OR j.owner = only_owner)
+                      AND (round = 1 OR j.id <> ALL (seen))
+                    ORDER BY j.effective_priority, j.run_at, j.id
+                    LIMIT max_jobs - cardinality(picked)
+                    FOR NO KEY UPDATE OF j SKIP LOCKED) AS c
+                ORDER BY c.effective_priority, c.run_at, c.id
+                LIMIT max_jobs - cardinality(picked);
+        END IF;
         LOOP
+            FETCH candidates INTO cand;
+            EXIT WHEN NOT FOUND;
             got := got + 1;
             seen := seen || cand.id;
             qi := array_position(limited, cand.queue);
@@ -1103,7 +1131,8 @@ BEGIN
             IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
                OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
                 IF in_database AND cand.run_at < t - big_wait THEN
-                    EXIT rounds;
+                    big_job_waits := true;
+                    EXIT;
                 END IF;
                 CONTINUE;
             END IF;
@@ -1114,6 +1143,8 @@ BEGIN
                 slots[qi] := slots[qi] - 1;
             END IF;
         END LOOP;
+        CLOSE candidates;
+        EXIT WHEN big_job_waits;
         EXIT WHEN got = 0 OR cardinality(picked) >= max_jobs;
     END LOOP;
 
