@@ -41,18 +41,20 @@ ok( $node->poll_query_until(
 		'postgres', "SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
 	'the executors are up');
 
-# index blocks read by one statement, in a transaction of its own
+# blocks of the given indexes (default: the runnable index) read by one
+# statement, in a transaction of its own (rolled back)
 sub blocks_read
 {
-	my ($statement) = @_;
+	my ($statement, $index) = @_;
+	$index //= 'taskq.jobs_runnable_idx';
 	my @lines = split /\n/, sql(qq{
 BEGIN;
 SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off;
 CREATE TEMP TABLE b0 ON COMMIT DROP AS
-    SELECT pg_stat_get_xact_blocks_fetched('taskq.jobs_runnable_idx'::regclass) AS n;
+    SELECT sum(pg_stat_get_xact_blocks_fetched(i::regclass)) AS n FROM unnest('{$index}'::text[]) i;
 $statement;
-SELECT pg_stat_get_xact_blocks_fetched('taskq.jobs_runnable_idx'::regclass) - n FROM b0;
+SELECT sum(pg_stat_get_xact_blocks_fetched(i::regclass)) - max(n) FROM unnest('{$index}'::text[]) i, b0;
 ROLLBACK;
 });
 	return $lines[-1];
@@ -115,6 +117,18 @@ $front = blocks_read(
 cmp_ok($front, '<=', 10, "after the pin ends and vacuum runs, the lane is short again ($front blocks)");
 my $last = sql("SELECT taskq.submit('noop')");
 is(sql("SELECT taskq.wait(ARRAY[$last], '60 s')"), 't', 'a job submitted afterwards runs');
+
+# A claim naming its queue reads that queue's entries only, not the backlog of
+# another queue sorting before it.
+sql("SELECT count(*) FROM taskq.submit_many((SELECT jsonb_agg(jsonb_build_object('job_type', 'ext', 'queue', 'backlog'))
+                                              FROM generate_series(1, $n)))");
+sql("SELECT taskq.submit('ext', queue => 'other')");
+my $other = blocks_read("SELECT count(*) FROM taskq.claim(ARRAY['other'], 'tap-worker', 1)",
+	'taskq.jobs_runnable_queue_idx,taskq.jobs_runnable_idx');
+cmp_ok($other, '<=', 12,
+	"a claim of queue 'other' behind $n pending jobs of queue 'backlog' reads $other index blocks");
+is(sql("SELECT queue FROM taskq.claim(ARRAY['other'], 'tap-worker', 1)"), 'other',
+	'and gets its job');
 
 $node->stop;
 done_testing();
