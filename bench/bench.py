@@ -283,6 +283,7 @@ class Bench:
         self.peers = peers          # None, or why peers are skipped (str)
         self.conn = server.connect("bench")
         self.r = {}
+        self.e2e_parts = {"executors", "external", "raw", "peers"}
 
     def runs(self):
         return range(self.cfg["runs"])
@@ -423,7 +424,7 @@ class Bench:
         """Drain n jobs with external worker processes; jobs/s."""
         cfg, c = self.cfg, self.conn
         self._enqueue_paused(n, "bench_ext", "e2e_ext")
-        arg = cfg["ext_concurrency"] if mode == "reference" else cfg["ext_batch"]
+        arg = cfg["ext_concurrency"] if mode.startswith("reference") else cfg["ext_batch"]
         t0 = time.time()
         c.execute("SELECT taskq.resume('e2e_ext')")
         procs = [subprocess.Popen([sys.executable, os.path.join(BENCH, "ext_worker.py"), mode,
@@ -464,28 +465,41 @@ class Bench:
 
     def end_to_end(self):
         cfg, n = self.cfg, self.cfg["e2e_jobs"]
+        parts = self.e2e_parts
         out = {"jobs": n, "executors": 2}
-        out["taskq_executors"] = stats([self.e2e_in_database(n) for _ in self.runs()])
-        log(f"e2e taskq executors: {med(out['taskq_executors']):.0f} jobs/s")
-        # fewer jobs: external workers are much slower (see README)
+        if "executors" in parts:
+            out["taskq_executors"] = stats([self.e2e_in_database(n) for _ in self.runs()])
+            log(f"e2e taskq executors: {med(out['taskq_executors']):.0f} jobs/s")
+        # fewer jobs: external workers are slower (see README); the *_per_job
+        # modes are the same clients with one taskq.complete per job
         out["ext_jobs"] = cfg["ext_jobs"]
-        for mode in ("reference", "batch"):
+        for mode in ("reference", "batch", "reference_per_job", "batch_per_job"):
+            if "external" not in parts:
+                break
             key = f"taskq_external_{mode}"
             out[key] = stats([self.e2e_external(cfg["ext_jobs"], mode) for _ in self.runs()])
             log(f"e2e taskq external ({mode}): {med(out[key]):.0f} jobs/s")
+        from ext_worker import PREFETCH
+        c, b = cfg["ext_concurrency"], cfg["ext_batch"]
         out["external_settings"] = {
             "processes": cfg["ext_procs"],
-            "reference": f"taskq_worker.Worker(concurrency={cfg['ext_concurrency']}, "
-                         f"max_batch={cfg['ext_concurrency']}, listen=True), one complete per job",
-            "batch": f"claim(max_jobs={cfg['ext_batch']}) then every complete in one statement"}
+            "reference": f"taskq_worker.Worker(concurrency={c}, prefetch={PREFETCH}, "
+                         f"max_batch={c + PREFETCH}, listen=True), successes by "
+                         "taskq.complete_many (complete_batch=100, complete_delay=0.01 s)",
+            "reference_per_job": f"taskq_worker.Worker(concurrency={c}, max_batch={c}, "
+                                 "complete_batch=1, listen=True): one taskq.complete per job",
+            "batch": f"claim(max_jobs={b}) then one taskq.complete_many",
+            "batch_per_job": f"claim(max_jobs={b}) then every taskq.complete in one statement"}
         for clients in cfg["raw_clients"]:
+            if "raw" not in parts:
+                break
             out[f"raw_cycle_c{clients}"] = stats([self.raw_cycle(n, clients)
                                                   for _ in self.runs()])
             out[f"raw_cycle_batch64_c{clients}"] = stats([self.raw_cycle(n, clients, 64)
                                                           for _ in self.runs()])
             log(f"e2e raw cycle x{clients}: {med(out[f'raw_cycle_c{clients}']):.0f} jobs/s, "
                 f"batched 64: {med(out[f'raw_cycle_batch64_c{clients}']):.0f} jobs/s")
-        if self.peers is None:
+        if self.peers is None and "peers" in parts:
             for peer, cmd in (("graphile", "graphile-e2e"), ("pgboss", "pgboss-e2e")):
                 runs, settings = [], None
                 for _ in self.runs():
@@ -805,6 +819,9 @@ def main():
     ap.add_argument("--peers-unavailable", metavar="WHY", help=argparse.SUPPRESS)
     ap.add_argument("--only", help="comma-separated sections: submission,end_to_end,pickup,"
                                    "churn,scaling")
+    ap.add_argument("--e2e-parts", default="executors,external,raw,peers",
+                    help="comma-separated parts of end_to_end to run (default all: "
+                         "executors,external,raw,peers)")
     ap.add_argument("--out-dir", default=os.path.join(BENCH, "results"),
                     help="where the JSON results go (default bench/results)")
     ap.add_argument("--report", help="where the Markdown report goes (default bench/REPORT.md, "
@@ -874,6 +891,7 @@ def main():
                 c.execute("CREATE EXTENSION pg_stat_statements")
             set_workers(c, 2)
         bench = Bench(server, cfg, peers)
+        bench.e2e_parts = set(args.e2e_parts.split(","))
         if peers is None:
             results["peers"] = {
                 "graphile-worker": bench.node("graphile-setup", "bench_graphile")["version"],

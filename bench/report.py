@@ -195,12 +195,19 @@ def render(r):
                    f"{e.get('external_settings', {}).get('processes')} processes draining "
                    f"{e.get('ext_jobs', e['jobs']):,} jobs (fewer: they are slow); reference = "
                    f"{e.get('external_settings', {}).get('reference')}; batch loop = "
-                   f"{e.get('external_settings', {}).get('batch')}.\n")
+                   f"{e.get('external_settings', {}).get('batch')}"
+                   + "".join(f"; {k.replace('_', ' ')} = {v}"
+                             for k, v in e.get('external_settings', {}).items()
+                             if k.endswith("_per_job")) + ".\n")
         rows = []
         base = e.get("taskq_executors")
         labels = [("taskq_executors", "taskq, in-database executors"),
                   ("taskq_external_reference", "taskq, Python reference worker (external)"),
-                  ("taskq_external_batch", "taskq, minimal batched psycopg loop (external)")]
+                  ("taskq_external_batch", "taskq, minimal batched psycopg loop (external)"),
+                  ("taskq_external_reference_per_job",
+                   "taskq, Python reference worker, one complete per job (external)"),
+                  ("taskq_external_batch_per_job",
+                   "taskq, batched psycopg loop, one complete per job (external)")]
         labels += [(k, f"raw: claim 1 row SKIP LOCKED + mark done, pgbench -c {k.rsplit('c', 1)[1]}")
                    for k in e if k.startswith("raw_cycle_c")]
         labels += [(k, f"raw: claim 64 rows SKIP LOCKED + mark done, pgbench -c {k.rsplit('c', 1)[1]}")

@@ -1516,6 +1516,83 @@ BEGIN
 END
 $$;
 
+-- complete() for many jobs at once, set-wise: one update, one insert of log
+-- rows, the notifications, dependents released.  All or nothing: if any id is
+-- not held as complete() requires, the call fails with complete()'s error for
+-- the first such id (in array order) and nothing is written.  results[i] is
+-- the result of job_ids[i] (NULL: no results).  Returns how many succeeded.
+CREATE FUNCTION taskq.complete_many(job_ids bigint[], results jsonb[] DEFAULT NULL,
+                                    worker text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    n integer := cardinality(job_ids);
+    me regrole := taskq._caller();
+    any_job boolean := taskq._can_work_any();
+    bad bigint;
+    done bigint[];
+BEGIN
+    IF job_ids IS NULL THEN
+        RAISE EXCEPTION 'job_ids must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF array_ndims(job_ids) > 1 OR array_ndims(results) > 1 THEN
+        RAISE EXCEPTION 'job_ids and results must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n > 10000 THEN
+        RAISE EXCEPTION 'at most 10000 jobs can be completed at once, got %', n
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the call.';
+    END IF;
+    IF results IS NOT NULL AND cardinality(results) <> n THEN
+        RAISE EXCEPTION 'results must have one element per job id'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('%s job ids, %s results.', n, cardinality(results));
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('job_ids[%s] is NULL.', array_position(job_ids, NULL));
+    END IF;
+    SELECT u.id INTO bad FROM unnest(job_ids) AS u(id) GROUP BY u.id HAVING count(*) > 1
+     ORDER BY u.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'job % appears more than once in job_ids', bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM taskq._require_read_committed('completing a job');
+    -- Lock in id order (concurrent batches cannot deadlock), then fence like
+    -- _held_job, which raises the precise error for the first refused id.
+    PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (job_ids) ORDER BY j.id FOR NO KEY UPDATE;
+    SELECT u.id INTO bad
+      FROM unnest(job_ids) WITH ORDINALITY AS u(id, ord)
+      LEFT JOIN taskq.jobs j ON j.id = u.id
+     WHERE j.id IS NULL OR (j.owner <> me AND NOT any_job) OR j.status <> 'running'
+        OR j.worker LIKE 'executor/%'
+        OR (complete_many.worker IS NOT NULL AND j.worker IS DISTINCT FROM complete_many.worker)
+        OR j.lease_expires_at < now()
+     ORDER BY u.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM taskq._held_job(bad, complete_many.worker);
+        RAISE EXCEPTION 'job % is not held', bad USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    WITH u AS (
+        UPDATE taskq.jobs j
+           SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
+               updated_at = clock_timestamp(), lease_expires_at = NULL
+          FROM unnest(job_ids, results) AS r(id, result)
+         WHERE j.id = r.id AND j.status = 'running'
+        RETURNING j.id
+    )
+    SELECT array_agg(u.id) INTO done FROM u;
+    PERFORM taskq._succeeded(done);
+    RETURN cardinality(done);
+END
+$$;
+
 CREATE FUNCTION taskq.fail(job_id bigint, error text, retryable boolean DEFAULT true,
                            worker text DEFAULT NULL)
 RETURNS void
@@ -2021,6 +2098,7 @@ GRANT EXECUTE ON FUNCTION
     taskq.unregister_handler(text),
     taskq.claim(text[], text, integer, interval, integer, integer),
     taskq.complete(bigint, jsonb, text),
+    taskq.complete_many(bigint[], jsonb[], text),
     taskq.fail(bigint, text, boolean, text),
     taskq.heartbeat(bigint, text, interval),
     taskq.wait(bigint[], interval),

@@ -4,6 +4,11 @@ An external worker runs jobs whose job_type has no in-database handler:
 
     claim -> run the handler -> complete (or fail), heartbeating while it runs.
 
+Claims take up to max_batch jobs at once; successes are recorded in batches
+(taskq.complete_many) by one thread: a batch goes when it is full
+(complete_batch), when its oldest success has waited complete_delay, and on
+shutdown.  Failures are recorded one by one, at once.
+
     from taskq_worker import Worker, Permanent
 
     worker = Worker("dbname=app", queues=["mail"], concurrency=8)
@@ -53,6 +58,11 @@ SELECT id, queue, job_type, priority::text, payload, attempts, max_attempts,
 FROM taskq.claim(%s::text[], %s, %s, %s)
 """
 
+COMPLETE_MANY_SQL = "SELECT taskq.complete_many(%s::bigint[], %s::jsonb[], %s)"
+
+# Most jobs taskq.complete_many takes in one call.
+MAX_COMPLETE_BATCH = 10000
+
 # Cap on the error text stored in taskq.jobs.last_error.
 MAX_ERROR_CHARS = 4000
 
@@ -77,6 +87,9 @@ class Job:
     lease_expires_at: datetime
     worker: str
     claimed_at: float = field(default_factory=time.monotonic, repr=False)
+    # When the handler started (monotonic; None while the job waits in the
+    # local queue, see prefetch): its timeout counts from here.
+    started_at: Optional[float] = field(default=None, repr=False)
     # Set when the worker lost the job (lease expired, cancelled, timed out):
     # a long handler may check it and give up early; its result is discarded.
     lost: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -145,17 +158,32 @@ class Worker:
     lease          seconds (or timedelta) a claim lasts without a heartbeat
     heartbeat      seconds between lease extensions (default lease / 3)
     poll_interval  seconds between claims when no notification arrives
-    max_batch      most jobs taken by one claim (default concurrency)
+    max_batch      most jobs taken by one claim (default concurrency + prefetch)
     listen         LISTEN on taskq_jobs to claim new work at once; use False
                    behind a transaction-pooling pooler (polling only)
+    prefetch       jobs claimed beyond concurrency, waiting in a local queue
+                   (their leases are heartbeated meanwhile); a claim is made
+                   when the local queue is at most half full.  Default 0
+    complete_batch most successes recorded by one taskq.complete_many call
+                   (default 100); 1 records each with taskq.complete from the
+                   job's thread as soon as it finishes
+    complete_delay seconds (or timedelta) a success may wait for a fuller
+                   batch (default 0.01; must be shorter than heartbeat)
     """
 
     def __init__(self, conninfo: str, queues: Optional[Iterable[str]] = None,
                  name: Optional[str] = None, concurrency: int = 4, lease: Seconds = 30,
                  heartbeat: Optional[Seconds] = None, poll_interval: Seconds = 5,
-                 max_batch: Optional[int] = None, listen: bool = True):
+                 max_batch: Optional[int] = None, listen: bool = True, prefetch: int = 0,
+                 complete_batch: int = 100, complete_delay: Seconds = 0.01):
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0:
+            raise ValueError(f"prefetch must be a non-negative integer, got {prefetch!r}")
+        if (not isinstance(complete_batch, int) or isinstance(complete_batch, bool)
+                or not 1 <= complete_batch <= MAX_COMPLETE_BATCH):
+            raise ValueError(f"complete_batch must be an integer from 1 to {MAX_COMPLETE_BATCH}, "
+                             f"got {complete_batch!r}")
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
         if isinstance(queues, str):
@@ -171,7 +199,13 @@ class Worker:
         if self.heartbeat_interval >= self.lease:
             raise ValueError("heartbeat must be shorter than the lease")
         self.poll_interval = _seconds(poll_interval, "poll_interval")
-        self.max_batch = max_batch or concurrency
+        self.prefetch = prefetch
+        self.max_batch = max_batch or concurrency + prefetch
+        self.complete_batch = complete_batch
+        self.complete_delay = _seconds(complete_delay, "complete_delay")
+        if self.complete_delay >= self.heartbeat_interval:
+            # a buffered success must be recorded long before its lease needs a heartbeat
+            raise ValueError("complete_delay must be shorter than heartbeat")
         self.listen = listen
         host = socket.gethostname().split(".")[0]
         unique = f"{host}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -182,6 +216,9 @@ class Worker:
         # reentrant: the signal handler takes it in the main thread, which may hold it
         self._running_lock = threading.RLock()
         self._stopping = threading.Event()
+        # successes waiting for complete_many: (job, result JSON text, monotonic time)
+        self._completions: List[tuple] = []
+        self._completions_cond = threading.Condition()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -258,6 +295,10 @@ class Worker:
         beater = threading.Thread(target=self._heartbeat_loop, args=(beat_stop,),
                                   name="taskq-heartbeat", daemon=True)
         beater.start()
+        completer_stop = threading.Event()
+        completer = threading.Thread(target=self._complete_loop, args=(completer_stop,),
+                                     name="taskq-complete", daemon=True)
+        completer.start()
         claimer = _Connection(self.conninfo, self._conn_kwargs)
         listener = _Connection(self.conninfo, self._conn_kwargs)
         try:
@@ -266,6 +307,11 @@ class Worker:
             self._stopping.set()
             # Graceful: running jobs finish and are recorded; heartbeats go on meanwhile.
             pool.shutdown(wait=True)
+            # then the buffered successes, while their leases are still heartbeat-fresh
+            completer_stop.set()
+            with self._completions_cond:
+                self._completions_cond.notify_all()
+            completer.join()
             beat_stop.set()
             beater.join()
             claimer.close()
@@ -301,7 +347,7 @@ class Worker:
                     listen_backoff.reset()
                     maybe_more = True  # work may have been announced while deaf
 
-            free = self.concurrency - self.running_jobs
+            free = self._room()
             now = time.monotonic()
             if free > 0 and (maybe_more or now >= next_poll) and now >= claim_backoff.ready_at:
                 asked = min(free, self.max_batch)
@@ -326,7 +372,7 @@ class Worker:
 
             # Sleep until a notification, a finished job, stop() or a deadline.
             deadlines = []
-            if self.concurrency - self.running_jobs > 0:
+            if self._room() > 0:
                 deadlines.append(max(claim_backoff.ready_at, 0.0 if maybe_more else next_poll))
             if self.listen and not listening:
                 deadlines.append(listen_backoff.ready_at)
@@ -347,6 +393,18 @@ class Worker:
                     log.warning("worker %s: lost the LISTEN connection: %s", self.name, e)
                     listener.close()
                     listening = False
+
+    def _room(self) -> int:
+        """How many jobs to claim now: free threads and local-queue places, none
+        while the local queue is over half full or successes pile up unrecorded."""
+        with self._running_lock:
+            held = len(self._running)
+        with self._completions_cond:
+            unrecorded = len(self._completions)
+        if held - self.concurrency > self.prefetch // 2:
+            return 0
+        return max(0, self.concurrency + self.prefetch - held
+                   - max(0, unrecorded - self.complete_batch))
 
     def _drain_notifications(self, conn: psycopg.Connection) -> bool:
         """Read the pending notifications; true if one announces claimable work."""
@@ -389,6 +447,7 @@ class Worker:
     def _execute(self, job: Job) -> None:
         """Run one job in a pool thread and record its outcome."""
         try:
+            job.started_at = time.monotonic()
             fn = self._handlers.get(job.job_type)
             if fn is None:
                 # claim cannot filter by job type: let a worker that knows it retry
@@ -409,7 +468,10 @@ class Worker:
                 # the handler's bug: retrying would produce the same result
                 self._finish(job, "fail", f"handler result is not JSON: {e}", False)
                 return
-            self._finish(job, "complete", text)
+            if self.complete_batch > 1:
+                self._buffer_completion(job, text)
+            else:
+                self._finish(job, "complete", text)
         except Exception:  # a bug here must not kill the pool thread silently
             log.exception("worker %s: job %d: unexpected error", self.name, job.id)
         finally:
@@ -425,38 +487,108 @@ class Worker:
                 log.warning("worker %s: job %d was lost while running; its outcome is "
                             "discarded", self.name, job.id)
                 return
-            if action == "complete":
-                sql = "SELECT taskq.complete(%s, %s::jsonb, %s)"
-                params = (job.id, value, self.name)
-            else:
-                sql = "SELECT taskq.fail(%s, %s, %s, %s)"
-                params = (job.id, (value or "")[:MAX_ERROR_CHARS], retryable, self.name)
-            conn = self._thread_conn()
-            for attempt in range(4):
-                try:
-                    conn.execute(sql, params)
-                    if action == "fail":
-                        log.info("worker %s: job %d (%s) failed%s: %s", self.name, job.id,
-                                 job.job_type, "" if retryable else " permanently",
-                                 (value or "").splitlines()[0] if value else "")
+            self._record(self._thread_conn(), job, action, value, retryable)
+
+    def _record(self, conn: "_Connection", job: Job, action: str, value: Optional[str],
+                retryable: bool = True) -> None:
+        """One taskq.complete or taskq.fail call, retried on connection trouble."""
+        if action == "complete":
+            sql = "SELECT taskq.complete(%s, %s::jsonb, %s)"
+            params = (job.id, value, self.name)
+        else:
+            sql = "SELECT taskq.fail(%s, %s, %s, %s)"
+            params = (job.id, (value or "")[:MAX_ERROR_CHARS], retryable, self.name)
+        for attempt in range(4):
+            try:
+                conn.execute(sql, params)
+                if action == "fail":
+                    log.info("worker %s: job %d (%s) failed%s: %s", self.name, job.id,
+                             job.job_type, "" if retryable else " permanently",
+                             (value or "").splitlines()[0] if value else "")
+                return
+            except psycopg.Error as e:
+                if _sqlstate(e) in FENCING_SQLSTATES:
+                    job.lost.set()
+                    log.warning("worker %s: job %d no longer held, outcome discarded: %s",
+                                self.name, job.id, e)
                     return
-                except psycopg.Error as e:
-                    if _sqlstate(e) in FENCING_SQLSTATES:
-                        job.lost.set()
-                        log.warning("worker %s: job %d no longer held, outcome discarded: %s",
-                                    self.name, job.id, e)
-                        return
-                    if not _transient(e) or attempt == 3:
-                        if action == "complete" and not _transient(e):
-                            # e.g. a result the server refuses: record why instead
-                            action, sql = "fail", "SELECT taskq.fail(%s, %s, %s, %s)"
-                            params = (job.id, f"could not record the result: {e}"[:MAX_ERROR_CHARS],
-                                      False, self.name)
-                            continue
-                        log.error("worker %s: could not %s job %d (it is retried after its "
-                                  "lease expires): %s", self.name, action, job.id, e)
-                        return
-                    time.sleep(0.25 * 2 ** attempt)
+                if not _transient(e) or attempt == 3:
+                    if action == "complete" and not _transient(e):
+                        # e.g. a result the server refuses: record why instead
+                        action, sql = "fail", "SELECT taskq.fail(%s, %s, %s, %s)"
+                        params = (job.id, f"could not record the result: {e}"[:MAX_ERROR_CHARS],
+                                  False, self.name)
+                        continue
+                    log.error("worker %s: could not %s job %d (it is retried after its "
+                              "lease expires): %s", self.name, action, job.id, e)
+                    return
+                time.sleep(0.25 * 2 ** attempt)
+
+    # -- batched completions --------------------------------------------
+
+    def _buffer_completion(self, job: Job, text: Optional[str]) -> None:
+        """Queue a success for the completer thread (complete_many)."""
+        with job._lock:
+            job._done = True
+            if job.lost.is_set():
+                log.warning("worker %s: job %d was lost while running; its outcome is "
+                            "discarded", self.name, job.id)
+                return
+        with self._completions_cond:
+            self._completions.append((job, text, time.monotonic()))
+            self._completions_cond.notify()
+
+    def _complete_loop(self, stop: threading.Event) -> None:
+        """Record buffered successes: a batch when full, when its oldest has
+        waited complete_delay, or at stop (after the pool is drained)."""
+        conn = _Connection(self.conninfo, self._conn_kwargs)
+        cond = self._completions_cond
+        try:
+            while True:
+                with cond:
+                    while True:
+                        buf = self._completions
+                        if buf and (len(buf) >= self.complete_batch or stop.is_set()
+                                    or time.monotonic() >= buf[0][2] + self.complete_delay):
+                            break
+                        if stop.is_set():
+                            return
+                        cond.wait(buf[0][2] + self.complete_delay - time.monotonic()
+                                  if buf else None)
+                    batch = buf[:self.complete_batch]
+                    del buf[:self.complete_batch]
+                self._complete_many(conn, batch)
+                self._wake()  # the claim loop may have held back for unrecorded successes
+        except Exception:
+            log.exception("worker %s: completion thread failed; unrecorded jobs are retried "
+                          "after their lease expires", self.name)
+            raise
+        finally:
+            conn.close()
+
+    def _complete_many(self, conn: "_Connection", batch: List[tuple]) -> None:
+        """Record a batch with one taskq.complete_many; if the server refuses it
+        (a job no longer held, a result it rejects), job by job instead."""
+        ids = [job.id for job, _, _ in batch]
+        results = [text for _, text, _ in batch]
+        for attempt in range(4):
+            try:
+                conn.execute(COMPLETE_MANY_SQL, (ids, results, self.name))
+                log.debug("worker %s: completed %s", self.name, ids)
+                return
+            except psycopg.Error as e:
+                if _sqlstate(e) in FENCING_SQLSTATES or not _transient(e):
+                    # all or nothing: find the culprit(s) by completing one at a time
+                    log.info("worker %s: batch of %d completions refused (%s); recording "
+                             "them one by one", self.name, len(ids), e)
+                    break
+                if attempt == 3:
+                    log.error("worker %s: could not complete jobs %s (they are retried after "
+                              "their lease expires): %s", self.name, ids, e)
+                    return
+                time.sleep(0.25 * 2 ** attempt)
+        for job, text, _ in batch:
+            self._record(conn, job, "complete", text)
 
     # -- heartbeats -----------------------------------------------------
 
@@ -477,7 +609,8 @@ class Worker:
                         if job._done or job.lost.is_set():
                             continue
                         limit = job.timeout.total_seconds() if job.timeout else None
-                        if limit is not None and time.monotonic() - job.claimed_at > limit:
+                        if (limit is not None and job.started_at is not None
+                                and time.monotonic() - job.started_at > limit):
                             job.lost.set()
                             msg = f"timed out after {limit:g} s"
                             conn.execute("SELECT taskq.fail(%s, %s, true, %s)",

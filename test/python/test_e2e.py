@@ -6,7 +6,9 @@ leases); connection settings come from the environment (PGDATABASE, ...).
 
 1. Bad input to claim/complete/fail/heartbeat, straight through SQL.
 2. The library in this process: results, Permanent, retries, non-JSON results,
-   unknown job types, polling without LISTEN.
+   unknown job types, polling without LISTEN; batched claims (prefetch) and
+   batched completions (taskq.complete_many), a refused batch recorded job by
+   job, buffered successes recorded at stop().
 3. 2,000 jobs, 4 worker processes with a 2 s lease; one is killed with SIGKILL
    while it holds jobs: every job succeeds, exactly the killed worker's jobs are
    re-run (attempt 2) after their lease expired, long jobs survive on heartbeats,
@@ -53,7 +55,8 @@ LIB_TYPES = ["e2e_ok", "e2e_permanent", "e2e_flaky", "e2e_not_json", "e2e_none",
              "e2e_slow"]
 
 tag = f"{os.getpid()}_{random.randrange(1 << 30):x}"
-QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE = (f"e2e_{k}_{tag}" for k in ("main", "bad", "lib", "poll"))
+QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE = (
+    f"e2e_{k}_{tag}" for k in ("main", "bad", "lib", "poll", "batch"))
 RUNS = f"taskq_e2e_runs_{tag}"
 
 START = time.monotonic()
@@ -219,6 +222,30 @@ def test_bad_input(conn):
                     "FROM taskq.jobs j WHERE j.id = %s", (job2,))
     check(row == ("pending", 1, None, 1), f"expired job is pending again, attempt counted {row}")
 
+    # complete_many notifies like complete: one "succeeded" per job.
+    ids = [r[0] for r in conn.execute(
+        "SELECT taskq.submit(%s, '{}', queue => %s) FROM generate_series(1, 3)", (ECHO, BAD_QUEUE))]
+    listener = connect()
+    listener.execute("LISTEN taskq_jobs")
+    got = sorted(r[0] for r in conn.execute(claim, ([BAD_QUEUE], "e2e-bad-3", 10, "1 min")))
+    check(set(ids) <= set(got), f"claimed the 3 jobs ({got})")
+    (n,) = one(conn, "SELECT taskq.complete_many(%s, %s::jsonb[], 'e2e-bad-3')",
+               (got, [json.dumps({"i": i}) for i in range(len(got))]))
+    check(n == len(got), f"complete_many completed {n} of {len(got)}")
+    seen = set()
+
+    def notified():
+        select.select([listener.fileno()], [], [], 0.2)
+        listener.pgconn.consume_input()
+        while (note := listener.pgconn.notifies()) is not None:
+            body = json.loads(note.extra.decode())
+            if body["status"] == "succeeded" and body["queue"] == BAD_QUEUE:
+                seen.add(body["id"])
+        return seen >= set(got)
+    wait_for("the succeeded notifications", notified, 10, step=0)
+    check(seen == set(got), f"one succeeded notification per job ({sorted(seen)})")
+    listener.close()
+
 
 # ---------------------------------------------------------------- part 2: library
 
@@ -318,6 +345,58 @@ def test_library(conn):
             (ids,))[0]
     check(done and n == 10 and listens == 0 and not thread.is_alive(),
           f"listen=False works by polling ({n}/10 succeeded, {listens} LISTEN)")
+
+
+def test_batching(conn):
+    say("part 2b: batched claims and completions")
+    n_jobs, batch = 53, 10
+    ids = [r[0] for r in conn.execute(
+        "SELECT taskq.submit_many(jsonb_agg(jsonb_build_object('job_type', 'e2e_ok', "
+        "'queue', %s::text, 'payload', jsonb_build_object('x', i)) ORDER BY i)) "
+        "FROM generate_series(1, %s) i", (BATCH_QUEUE, n_jobs))]
+    # successes wait for a full batch of 10 (the delay is longer than the test)
+    worker = taskq_worker.Worker("", queues=[BATCH_QUEUE], concurrency=4, prefetch=20,
+                                 lease=600, complete_batch=batch, complete_delay=150)
+    handled = []
+    lock = threading.Lock()
+
+    @worker.handler("e2e_ok")
+    def ok(payload, job):
+        with lock:
+            handled.append(job.id)
+        return {"x": payload["x"]}
+
+    thread = threading.Thread(target=worker.run, name="batch-worker", daemon=True)
+    thread.start()
+    wait_for("every handler to run", lambda: len(handled) == n_jobs, 60)
+    state = lambda: counts(conn, ids)  # noqa: E731
+    wait_for("5 full batches to be recorded", lambda: state().get("succeeded") == 50, 30)
+    c = state()
+    check(c == {"succeeded": 50, "running": 3},
+          f"50 successes recorded in full batches, 3 buffered ({c})")
+    claims = sorted((r[0] for r in conn.execute(
+        "SELECT count(*) FROM taskq.job_logs WHERE job_id = ANY (%s) AND message LIKE 'claimed by %%' "
+        "GROUP BY xmin::text", (ids,))), reverse=True)
+    check(claims[0] == 24, f"claims take concurrency + prefetch = 24 jobs at once ({claims})")
+    # One of the buffered successes is cancelled meanwhile: the batch is
+    # refused as a whole and recorded job by job at stop().
+    (lost,) = one(conn, "SELECT min(id) FROM taskq.jobs WHERE id = ANY (%s) AND status = 'running'",
+                  (ids,))
+    conn.execute("SELECT taskq.cancel(%s)", (lost,))
+    worker.stop()
+    thread.join(remaining(20))
+    check(not thread.is_alive(), "stop() ends run()")
+    c = state()
+    check(c == {"succeeded": n_jobs - 1, "cancelled": 1},
+          f"stop() records the buffered successes, not the cancelled job ({c})")
+    groups = sorted(r[0] for r in conn.execute(
+        "SELECT count(*) FROM taskq.job_logs WHERE job_id = ANY (%s) AND status = 'succeeded' "
+        "GROUP BY xmin::text", (ids,)))
+    check(groups == [1, 1] + [batch] * 5,
+          f"one transaction per batch of {batch}, then one per job after the refusal ({groups})")
+    bad = one(conn, "SELECT count(*) FROM taskq.jobs WHERE id = ANY (%s) AND status = 'succeeded' "
+                    "AND (result->>'x' IS DISTINCT FROM payload->>'x' OR result - 'x' <> '{}')", (ids,))[0]
+    check(bad == 0, f"every result belongs to its job ({bad} do not)")
 
 
 # ---------------------------------------------------------------- part 3: e2e
@@ -443,7 +522,7 @@ def test_e2e(conn, logdir, procs):
 # ---------------------------------------------------------------- main
 
 def cleanup(conn):
-    queues = [QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE]
+    queues = [QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE]
     conn.execute("DELETE FROM taskq.job_logs WHERE job_id IN "
                  "(SELECT id FROM taskq.jobs WHERE queue = ANY (%s))", (queues,))
     conn.execute("DELETE FROM taskq.jobs WHERE queue = ANY (%s)", (queues,))
@@ -467,6 +546,7 @@ def main():
     try:
         test_bad_input(conn)
         test_library(conn)
+        test_batching(conn)
         test_e2e(conn, logdir, procs)
     except Exception as e:
         failures.append(f"{type(e).__name__}: {e}")
