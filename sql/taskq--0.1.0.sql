@@ -156,6 +156,13 @@ CREATE FUNCTION taskq._max_cpu_units() RETURNS integer
 CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_max_memory_mb_sql' LANGUAGE C STABLE;
 
+-- Is a transition (terminal or not) published on taskq_jobs now?  Per
+-- taskq.notify_level, and never above taskq.notify_queue_limit.
+CREATE FUNCTION taskq._publishing(terminal boolean) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'taskq_publishing' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION taskq._notify_queue_limit() RETURNS float8
+    AS 'MODULE_PATHNAME', 'taskq_notify_queue_limit_sql' LANGUAGE C STABLE;
+
 CREATE FUNCTION taskq.current_job_id() RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_current_job_id' LANGUAGE C STABLE;
 
@@ -221,7 +228,6 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    level text := coalesce(current_setting('taskq.notify_level', true), 'all');
     sent bigint;
 BEGIN
     WITH t AS (
@@ -236,8 +242,7 @@ BEGIN
                json_build_object('id', t.id, 'status', t.status, 'queue', t.queue,
                                  'job_type', t.job_type, 'attempt', t.attempts)::text))
     FROM t
-    WHERE level = 'all'
-       OR (level = 'terminal' AND t.status IN ('succeeded', 'failed', 'cancelled'))
+    WHERE taskq._publishing(t.status IN ('succeeded', 'failed', 'cancelled'))
     INTO sent;
 END
 $$;
@@ -496,12 +501,11 @@ BEGIN
         SELECT DISTINCT new_id, d FROM unnest(depends_on) d;
     END IF;
 
-    IF current_setting('taskq.notify_level', true) IS DISTINCT FROM 'none' THEN
+    IF taskq._publishing(false) THEN
         PERFORM pg_notify('taskq_jobs',
                           json_build_object('id', new_id,
                                             'status', CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END,
-                                            'queue', queue, 'job_type', job_type, 'attempt', 0)::text)
-        WHERE current_setting('taskq.notify_level', true) IS DISTINCT FROM 'terminal';
+                                            'queue', queue, 'job_type', job_type, 'attempt', 0)::text);
     END IF;
     -- Executors run only jobs with a handler; waking them for any other job
     -- made each of them scan the whole backlog for nothing (bench/).
@@ -610,7 +614,7 @@ BEGIN
                        json_build_object('id', i.id, 'status', 'pending', 'queue', i.queue,
                                          'job_type', i.job_type, 'attempt', 0)::text)) AS n
               FROM inserted i
-             WHERE coalesce(current_setting('taskq.notify_level', true), 'all') = 'all'
+             WHERE taskq._publishing(false)
         )
         SELECT i.id FROM inserted i, notified ORDER BY i.id;
         IF EXISTS (SELECT 1 FROM taskq.handlers h
@@ -1170,7 +1174,7 @@ BEGIN
                    json_build_object('id', taken.id, 'status', 'running', 'queue', taken.queue,
                                      'job_type', taken.job_type, 'attempt', taken.attempts)::text)) AS n
           FROM taken
-         WHERE coalesce(current_setting('taskq.notify_level', true), 'all') = 'all'
+         WHERE taskq._publishing(false)
     )
     SELECT taken.* FROM taken, notified;
 END
@@ -1217,7 +1221,7 @@ BEGIN
                    json_build_object('id', u.id, 'status', 'succeeded', 'queue', u.queue,
                                      'job_type', u.job_type, 'attempt', u.attempts)::text)) AS n
           FROM u
-         WHERE coalesce(current_setting('taskq.notify_level', true), 'all') <> 'none'
+         WHERE taskq._publishing(true)
     )
     SELECT array_agg(u.id) INTO done FROM u, notified;
     IF done IS NOT NULL THEN
@@ -1421,12 +1425,22 @@ $$;
 
 -- Earliest future run_at among pending jobs: how long an idle executor may sleep.
 CREATE FUNCTION taskq._next_run_at() RETURNS timestamptz
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    -- read from the lane's scan floor (no pending job lies below it), so an
+    -- idle executor does not walk the entries of every job claimed since vacuum
     SELECT min(t) FROM (
+        -- priority p from the floor, or from its start above the floor's
+        -- priority (a range, not "= p": btree would start at p's first entry)
         SELECT (SELECT j.run_at FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = p
-                ORDER BY j.run_at LIMIT 1) AS t
-        FROM unnest(enum_range(NULL::taskq.priority)) p) s
+                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority <= p
+                  AND (j.effective_priority, j.run_at, j.id)
+                      >= (CASE WHEN above THEN p ELSE f.priority END,
+                          CASE WHEN above THEN '-infinity' ELSE f.run_at END,
+                          CASE WHEN above THEN 0 ELSE f.id END)
+                ORDER BY j.effective_priority, j.run_at LIMIT 1) AS t
+        FROM taskq._scan_floor('taskq.jobs', true) f,
+             unnest(enum_range(NULL::taskq.priority)) p,
+             LATERAL (SELECT f.priority IS NULL OR p > f.priority AS above) a) s
 $$;
 
 ------------------------------------------------------------------------------
@@ -1791,6 +1805,7 @@ DECLARE
     wanted integer := coalesce(current_setting('taskq.workers', true), '0')::integer;
     oldest interval := taskq._oldest_runnable_age();
     usage float8 := pg_notification_queue_usage();
+    limit_ float8 := taskq._notify_queue_limit();
     dead bigint;
     stuck bigint;
     live bigint;
@@ -1825,10 +1840,14 @@ BEGIN
     RETURN NEXT;
 
     check_name := 'notification_queue';
-    status := CASE WHEN usage < 0.5 THEN 'ok' WHEN usage < 0.9 THEN 'warn' ELSE 'fail' END;
+    status := CASE WHEN usage < limit_ / 2 THEN 'ok' WHEN usage < limit_ THEN 'warn' ELSE 'fail' END;
     message := format('NOTIFY queue %s%% full', round((usage * 100)::numeric, 1));
-    IF usage >= 0.5 THEN
-        message := message || ': a listener is not reading its notifications';
+    IF usage >= limit_ THEN
+        message := message || format(': a listener is not reading its notifications; taskq stopped publishing at %s%% (taskq.notify_queue_limit)',
+                                     round((limit_ * 100)::numeric, 1));
+    ELSIF usage >= limit_ / 2 THEN
+        message := message || format(': a listener is not reading its notifications; taskq stops publishing at %s%% (taskq.notify_queue_limit)',
+                                     round((limit_ * 100)::numeric, 1));
     END IF;
     RETURN NEXT;
 

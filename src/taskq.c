@@ -17,6 +17,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 
 #include "taskq.h"
@@ -32,6 +33,7 @@ int			taskq_shutdown_grace_ms = 10000;
 int			taskq_batch_size = 64;
 
 static int	taskq_notify_level = 2;
+static double taskq_notify_queue_limit = 0.5;
 static int	taskq_retention_s = 7 * 24 * 3600;
 static int	taskq_aging_interval_s = 300;
 static int	taskq_big_job_wait_ms = 30000;
@@ -155,6 +157,11 @@ define_gucs(void)
 							 "Which status changes are published on channel taskq_jobs.",
 							 "none, terminal (succeeded, failed, cancelled) or all.",
 							 &taskq_notify_level, 2, notify_level_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("taskq.notify_queue_limit",
+							 "Above this fraction of the NOTIFY queue in use, taskq stops publishing status changes.",
+							 "A listener that never reads fills the queue; once full, every notifying transaction would fail.",
+							 &taskq_notify_queue_limit, 0.5, 0.0, 1.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.retention",
 							"How long finished jobs are kept before the launcher deletes them; -1 keeps them.",
@@ -390,4 +397,39 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
 	if (taskq_current_job == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(taskq_current_job);
+}
+
+/*
+ * taskq._publishing(terminal boolean): is a transition of this kind published
+ * now?  taskq.notify_level decides the kind; above taskq.notify_queue_limit
+ * nothing is, so a listener that never reads slows nothing down and a full
+ * queue fails no transaction.  Usage is read once per transaction.
+ */
+PG_FUNCTION_INFO_V1(taskq_publishing);
+Datum
+taskq_publishing(PG_FUNCTION_ARGS)
+{
+	static LocalTransactionId checked_in = InvalidLocalTransactionId;
+	static bool queue_has_room = true;
+	bool		terminal = PG_GETARG_BOOL(0);
+
+	if (taskq_notify_level == 0 || (taskq_notify_level == 1 && !terminal))
+		PG_RETURN_BOOL(false);
+	if (checked_in != MyProc->lxid)
+	{
+		LOCAL_FCINFO(usage_fcinfo, 0);
+
+		InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+		queue_has_room = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo)) <
+			taskq_notify_queue_limit;
+		checked_in = MyProc->lxid;
+	}
+	PG_RETURN_BOOL(queue_has_room);
+}
+
+PG_FUNCTION_INFO_V1(taskq_notify_queue_limit_sql);
+Datum
+taskq_notify_queue_limit_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_FLOAT8(taskq_notify_queue_limit);
 }

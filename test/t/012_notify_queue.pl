@@ -7,14 +7,17 @@
 # running jobs at full speed, taskq.health() reports the queue, and the
 # listener gets every notification once it reads again.
 #
-# What is NOT covered, honestly: filling the queue.  On PostgreSQL 15 the
-# queue holds 8 GB (max_notify_queue_pages, which would make it small, came
-# in a later release); health() warns at 50 % and fails at 90 %, i.e. after
-# gigabytes of notifications, far beyond a test's budget.  So the warn/fail
-# thresholds and the behaviour of a full queue (NOTIFY, hence every taskq
-# status change, fails at commit with "too many notifications in the NOTIFY
-# queue") are not exercised here; only the 'ok' row and the measurement that
-# the stuck listener makes the queue grow are.
+# Above taskq.notify_queue_limit (default 50 %) taskq stops publishing, so its
+# own notifications cannot fill the queue; the test lowers the limit below
+# what a stuck listener holds back and checks that jobs still run, nothing is
+# published and health() fails the check.
+#
+# What is NOT covered, honestly: filling the queue with the default limit.
+# On PostgreSQL 15 the queue holds 8 GB (max_notify_queue_pages, which would
+# make it small, came in a later release): reaching 50 % takes gigabytes of
+# notifications, far beyond a test's budget.  A queue filled by someone
+# else's notifications still makes taskq's NOTIFY fail at commit, like any
+# other notifying transaction's.
 use strict;
 use warnings;
 
@@ -122,6 +125,42 @@ cmp_ok($notes, '>=', 3 * ($n + 1), "and $notes notifications in all (pending, ru
 is($bad_keys, 0, 'every payload has exactly id, status, queue, job_type, attempt');
 is($out_of_order, 0, 'each job was seen pending, running, succeeded, in that order');
 $listener->quit;
+
+# Above taskq.notify_queue_limit taskq stops publishing: a listener that never
+# reads cannot fill the queue (which would fail every notifying transaction,
+# job processing with it), and health() says so.  The limit is lowered below
+# what a second stuck listener holds back, instead of filling gigabytes.
+my $stuck = $node->background_psql('postgres');
+$stuck->query_safe('LISTEN taskq_jobs');
+$stuck->query_safe('BEGIN');
+$stuck->query_safe('SELECT 1');
+my $batch = sql("SELECT array_agg(taskq.submit('record')) FROM generate_series(1, 200)");
+is(sql("SELECT taskq.wait('$batch', '60 s')"), 't', '200 more jobs ran');
+my $held = sql('SELECT pg_notification_queue_usage()');
+cmp_ok($held, '>', 0, "the second listener holds back the queue ($held)");
+sql("ALTER SYSTEM SET taskq.notify_queue_limit = " . ($held / 2));
+sql('SELECT pg_reload_conf()');
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT current_setting('taskq.notify_queue_limit')::float8 < $held"),
+	'the limit is now below the queue usage');
+($status, $message) = split /\|/, sql(
+	"SELECT status, message FROM taskq.health() WHERE check_name = 'notification_queue'");
+is($status, 'fail', 'health(): notification_queue fails above the limit');
+like($message, qr/stopped publishing/, 'and says taskq stopped publishing');
+# the executors have re-read the configuration by now (SIGHUP before the
+# wait above); had they not, their running/succeeded notifications would grow
+# the queue
+$batch = sql("SELECT array_agg(taskq.submit('record')) FROM generate_series(1, 200)");
+is(sql("SELECT taskq.wait('$batch', '60 s')"), 't', 'jobs still run above the limit');
+my $done_ok = sql("SELECT count(*) FROM taskq.jobs WHERE id = ANY ('$batch') AND status = 'succeeded'");
+is($done_ok, 200, 'every one of them succeeded');
+is(sql('SELECT pg_notification_queue_usage()'), $held,
+	'and not one of their status changes was published (the queue did not grow)');
+$stuck->query_safe('COMMIT');
+$stuck->quit;
+sql('ALTER SYSTEM RESET taskq.notify_queue_limit');
+sql('SELECT pg_reload_conf()');
 
 $node->stop;
 done_testing();

@@ -102,6 +102,8 @@ ok( $node->poll_query_until(
 my $idle = blocks_read(
 	"SELECT count(*) FROM taskq._claim(true, NULL, 'tap-probe', 64, NULL, 4, 1024, NULL)");
 cmp_ok($idle, '<=', 10, "an executor lane claim after the drain reads $idle index blocks");
+my $next = blocks_read("SELECT taskq._next_run_at()");
+cmp_ok($next, '<=', 12, "an idle executor's look for the next run_at reads $next index blocks");
 $front = blocks_read(
 	"SELECT count(*) FROM (SELECT id FROM taskq.jobs WHERE status = 'pending' AND in_database
 	                        ORDER BY effective_priority, run_at, id LIMIT 1) s");
