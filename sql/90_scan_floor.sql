@@ -1,7 +1,7 @@
--- Scan floors (src/scan_floor.c): a claim starts reading its lane of the
--- runnable index at the floor and raises it to the first pending job.  Every
--- path that leaves a job pending below the floor must lower it, or that job
--- would never be claimed.  External jobs only, so no executor interferes.
+-- Scan floors (src/scan_floor.c): a claim starts reading each priority of its
+-- lane of the runnable index at the floor and raises it to the first pending
+-- job.  Every path that leaves a job pending below the floor must lower it,
+-- or that job would never be claimed.  External jobs only, so no executor interferes.
 SET taskq.notify_level = 'none';
 SELECT count(*) AS other_pending_external FROM taskq.jobs WHERE status = 'pending' AND NOT in_database;
 
@@ -12,14 +12,14 @@ SELECT array_agg(id ORDER BY id) = ARRAY[:a, :b]::bigint[] AS claimed_a_b
 FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 2);
 -- a claim of an empty queue still probes the lane: the floor rises to c
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :c AS floor_at_c;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
 
 -- A job submitted with a run_at in the past sorts before c: it lowers the floor.
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '1 hour') AS d \gset
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :d AS floor_lowered_to_d;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :d AS floor_lowered_to_d;
 SELECT id = :d AS claimed_d FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
--- So does a higher priority.
+-- A higher priority has a floor of its own: e is claimed first.
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', priority => 'critical') AS e \gset
 SELECT id = :e AS claimed_e FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
@@ -30,20 +30,20 @@ SELECT taskq.submit('floor_ext', queue => 'regress_floor', depends_on => ARRAY[:
                     priority => 'high') AS child \gset
 SELECT id = :p AS claimed_parent FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :c AS floor_at_c;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
 SELECT taskq.complete(:p, NULL, 'floor-worker');
 SELECT id = :child AS claimed_child FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
--- A failed attempt given back (retry after a zero backoff) goes back below c.
+-- A failed attempt retried at once (zero backoff) is claimed before c.
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', priority => 'high',
                     backoff => interval '0') AS r \gset
 SELECT id = :r AS claimed_r FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :c AS floor_at_c;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
 SELECT taskq.fail(:r, 'try again', true, 'floor-worker');
 SELECT id = :r AS claimed_r_again FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
--- Aging raises a waiting low job above c.
+-- Aging raises a waiting low job to normal, below c.
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', priority => 'low',
                     run_at => now() - interval '11 minutes') AS old_low \gset
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
@@ -53,23 +53,23 @@ SELECT id = :old_low AS claimed_aged FROM taskq.claim(ARRAY['regress_floor'], 'f
 
 -- The raise itself: a key committed after the claim read the floor (so maybe
 -- after its snapshot was taken) caps the raise.
-SELECT (taskq._scan_floor('taskq.jobs', false)).seen AS seen \gset
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).seen AS seen \gset
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '3 hours') AS late \gset
-SELECT taskq._raise_scan_floor('taskq.jobs', false, :seen, 'low', 'infinity', 0);
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :late AS raise_capped_by_late_commit;
+SELECT taskq._raise_scan_floor('taskq.jobs', false, 'normal', :seen, 'infinity', 0);
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :late AS raise_capped_by_late_commit;
 -- under REPEATABLE READ the snapshot may be older than the floor read: no raise
 BEGIN ISOLATION LEVEL REPEATABLE READ;
-SELECT (taskq._scan_floor('taskq.jobs', false)).seen AS seen \gset
-SELECT taskq._raise_scan_floor('taskq.jobs', false, :seen, 'low', 'infinity', 0);
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).seen AS seen \gset
+SELECT taskq._raise_scan_floor('taskq.jobs', false, 'normal', :seen, 'infinity', 0);
 COMMIT;
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :late AS floor_kept;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :late AS floor_kept;
 SELECT id = :late AS claimed_late FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
 -- Within one transaction: after a claim raised the floor, a job submitted
 -- below it is lowered only at commit, yet the transaction's next claim sees it.
 BEGIN;
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false)).id = :c AS floor_at_c;
+SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 hours') AS own \gset
 SELECT id = :own AS claimed_own FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 COMMIT;

@@ -183,14 +183,15 @@ CREATE FUNCTION taskq._counters(
     RETURNS record
     AS 'MODULE_PATHNAME', 'taskq_counters' LANGUAGE C VOLATILE;
 
--- Where claims start reading a lane of jobs_runnable_idx (src/scan_floor.c):
--- every pending job of the lane has a key at or above the floor.
-CREATE FUNCTION taskq._scan_floor(jobs regclass, lane boolean, OUT seen bigint,
-    OUT priority taskq.priority, OUT run_at timestamptz, OUT id bigint)
+-- Where claims start reading a priority of a lane of jobs_runnable_idx
+-- (src/scan_floor.c): every pending job there has a key (run_at, id) at or
+-- above the floor.
+CREATE FUNCTION taskq._scan_floor(jobs regclass, lane boolean, priority taskq.priority,
+    OUT seen bigint, OUT run_at timestamptz, OUT id bigint)
     RETURNS record
     AS 'MODULE_PATHNAME', 'taskq_scan_floor' LANGUAGE C VOLATILE STRICT;
-CREATE FUNCTION taskq._raise_scan_floor(jobs regclass, lane boolean, seen bigint,
-    priority taskq.priority, run_at timestamptz, id bigint) RETURNS void
+CREATE FUNCTION taskq._raise_scan_floor(jobs regclass, lane boolean, priority taskq.priority,
+    seen bigint, run_at timestamptz, id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_raise_scan_floor' LANGUAGE C VOLATILE STRICT;
 -- Every write that leaves a job pending lowers its lane's floor at commit,
 -- whoever writes it (ALWAYS: also under session_replication_role = replica).
@@ -1044,25 +1045,8 @@ DECLARE
     head record;
     candidates refcursor;
     big_job_waits boolean := false;
+    prio taskq.priority;
 BEGIN
-    -- The first pending job of the lane, read from the lane's floor: entries
-    -- of jobs claimed since the last claim lie before it, dead, and are
-    -- passed over once; it becomes the floor.
-    SELECT * INTO lane_floor FROM taskq._scan_floor('taskq.jobs', _claim.in_database);
-    SELECT j.effective_priority AS priority, j.run_at AS run_at, j.id AS id INTO head
-      FROM taskq.jobs j
-     WHERE j.status = 'pending' AND j.in_database = _claim.in_database
-       AND (j.effective_priority, j.run_at, j.id)
-           >= (coalesce(lane_floor.priority, 'critical'), coalesce(lane_floor.run_at, '-infinity'),
-               coalesce(lane_floor.id, 0))
-     ORDER BY j.effective_priority, j.run_at, j.id
-     LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, lane_floor.seen,
-                                    head.priority, head.run_at, head.id);
-
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
            coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
       INTO paused, limited
@@ -1084,72 +1068,90 @@ BEGIN
     -- another worker is taking are passed over).  LIMIT sits above the lock,
     -- so only the rows returned are locked; one that does not fit stays locked
     -- until the claiming transaction ends, and a further round looks past it.
-    FOR round IN 1..4 LOOP
-        got := 0;
-        IF queues IS NULL OR in_database THEN
-            OPEN candidates FOR
-                SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
-                FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.run_at <= t
-                  AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
-                  AND (queues IS NULL OR j.queue = ANY (queues))
-                  AND NOT (j.queue = ANY (paused))
-                  AND (only_owner IS NULL OR j.owner = only_owner)
-                  AND j.in_database = _claim.in_database
-                  AND (round = 1 OR j.id <> ALL (seen))
-                ORDER BY j.effective_priority, j.run_at, j.id
-                LIMIT max_jobs - cardinality(picked)
-                FOR NO KEY UPDATE OF j SKIP LOCKED;
-        ELSE
-            -- An external worker naming its queues reads each queue's own
-            -- range of jobs_runnable_queue_idx, never other queues' backlog.
-            OPEN candidates FOR
-                SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at
-                FROM (SELECT DISTINCT q FROM unnest(queues) AS q) AS named
-                CROSS JOIN LATERAL (
-                    SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.effective_priority
+    <<priorities>>
+    FOREACH prio IN ARRAY enum_range(NULL::taskq.priority) LOOP
+        -- The first pending job of this priority, read from its floor: entries of
+        -- jobs claimed since the last claim lie before it, dead, and are passed
+        -- over once; it becomes the floor.
+        SELECT * INTO lane_floor FROM taskq._scan_floor('taskq.jobs', _claim.in_database, prio);
+        SELECT j.run_at AS run_at, j.id AS id INTO head
+          FROM taskq.jobs j
+         WHERE j.status = 'pending' AND j.in_database = _claim.in_database AND j.effective_priority = prio
+           AND (j.run_at, j.id) >= (coalesce(lane_floor.run_at, '-infinity'), coalesce(lane_floor.id, 0))
+         ORDER BY j.run_at, j.id
+         LIMIT 1;
+        CONTINUE WHEN NOT FOUND;
+        PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
+                                        head.run_at, head.id);
+        CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
+        FOR round IN 1..4 LOOP
+            got := 0;
+            IF queues IS NULL OR in_database THEN
+                OPEN candidates FOR
+                    SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
                     FROM taskq.jobs j
-                    WHERE j.status = 'pending' AND NOT j.in_database AND j.queue = named.q
-                      AND j.run_at <= t
-                      AND (j.effective_priority, j.run_at, j.id) >= (head.priority, head.run_at, head.id)
+                    WHERE j.status = 'pending' AND j.run_at <= t
+                      AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
+                      AND (queues IS NULL OR j.queue = ANY (queues))
                       AND NOT (j.queue = ANY (paused))
                       AND (only_owner IS NULL OR j.owner = only_owner)
+                      AND j.in_database = _claim.in_database
                       AND (round = 1 OR j.id <> ALL (seen))
-                    ORDER BY j.effective_priority, j.run_at, j.id
+                    ORDER BY j.run_at, j.id
                     LIMIT max_jobs - cardinality(picked)
-                    FOR NO KEY UPDATE OF j SKIP LOCKED) AS c
-                ORDER BY c.effective_priority, c.run_at, c.id
-                LIMIT max_jobs - cardinality(picked);
-        END IF;
-        LOOP
-            FETCH candidates INTO cand;
-            EXIT WHEN NOT FOUND;
-            got := got + 1;
-            seen := seen || cand.id;
-            qi := array_position(limited, cand.queue);
-            IF qi IS NOT NULL AND slots[qi] <= 0 THEN
-                CONTINUE;
+                    FOR NO KEY UPDATE OF j SKIP LOCKED;
+            ELSE
+                -- An external worker naming its queues reads each queue's own
+                -- range of jobs_runnable_queue_idx, never other queues' backlog.
+                OPEN candidates FOR
+                    SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at
+                    FROM (SELECT DISTINCT q FROM unnest(queues) AS q) AS named
+                    CROSS JOIN LATERAL (
+                        SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+                        FROM taskq.jobs j
+                        WHERE j.status = 'pending' AND NOT j.in_database AND j.queue = named.q
+                          AND j.run_at <= t
+                          AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
+                          AND NOT (j.queue = ANY (paused))
+                          AND (only_owner IS NULL OR j.owner = only_owner)
+                          AND (round = 1 OR j.id <> ALL (seen))
+                        ORDER BY j.run_at, j.id
+                        LIMIT max_jobs - cardinality(picked)
+                        FOR NO KEY UPDATE OF j SKIP LOCKED) AS c
+                    ORDER BY c.run_at, c.id
+                    LIMIT max_jobs - cardinality(picked);
             END IF;
-            -- An executor runs its batch one job at a time, so each job must fit the
-            -- budget on its own; an external worker runs its jobs side by side.
-            IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
-               OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
-                IF in_database AND cand.run_at < t - big_wait THEN
-                    big_job_waits := true;
-                    EXIT;
+            LOOP
+                FETCH candidates INTO cand;
+                EXIT WHEN NOT FOUND;
+                got := got + 1;
+                seen := seen || cand.id;
+                qi := array_position(limited, cand.queue);
+                IF qi IS NOT NULL AND slots[qi] <= 0 THEN
+                    CONTINUE;
                 END IF;
-                CONTINUE;
-            END IF;
-            picked := picked || cand.id;
-            cpu_left := cpu_left - cand.cpu_units;
-            mem_left := mem_left - cand.memory_mb;
-            IF qi IS NOT NULL THEN
-                slots[qi] := slots[qi] - 1;
-            END IF;
+                -- An executor runs its batch one job at a time, so each job must fit the
+                -- budget on its own; an external worker runs its jobs side by side.
+                IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
+                   OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
+                    IF in_database AND cand.run_at < t - big_wait THEN
+                        big_job_waits := true;
+                        EXIT;
+                    END IF;
+                    CONTINUE;
+                END IF;
+                picked := picked || cand.id;
+                cpu_left := cpu_left - cand.cpu_units;
+                mem_left := mem_left - cand.memory_mb;
+                IF qi IS NOT NULL THEN
+                    slots[qi] := slots[qi] - 1;
+                END IF;
+            END LOOP;
+            CLOSE candidates;
+            EXIT priorities WHEN big_job_waits;
+            EXIT WHEN got = 0 OR cardinality(picked) >= max_jobs;
         END LOOP;
-        CLOSE candidates;
-        EXIT WHEN big_job_waits;
-        EXIT WHEN got = 0 OR cardinality(picked) >= max_jobs;
+        EXIT WHEN cardinality(picked) >= max_jobs;
     END LOOP;
 
     IF cardinality(picked) = 0 THEN
@@ -1426,21 +1428,16 @@ $$;
 -- Earliest future run_at among pending jobs: how long an idle executor may sleep.
 CREATE FUNCTION taskq._next_run_at() RETURNS timestamptz
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    -- read from the lane's scan floor (no pending job lies below it), so an
-    -- idle executor does not walk the entries of every job claimed since vacuum
+    -- each priority read from its scan floor (no pending job lies below it),
+    -- so an idle executor does not walk the entries of every job claimed
+    -- since the last vacuum
     SELECT min(t) FROM (
-        -- priority p from the floor, or from its start above the floor's
-        -- priority (a range, not "= p": btree would start at p's first entry)
         SELECT (SELECT j.run_at FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority <= p
-                  AND (j.effective_priority, j.run_at, j.id)
-                      >= (CASE WHEN above THEN p ELSE f.priority END,
-                          CASE WHEN above THEN '-infinity' ELSE f.run_at END,
-                          CASE WHEN above THEN 0 ELSE f.id END)
-                ORDER BY j.effective_priority, j.run_at LIMIT 1) AS t
-        FROM taskq._scan_floor('taskq.jobs', true) f,
-             unnest(enum_range(NULL::taskq.priority)) p,
-             LATERAL (SELECT f.priority IS NULL OR p > f.priority AS above) a) s
+                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = p
+                  AND (j.run_at, j.id) >= (coalesce(f.run_at, '-infinity'), coalesce(f.id, 0))
+                ORDER BY j.run_at, j.id LIMIT 1) AS t
+        FROM unnest(enum_range(NULL::taskq.priority)) p,
+             LATERAL taskq._scan_floor('taskq.jobs', true, p) f) s
 $$;
 
 ------------------------------------------------------------------------------

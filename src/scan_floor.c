@@ -4,11 +4,12 @@
  * Claimed jobs leave dead entries at the front of jobs_runnable_idx until
  * vacuum removes them, and a transaction that pins the xmin horizon keeps
  * them from even being marked dead.  A claim that starts from the front of
- * its lane walks all of them.  So each lane (in-database or external) of a
- * jobs table has a floor in shared memory: a key (effective_priority,
- * run_at, id) at or below every pending job of the lane.  A claim probes
+ * its lane walks all of them.  So each priority of each lane (in-database or
+ * external) of a jobs table has a floor in shared memory: a key (run_at, id)
+ * at or below every pending job of that priority and lane.  A claim probes
  * from the floor to the first pending job, starts there, and raises the floor
- * to it.
+ * to it.  (Per priority: a delayed job of a higher priority must not hold a
+ * lower priority's floor back.)
  *
  * Every write that leaves a row pending notes its key (trigger
  * jobs_note_pending); at commit the floor is lowered to it and the key is
@@ -22,7 +23,6 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -31,54 +31,50 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
-#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "taskq.h"
 
-/* a key of the runnable index, ordered by priority's sort order, run_at, id */
+/* what a floor is kept for: one priority of one lane of one jobs table */
+typedef struct FloorOf
+{
+	Oid			database;		/* InvalidOid: entry free */
+	Oid			jobs;
+	bool		lane;			/* in_database */
+	Oid			priority;		/* enum value of taskq.priority */
+} FloorOf;
+
+/* a key of the runnable index within one priority */
 typedef struct FloorKey
 {
-	Oid			priority;		/* enum value of taskq.priority */
-	float4		priority_order; /* its enumsortorder */
 	TimestampTz run_at;
 	int64		id;
 } FloorKey;
 
 typedef struct ScanFloor
 {
-	Oid			database;		/* InvalidOid: entry free */
-	Oid			jobs;			/* the jobs table */
-	bool		lane;			/* in_database */
+	FloorOf		of;
 	FloorKey	key;
 } ScanFloor;
 
-/* a committed key that may lie below a floor */
-typedef struct LoweredKey
-{
-	Oid			database;
-	Oid			jobs;
-	bool		lane;
-	FloorKey	key;
-} LoweredKey;
-
-#define TASKQ_SCAN_FLOORS 32
+#define TASKQ_SCAN_FLOORS 64
 #define TASKQ_LOWERED_RING 512
+#define TASKQ_NOTED_MAX 16
 
 struct TaskqScanFloors
 {
 	slock_t		mutex;
 	uint64		lowered;		/* keys ever committed to the ring */
 	ScanFloor	floors[TASKQ_SCAN_FLOORS];
-	LoweredKey	ring[TASKQ_LOWERED_RING];	/* key n at [n % size] */
+	ScanFloor	ring[TASKQ_LOWERED_RING];	/* committed key n at [n % size] */
 };
 
 static TaskqScanFloors *Floors = NULL;
 
-/* the lowest key this transaction left pending in each lane of one table */
-static bool noted[2];
-static FloorKey noted_key[2];
-static Oid	noted_jobs = InvalidOid;
+/* the lowest key this transaction left pending, per lane and priority */
+static ScanFloor noted[TASKQ_NOTED_MAX];
+static int	n_noted = 0;
+static bool noted_overflow = false; /* more than TASKQ_NOTED_MAX: see at_commit */
 
 Size
 taskq_scan_floors_size(void)
@@ -100,8 +96,6 @@ taskq_scan_floors_init(TaskqScanFloors *floors, bool found)
 static int
 key_cmp(const FloorKey *a, const FloorKey *b)
 {
-	if (a->priority_order != b->priority_order)
-		return a->priority_order < b->priority_order ? -1 : 1;
 	if (a->run_at != b->run_at)
 		return a->run_at < b->run_at ? -1 : 1;
 	if (a->id != b->id)
@@ -109,68 +103,79 @@ key_cmp(const FloorKey *a, const FloorKey *b)
 	return 0;
 }
 
-static float4
-priority_order(Oid priority)
+static bool
+same_floor(const FloorOf *a, const FloorOf *b)
 {
-	HeapTuple	tup = SearchSysCache1(ENUMOID, ObjectIdGetDatum(priority));
-	float4		order;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "taskq: cache lookup failed for enum value %u", priority);
-	order = ((Form_pg_enum) GETSTRUCT(tup))->enumsortorder;
-	ReleaseSysCache(tup);
-	return order;
+	return a->database == b->database && a->jobs == b->jobs &&
+		a->lane == b->lane && a->priority == b->priority;
 }
 
-/* the floor entry of a lane, or NULL; caller holds the mutex */
+static FloorOf
+floor_of(Oid jobs, bool lane, Oid priority)
+{
+	FloorOf		of;
+
+	memset(&of, 0, sizeof(of));
+	of.database = MyDatabaseId;
+	of.jobs = jobs;
+	of.lane = lane;
+	of.priority = priority;
+	return of;
+}
+
+/* the floor entry, or NULL; caller holds the mutex */
 static ScanFloor *
-find_floor(Oid jobs, bool lane)
+find_floor(const FloorOf *of)
 {
 	for (int i = 0; i < TASKQ_SCAN_FLOORS; i++)
-	{
-		ScanFloor  *f = &Floors->floors[i];
+		if (same_floor(&Floors->floors[i].of, of))
+			return &Floors->floors[i];
+	return NULL;
+}
 
-		if (f->database == MyDatabaseId && f->jobs == jobs && f->lane == lane)
-			return f;
-	}
+static ScanFloor *
+find_noted(const FloorOf *of)
+{
+	for (int i = 0; i < n_noted; i++)
+		if (same_floor(&noted[i].of, of))
+			return &noted[i];
 	return NULL;
 }
 
 /*
- * taskq._scan_floor(jobs regclass, lane boolean, OUT seen bigint,
- *                   OUT priority taskq.priority, OUT run_at timestamptz, OUT id bigint)
- * The lane's floor (NULLs: none) and the ring position to raise it from.
+ * taskq._scan_floor(jobs regclass, lane boolean, priority taskq.priority,
+ *                   OUT seen bigint, OUT run_at timestamptz, OUT id bigint)
+ * The floor (NULLs: none) and the ring position to raise it from.
  */
 PG_FUNCTION_INFO_V1(taskq_scan_floor);
 Datum
 taskq_scan_floor(PG_FUNCTION_ARGS)
 {
-	Oid			jobs = PG_GETARG_OID(0);
-	bool		lane = PG_GETARG_BOOL(1);
+	FloorOf		of = floor_of(PG_GETARG_OID(0), PG_GETARG_BOOL(1), PG_GETARG_OID(2));
 	TupleDesc	tupdesc;
-	Datum		values[4];
-	bool		nulls[4] = {false, true, true, true};
+	Datum		values[3];
+	bool		nulls[3] = {false, true, true};
 	ScanFloor  *f;
-	FloorKey	key;
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "taskq: _scan_floor must return a record");
 	values[0] = Int64GetDatum(0);
-	if (Floors != NULL)
+	if (Floors != NULL && !noted_overflow)
 	{
 		SpinLockAcquire(&Floors->mutex);
 		values[0] = Int64GetDatum((int64) Floors->lowered);
-		f = find_floor(jobs, lane);
+		f = find_floor(&of);
 		if (f != NULL)
 		{
-			key = f->key;
+			FloorKey	key = f->key;
+			ScanFloor  *own = find_noted(&of);
+
 			/* jobs this transaction left pending lower the floor only at commit */
-			if (noted_jobs == jobs && noted[lane] && key_cmp(&noted_key[lane], &key) < 0)
-				key = noted_key[lane];
-			values[1] = ObjectIdGetDatum(key.priority);
-			values[2] = TimestampTzGetDatum(key.run_at);
-			values[3] = Int64GetDatum(key.id);
-			nulls[1] = nulls[2] = nulls[3] = false;
+			if (own != NULL && key_cmp(&own->key, &key) < 0)
+				key = own->key;
+			values[1] = TimestampTzGetDatum(key.run_at);
+			values[2] = Int64GetDatum(key.id);
+			nulls[1] = nulls[2] = false;
 		}
 		SpinLockRelease(&Floors->mutex);
 	}
@@ -178,50 +183,43 @@ taskq_scan_floor(PG_FUNCTION_ARGS)
 }
 
 /*
- * taskq._raise_scan_floor(jobs regclass, lane boolean, seen bigint,
- *                         priority taskq.priority, run_at timestamptz, id bigint)
- * The first pending job of the lane, as seen by a snapshot taken after
- * _scan_floor returned `seen`, becomes the floor, lowered to every key
- * committed since.
+ * taskq._raise_scan_floor(jobs regclass, lane boolean, priority taskq.priority,
+ *                         seen bigint, run_at timestamptz, id bigint)
+ * The first pending job, as seen by a snapshot taken after _scan_floor
+ * returned `seen`, becomes the floor, lowered to every key committed since.
  */
 PG_FUNCTION_INFO_V1(taskq_raise_scan_floor);
 Datum
 taskq_raise_scan_floor(PG_FUNCTION_ARGS)
 {
-	Oid			jobs = PG_GETARG_OID(0);
-	bool		lane = PG_GETARG_BOOL(1);
-	uint64		seen = (uint64) PG_GETARG_INT64(2);
+	FloorOf		of = floor_of(PG_GETARG_OID(0), PG_GETARG_BOOL(1), PG_GETARG_OID(2));
+	uint64		seen = (uint64) PG_GETARG_INT64(3);
 	FloorKey	key;
 	ScanFloor  *f;
 
 	/* a transaction snapshot may predate `seen`: what it missed is unknown */
 	if (Floors == NULL || IsolationUsesXactSnapshot())
 		PG_RETURN_VOID();
-	key.priority = PG_GETARG_OID(3);
-	key.priority_order = priority_order(key.priority);
 	key.run_at = PG_GETARG_TIMESTAMPTZ(4);
 	key.id = PG_GETARG_INT64(5);
 
 	SpinLockAcquire(&Floors->mutex);
-	if (Floors->lowered - seen <= TASKQ_LOWERED_RING)
+	if (seen <= Floors->lowered && Floors->lowered - seen <= TASKQ_LOWERED_RING)
 	{
 		for (uint64 n = seen; n < Floors->lowered; n++)
 		{
-			LoweredKey *l = &Floors->ring[n % TASKQ_LOWERED_RING];
+			ScanFloor  *l = &Floors->ring[n % TASKQ_LOWERED_RING];
 
-			if (l->database == MyDatabaseId && l->jobs == jobs && l->lane == lane &&
-				key_cmp(&l->key, &key) < 0)
+			if (same_floor(&l->of, &of) && key_cmp(&l->key, &key) < 0)
 				key = l->key;
 		}
-		f = find_floor(jobs, lane);
+		f = find_floor(&of);
 		for (int i = 0; f == NULL && i < TASKQ_SCAN_FLOORS; i++)
 		{
-			if (Floors->floors[i].database == InvalidOid)
+			if (Floors->floors[i].of.database == InvalidOid)
 			{
 				f = &Floors->floors[i];
-				f->database = MyDatabaseId;
-				f->jobs = jobs;
-				f->lane = lane;
+				f->of = of;
 			}
 		}
 		if (f != NULL)
@@ -243,10 +241,10 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	row;
 	TupleDesc	desc;
+	FloorOf		of;
 	FloorKey	key;
 	bool		isnull;
-	bool		lane;
-	int			attno;
+	ScanFloor  *n;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
@@ -255,28 +253,24 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 		: trigdata->tg_trigtuple;
 	desc = RelationGetDescr(trigdata->tg_relation);
 
-	attno = SPI_fnumber(desc, "in_database");
-	lane = DatumGetBool(heap_getattr(row, attno, desc, &isnull));
-	if (isnull)
-		lane = false;
-	attno = SPI_fnumber(desc, "effective_priority");
-	key.priority = DatumGetObjectId(heap_getattr(row, attno, desc, &isnull));
-	key.priority_order = isnull ? -1 : priority_order(key.priority);
-	attno = SPI_fnumber(desc, "run_at");
-	key.run_at = DatumGetTimestampTz(heap_getattr(row, attno, desc, &isnull));
-	if (isnull)
-		key.run_at = DT_NOBEGIN;
-	attno = SPI_fnumber(desc, "id");
-	key.id = DatumGetInt64(heap_getattr(row, attno, desc, &isnull));
+	of = floor_of(RelationGetRelid(trigdata->tg_relation),
+				  DatumGetBool(heap_getattr(row, SPI_fnumber(desc, "in_database"), desc, &isnull)),
+				  DatumGetObjectId(heap_getattr(row, SPI_fnumber(desc, "effective_priority"),
+												desc, &isnull)));
+	key.run_at = DatumGetTimestampTz(heap_getattr(row, SPI_fnumber(desc, "run_at"), desc, &isnull));
+	key.id = DatumGetInt64(heap_getattr(row, SPI_fnumber(desc, "id"), desc, &isnull));
 
-	if (noted_jobs != RelationGetRelid(trigdata->tg_relation))
+	n = find_noted(&of);
+	if (n == NULL && n_noted < TASKQ_NOTED_MAX)
 	{
-		noted[0] = noted[1] = false;
-		noted_jobs = RelationGetRelid(trigdata->tg_relation);
+		n = &noted[n_noted++];
+		n->of = of;
+		n->key = key;
 	}
-	if (!noted[lane] || key_cmp(&key, &noted_key[lane]) < 0)
-		noted_key[lane] = key;
-	noted[lane] = true;
+	else if (n == NULL)
+		noted_overflow = true;
+	else if (key_cmp(&key, &n->key) < 0)
+		n->key = key;
 	return PointerGetDatum(NULL);
 }
 
@@ -287,24 +281,22 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 void
 taskq_scan_floors_at_commit(void)
 {
-	if (Floors == NULL || (!noted[0] && !noted[1]))
+	if (Floors == NULL || (n_noted == 0 && !noted_overflow))
 		return;
 	SpinLockAcquire(&Floors->mutex);
-	for (int lane = 0; lane < 2; lane++)
+	if (noted_overflow)
 	{
-		ScanFloor  *f;
-		LoweredKey *l;
+		/* (more lanes and priorities than kept track of) forget every floor */
+		memset(Floors->floors, 0, sizeof(Floors->floors));
+		Floors->lowered += TASKQ_LOWERED_RING + 1;
+	}
+	for (int i = 0; i < n_noted; i++)
+	{
+		ScanFloor  *f = find_floor(&noted[i].of);
 
-		if (!noted[lane])
-			continue;
-		f = find_floor(noted_jobs, lane);
-		if (f != NULL && key_cmp(&noted_key[lane], &f->key) < 0)
-			f->key = noted_key[lane];
-		l = &Floors->ring[Floors->lowered % TASKQ_LOWERED_RING];
-		l->database = MyDatabaseId;
-		l->jobs = noted_jobs;
-		l->lane = lane;
-		l->key = noted_key[lane];
+		if (f != NULL && key_cmp(&noted[i].key, &f->key) < 0)
+			f->key = noted[i].key;
+		Floors->ring[Floors->lowered % TASKQ_LOWERED_RING] = noted[i];
 		Floors->lowered++;
 	}
 	SpinLockRelease(&Floors->mutex);
@@ -315,11 +307,12 @@ taskq_scan_floors_at_commit(void)
 void
 taskq_scan_floors_forget(void)
 {
-	noted[0] = noted[1] = false;
+	n_noted = 0;
+	noted_overflow = false;
 }
 
 bool
 taskq_scan_floors_noted(void)
 {
-	return noted[0] || noted[1];
+	return n_noted > 0 || noted_overflow;
 }

@@ -18,7 +18,7 @@ psql_q() { psql -X -Atq -v ON_ERROR_STOP=1 "$@"; }
 
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-    tmux -L "$tmux_sock" kill-server 2>/dev/null
+    for name in top top_ctrl_c; do tmux -L "$tmux_sock-$name" kill-server 2>/dev/null; done
     # one by one: cancelling a parent cascades to its children
     psql_q -c "DO \$\$ DECLARE j bigint; BEGIN
                    FOR j IN SELECT id FROM taskq.jobs WHERE left(queue, length('${tag}_')) = '${tag}_' ORDER BY id LOOP
@@ -332,7 +332,9 @@ check top_once 0 '^taskq top ' '^Resources +cpu [0-9]+/[0-9]+ units' '^Throughpu
 assert top_once_plain ! grep -q $'\033' "$work/out"
 
 if command -v tmux >/dev/null; then
-    tmux_cmd() { tmux -L "$tmux_sock" -f /dev/null "$@"; }
+    # a tmux server per screen: killing a server's last session ends it, and a
+    # new session asked of a server that is ending fails
+    tmux_cmd() { tmux -L "$tmux_sock-$name" -f /dev/null "$@"; }
     # after top, the pane's shell records the terminal's modes and stays
     # (reading a line) so we can see the screen top left behind
     top_in_tmux() {

@@ -92,7 +92,10 @@ my $after = blocks_read("SELECT count(*) FROM taskq.claim(NULL, 'tap-worker', 1)
 cmp_ok($after, '<=', 25,
 	"a claim after $n claims reads a bounded number of index blocks ($first -> $after)");
 
-# In-database lane: the executors drain 20,000 jobs under the same pin.
+# In-database lane: the executors drain 20,000 jobs under the same pin, while
+# a critical job waits for tomorrow (a delayed job of a higher priority must
+# not hold the normal jobs' floor back).
+sql("SELECT taskq.submit('noop', priority => 'critical', run_at => now() + interval '1 day')");
 sql("SELECT count(*) FROM taskq.submit_many((SELECT jsonb_agg(jsonb_build_object('job_type', 'noop'))
                                               FROM generate_series(1, $n)))");
 ok( $node->poll_query_until(
@@ -105,7 +108,7 @@ cmp_ok($idle, '<=', 10, "an executor lane claim after the drain reads $idle inde
 my $next = blocks_read("SELECT taskq._next_run_at()");
 cmp_ok($next, '<=', 12, "an idle executor's look for the next run_at reads $next index blocks");
 $front = blocks_read(
-	"SELECT count(*) FROM (SELECT id FROM taskq.jobs WHERE status = 'pending' AND in_database
+	"SELECT count(*) FROM (SELECT id FROM taskq.jobs WHERE status = 'pending' AND in_database AND effective_priority = 'normal'
 	                        ORDER BY effective_priority, run_at, id LIMIT 1) s");
 cmp_ok($front, '>', 40, "control: the lane holds the drained jobs' entries ($front blocks)");
 
@@ -114,7 +117,7 @@ $pin->query_safe('COMMIT');
 $pin->quit;
 sql('VACUUM taskq.jobs');
 $front = blocks_read(
-	"SELECT count(*) FROM (SELECT id FROM taskq.jobs WHERE status = 'pending' AND in_database
+	"SELECT count(*) FROM (SELECT id FROM taskq.jobs WHERE status = 'pending' AND in_database AND effective_priority = 'normal'
 	                        ORDER BY effective_priority, run_at, id LIMIT 1) s");
 cmp_ok($front, '<=', 10, "after the pin ends and vacuum runs, the lane is short again ($front blocks)");
 my $last = sql("SELECT taskq.submit('noop')");
