@@ -3,6 +3,10 @@
 -- job.  Every path that leaves a job pending below the floor must lower it,
 -- or that job would never be claimed.  External jobs only, so no executor interferes.
 SET taskq.notify_level = 'none';
+CREATE FUNCTION pg_temp.floor_id() RETURNS bigint LANGUAGE sql AS
+    $$ SELECT id FROM taskq._scan_floors('taskq.jobs', false, ARRAY['normal']::taskq.priority[]) $$;
+CREATE FUNCTION pg_temp.floor_seen() RETURNS bigint LANGUAGE sql AS
+    $$ SELECT seen FROM taskq._scan_floors('taskq.jobs', false, ARRAY['normal']::taskq.priority[]) $$;
 SELECT count(*) AS other_pending_external FROM taskq.jobs WHERE status = 'pending' AND NOT in_database;
 
 SELECT taskq.submit('floor_ext', queue => 'regress_floor') AS a \gset
@@ -12,11 +16,11 @@ SELECT array_agg(id ORDER BY id) = ARRAY[:a, :b]::bigint[] AS claimed_a_b
 FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 2);
 -- a claim of an empty queue still probes the lane: the floor rises to c
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
+SELECT pg_temp.floor_id() = :c AS floor_at_c;
 
 -- A job submitted with a run_at in the past sorts before c: it lowers the floor.
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '1 hour') AS d \gset
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :d AS floor_lowered_to_d;
+SELECT pg_temp.floor_id() = :d AS floor_lowered_to_d;
 SELECT id = :d AS claimed_d FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
 -- A higher priority has a floor of its own: e is claimed first.
@@ -30,7 +34,7 @@ SELECT taskq.submit('floor_ext', queue => 'regress_floor', depends_on => ARRAY[:
                     priority => 'high') AS child \gset
 SELECT id = :p AS claimed_parent FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
+SELECT pg_temp.floor_id() = :c AS floor_at_c;
 SELECT taskq.complete(:p, NULL, 'floor-worker');
 SELECT id = :child AS claimed_child FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
@@ -39,7 +43,7 @@ SELECT taskq.submit('floor_ext', queue => 'regress_floor', priority => 'high',
                     backoff => interval '0') AS r \gset
 SELECT id = :r AS claimed_r FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
+SELECT pg_temp.floor_id() = :c AS floor_at_c;
 SELECT taskq.fail(:r, 'try again', true, 'floor-worker');
 SELECT id = :r AS claimed_r_again FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
@@ -53,26 +57,43 @@ SELECT id = :old_low AS claimed_aged FROM taskq.claim(ARRAY['regress_floor'], 'f
 
 -- The raise itself: a key committed after the claim read the floor (so maybe
 -- after its snapshot was taken) caps the raise.
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).seen AS seen \gset
+SELECT pg_temp.floor_seen() AS seen \gset
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '3 hours') AS late \gset
 SELECT taskq._raise_scan_floor('taskq.jobs', false, 'normal', :seen, 'infinity', 0);
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :late AS raise_capped_by_late_commit;
+SELECT pg_temp.floor_id() = :late AS raise_capped_by_late_commit;
 -- under REPEATABLE READ the snapshot may be older than the floor read: no raise
 BEGIN ISOLATION LEVEL REPEATABLE READ;
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).seen AS seen \gset
+SELECT pg_temp.floor_seen() AS seen \gset
 SELECT taskq._raise_scan_floor('taskq.jobs', false, 'normal', :seen, 'infinity', 0);
 COMMIT;
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :late AS floor_kept;
+SELECT pg_temp.floor_id() = :late AS floor_kept;
 SELECT id = :late AS claimed_late FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
--- Within one transaction: after a claim raised the floor, a job submitted
--- below it is lowered only at commit, yet the transaction's next claim sees it.
-BEGIN;
+-- A job submitted below the floor lowers it only at commit, yet the same
+-- transaction's claim sees it.
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
-SELECT (taskq._scan_floor('taskq.jobs', false, 'normal')).id = :c AS floor_at_c;
+SELECT pg_temp.floor_id() = :c AS floor_at_c;
+BEGIN;
 SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 hours') AS own \gset
 SELECT id = :own AS claimed_own FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 COMMIT;
+
+-- A claim's raise of the floor waits for its transaction to commit: the
+-- probe saw the transaction's own claims, which a rollback undoes.
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '5 hours') AS ra \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '5 hours') AS rb \gset
+BEGIN;
+SELECT id = :ra AS claimed_ra FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
+SELECT id = :rb AS claimed_rb FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
+ROLLBACK;
+BEGIN;
+SAVEPOINT s;
+SELECT id = :ra AS claimed_ra FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
+SELECT id = :rb AS claimed_rb FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT array_agg(id ORDER BY id) = ARRAY[:ra, :rb]::bigint[] AS both_claimed_after_rollbacks
+FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 2);
 
 -- A transaction that makes jobs pending cannot be prepared: COMMIT PREPARED
 -- would come from another session, which would not lower the floor.

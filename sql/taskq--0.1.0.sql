@@ -185,21 +185,31 @@ CREATE FUNCTION taskq._counters(
 
 -- Where claims start reading a priority of a lane of jobs_runnable_idx
 -- (src/scan_floor.c): every pending job there has a key (run_at, id) at or
--- above the floor.
-CREATE FUNCTION taskq._scan_floor(jobs regclass, lane boolean, priority taskq.priority,
-    OUT seen bigint, OUT run_at timestamptz, OUT id bigint)
-    RETURNS record
-    AS 'MODULE_PATHNAME', 'taskq_scan_floor' LANGUAGE C VOLATILE STRICT;
+-- above the floor; a floor at infinity: none pending (left out).
+CREATE FUNCTION taskq._scan_floors(jobs regclass, lane boolean, priorities taskq.priority[],
+    OUT priority taskq.priority, OUT seen bigint, OUT run_at timestamptz, OUT id bigint)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'taskq_scan_floors' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._raise_scan_floor(jobs regclass, lane boolean, priority taskq.priority,
     seen bigint, run_at timestamptz, id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_raise_scan_floor' LANGUAGE C VOLATILE STRICT;
--- Every write that leaves a job pending lowers its lane's floor at commit,
--- whoever writes it (ALWAYS: also under session_replication_role = replica).
+-- Every write that leaves a job pending lowers its floor at commit, whoever
+-- writes it (ALWAYS: also under session_replication_role = replica).
 CREATE FUNCTION taskq._note_pending() RETURNS trigger
     AS 'MODULE_PATHNAME', 'taskq_note_pending' LANGUAGE C;
-CREATE TRIGGER jobs_note_pending AFTER INSERT OR UPDATE ON taskq.jobs
+CREATE TRIGGER jobs_note_pending_insert BEFORE INSERT ON taskq.jobs
     FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION taskq._note_pending();
+CREATE TRIGGER jobs_note_pending AFTER UPDATE ON taskq.jobs
+    FOR EACH ROW WHEN (NEW.status = 'pending') EXECUTE FUNCTION taskq._note_pending();
+ALTER TABLE taskq.jobs ENABLE ALWAYS TRIGGER jobs_note_pending_insert;
 ALTER TABLE taskq.jobs ENABLE ALWAYS TRIGGER jobs_note_pending;
+-- TRUNCATE drops the table's floors: a bulk load with triggers disabled
+-- (pg_restore --disable-triggers) may follow.
+CREATE FUNCTION taskq._forget_scan_floors() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'taskq_forget_scan_floors' LANGUAGE C;
+CREATE TRIGGER jobs_truncated AFTER TRUNCATE ON taskq.jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION taskq._forget_scan_floors();
+ALTER TABLE taskq.jobs ENABLE ALWAYS TRIGGER jobs_truncated;
 
 ------------------------------------------------------------------------------
 -- Internal helpers
@@ -1046,6 +1056,7 @@ DECLARE
     candidates refcursor;
     big_job_waits boolean := false;
     prio taskq.priority;
+    full_queues text[] := '{}';
 BEGIN
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
            coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
@@ -1066,26 +1077,36 @@ BEGIN
 
     -- Candidates in claim order, locked as they are read (SKIP LOCKED: rows
     -- another worker is taking are passed over).  LIMIT sits above the lock,
-    -- so only the rows returned are locked; one that does not fit stays locked
-    -- until the claiming transaction ends, and a further round looks past it.
+    -- so only the rows returned are locked (for named queues: up to LIMIT per
+    -- queue); one that does not fit stays locked until the claiming
+    -- transaction ends, and a further round looks past it.  Queues at their
+    -- concurrency limit are left out.
     <<priorities>>
-    FOREACH prio IN ARRAY enum_range(NULL::taskq.priority) LOOP
+    FOR lane_floor IN SELECT * FROM taskq._scan_floors('taskq.jobs', _claim.in_database,
+                                                        enum_range(NULL::taskq.priority)) LOOP
         -- The first pending job of this priority, read from its floor: entries of
         -- jobs claimed since the last claim lie before it, dead, and are passed
-        -- over once; it becomes the floor.
-        SELECT * INTO lane_floor FROM taskq._scan_floor('taskq.jobs', _claim.in_database, prio);
+        -- over once; it becomes the floor (at commit).
+        prio := lane_floor.priority;
         SELECT j.run_at AS run_at, j.id AS id INTO head
           FROM taskq.jobs j
          WHERE j.status = 'pending' AND j.in_database = _claim.in_database AND j.effective_priority = prio
            AND (j.run_at, j.id) >= (coalesce(lane_floor.run_at, '-infinity'), coalesce(lane_floor.id, 0))
          ORDER BY j.run_at, j.id
          LIMIT 1;
-        CONTINUE WHEN NOT FOUND;
+        IF NOT FOUND THEN
+            -- none pending: later claims skip this priority until one comes
+            PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
+                                            'infinity', 0);
+            CONTINUE;
+        END IF;
         PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
                                         head.run_at, head.id);
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
         FOR round IN 1..4 LOOP
             got := 0;
+            full_queues := coalesce(ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
+                                          WHERE slots[i] <= 0), '{}');
             IF queues IS NULL OR in_database THEN
                 OPEN candidates FOR
                     SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
@@ -1093,7 +1114,7 @@ BEGIN
                     WHERE j.status = 'pending' AND j.run_at <= t
                       AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
                       AND (queues IS NULL OR j.queue = ANY (queues))
-                      AND NOT (j.queue = ANY (paused))
+                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
                       AND (only_owner IS NULL OR j.owner = only_owner)
                       AND j.in_database = _claim.in_database
                       AND (round = 1 OR j.id <> ALL (seen))
@@ -1112,10 +1133,12 @@ BEGIN
                         WHERE j.status = 'pending' AND NOT j.in_database AND j.queue = named.q
                           AND j.run_at <= t
                           AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
-                          AND NOT (j.queue = ANY (paused))
+                          AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
                           AND (only_owner IS NULL OR j.owner = only_owner)
                           AND (round = 1 OR j.id <> ALL (seen))
-                        ORDER BY j.run_at, j.id
+                        -- jobs_runnable_queue_idx's order (queue and priority
+                        -- are fixed): a plan on the lane index would sort
+                        ORDER BY j.queue, j.effective_priority, j.run_at, j.id
                         LIMIT max_jobs - cardinality(picked)
                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS c
                     ORDER BY c.run_at, c.id
@@ -1433,11 +1456,10 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     -- since the last vacuum
     SELECT min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
-                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = p
+                WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = f.priority
                   AND (j.run_at, j.id) >= (coalesce(f.run_at, '-infinity'), coalesce(f.id, 0))
                 ORDER BY j.run_at, j.id LIMIT 1) AS t
-        FROM unnest(enum_range(NULL::taskq.priority)) p,
-             LATERAL taskq._scan_floor('taskq.jobs', true, p) f) s
+        FROM taskq._scan_floors('taskq.jobs', true, enum_range(NULL::taskq.priority)) f) s
 $$;
 
 ------------------------------------------------------------------------------

@@ -58,12 +58,21 @@ static bool wake_at_commit = false;
 void		_PG_init(void);
 
 static void
+taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		taskq_scan_floors_at_subabort();
+}
+
+static void
 taskq_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
 	RequestAddinShmemSpace(taskq_scan_floors_size());
+	taskq_scan_floors_request();
 }
 
 static void
@@ -108,6 +117,7 @@ taskq_xact_callback(XactEvent event, void *arg)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that makes taskq jobs runnable")));
+			taskq_scan_floors_forget();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -191,6 +201,7 @@ _PG_init(void)
 {
 	define_gucs();
 	RegisterXactCallback(taskq_xact_callback, NULL);
+	RegisterSubXactCallback(taskq_subxact_callback, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -101,9 +101,11 @@ extern void taskq_release_all(TaskqWorkerSlot *slot);
 /* scan_floor.c: where claims start reading the runnable index */
 typedef struct TaskqScanFloors TaskqScanFloors;
 extern Size taskq_scan_floors_size(void);
+extern void taskq_scan_floors_request(void);
 extern void taskq_scan_floors_init(TaskqScanFloors *floors, bool found);
 extern void taskq_scan_floors_at_commit(void);
 extern void taskq_scan_floors_forget(void);
+extern void taskq_scan_floors_at_subabort(void);
 extern bool taskq_scan_floors_noted(void);
 
 /* database_guard.c */

@@ -9,7 +9,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(214);
+SELECT plan(217);
 
 ------------------------------------------------------------------------------
 -- Schema
@@ -74,6 +74,7 @@ SELECT has_function('taskq', f, a) FROM (VALUES
     ('unregister_handler', ARRAY['text']),
     ('claim', ARRAY['text[]', 'text', 'integer', 'interval', 'integer', 'integer']),
     ('complete', ARRAY['bigint', 'jsonb', 'text']),
+    ('complete_many', ARRAY['bigint[]', 'jsonb[]', 'text']),
     ('fail', ARRAY['bigint', 'text', 'boolean', 'text']),
     ('heartbeat', ARRAY['bigint', 'text', 'interval']),
     ('wait', ARRAY['bigint[]', 'interval'])) AS f(f, a);
@@ -81,10 +82,11 @@ SELECT function_returns('taskq', 'submit', 'bigint', 'submit returns the job id'
 SELECT function_returns('taskq', 'submit_many', 'setof bigint', 'submit_many returns the job ids');
 SELECT function_returns('taskq', 'claim', 'setof taskq.jobs', 'claim returns job rows');
 SELECT function_returns('taskq', 'wait', 'boolean', 'wait returns whether all finished');
+SELECT function_returns('taskq', 'complete_many', 'integer', 'complete_many returns how many it completed');
 SELECT ok(has_function_privilege('public', ('taskq.' || f)::regproc, 'EXECUTE'),
           'PUBLIC may call taskq.' || f)
 FROM unnest(ARRAY['submit', 'submit_many', 'add_dependency', 'cancel', 'retry', 'claim',
-                  'complete', 'fail', 'heartbeat', 'wait']) f;
+                  'complete', 'complete_many', 'fail', 'heartbeat', 'wait']) f;
 
 ------------------------------------------------------------------------------
 -- Fixtures (rolled back with everything else)

@@ -135,5 +135,12 @@ cmp_ok($other, '<=', 12,
 is(sql("SELECT queue FROM taskq.claim(ARRAY['other'], 'tap-worker', 1)"), 'other',
 	'and gets its job');
 
+# TRUNCATE drops the table's floors (a bulk load without triggers may follow)
+is(sql("SELECT count(*) FROM taskq._scan_floors('taskq.jobs', false, '{normal}') WHERE id IS NOT NULL"),
+	'1', 'the external lane has a floor');
+sql('TRUNCATE taskq.jobs CASCADE');
+is(sql("SELECT count(*) FROM taskq._scan_floors('taskq.jobs', false, '{normal}') WHERE id IS NOT NULL"),
+	'0', 'TRUNCATE drops it');
+
 $node->stop;
 done_testing();
