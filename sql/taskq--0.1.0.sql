@@ -1081,6 +1081,9 @@ BEGIN
     -- queue); one that does not fit stays locked until the claiming
     -- transaction ends, and a further round looks past it.  Queues at their
     -- concurrency limit are left out.
+    IF cardinality(queues) = 0 THEN
+        RETURN;                        -- no queue named
+    END IF;
     <<priorities>>
     FOR lane_floor IN SELECT * FROM taskq._scan_floors('taskq.jobs', _claim.in_database,
                                                         enum_range(NULL::taskq.priority)) LOOP
@@ -1123,26 +1126,27 @@ BEGIN
                     FOR NO KEY UPDATE OF j SKIP LOCKED;
             ELSE
                 -- An external worker naming its queues reads each queue's own
-                -- range of jobs_runnable_queue_idx, never other queues' backlog.
-                OPEN candidates FOR
-                    SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at
-                    FROM (SELECT DISTINCT q FROM unnest(queues) AS q) AS named
-                    CROSS JOIN LATERAL (
-                        SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
-                        FROM taskq.jobs j
-                        WHERE j.status = 'pending' AND NOT j.in_database AND j.queue = named.q
-                          AND j.run_at <= t
-                          AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
-                          AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
-                          AND (only_owner IS NULL OR j.owner = only_owner)
-                          AND (round = 1 OR j.id <> ALL (seen))
-                        -- jobs_runnable_queue_idx's order (queue and priority
-                        -- are fixed): a plan on the lane index would sort
-                        ORDER BY j.queue, j.effective_priority, j.run_at, j.id
-                        LIMIT max_jobs - cardinality(picked)
-                        FOR NO KEY UPDATE OF j SKIP LOCKED) AS c
-                    ORDER BY c.run_at, c.id
-                    LIMIT max_jobs - cardinality(picked);
+                -- range of jobs_runnable_queue_idx, never other queues' backlog:
+                -- one subquery per queue, its name a literal, so that the plan is
+                -- made for it (a generic plan, taking any queue for as common as
+                -- the average one, may read the lane index past a big backlog).
+                OPEN candidates FOR EXECUTE
+                    'SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at FROM ('
+                    || (SELECT string_agg(format(
+                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at'
+                           '  FROM taskq.jobs j'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
+                           '   AND j.run_at <= $1 AND j.effective_priority = $2'
+                           '   AND (j.run_at, j.id) >= ($3, $4)'
+                           '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
+                           '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
+                           ' ORDER BY j.run_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
+                        FROM (SELECT name, row_number() OVER () AS n
+                                FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
+                    || ') AS c ORDER BY c.run_at, c.id LIMIT $10'
+                    USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
+                          seen, max_jobs - cardinality(picked);
             END IF;
             LOOP
                 FETCH candidates INTO cand;
