@@ -7,20 +7,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('executor_basics');
-$node->init;
 # One executor claiming one job at a time: start order is claim order.
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 1
-taskq.batch_size = 1
-taskq.poll_interval = '100ms'
-});
-$node->start;
+my $node = taskq_node('executor_basics', 'taskq.workers' => '1', 'taskq.batch_size' => '1');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 

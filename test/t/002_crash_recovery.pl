@@ -7,19 +7,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
-my $node = PostgreSQL::Test::Cluster->new('crash_recovery');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.backoff_base = '100ms'
-restart_after_crash = on
-});
-$node->start;
+my $node = taskq_node('crash_recovery', 'taskq.backoff_base' => '100ms', restart_after_crash => 'on');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub job { return sql("SELECT $_[1] FROM taskq.jobs WHERE id = $_[0]"); }

@@ -8,22 +8,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use Time::HiRes qw(time);
 
 my $grace = 5;    # seconds
 
-my $node = PostgreSQL::Test::Cluster->new('shutdown');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.batch_size = 1
-taskq.poll_interval = '100ms'
-taskq.shutdown_grace = '${grace}s'
-});
-$node->start;
+my $node = taskq_node('shutdown', 'taskq.batch_size' => '1', 'taskq.shutdown_grace' => "${grace}s");
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub job { return sql("SELECT $_[1] FROM taskq.jobs WHERE id = $_[0]"); }

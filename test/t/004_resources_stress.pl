@@ -9,25 +9,22 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
 my $jobs    = 3000;
 my $max_cpu = 4;
 my $max_mem = 1024;
 
-my $node = PostgreSQL::Test::Cluster->new('resources_stress');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 4
-taskq.max_cpu_units = $max_cpu
-taskq.max_memory_mb = $max_mem
-taskq.poll_interval = '100ms'
-taskq.batch_size = 1
-taskq.big_job_wait = '1s'
-});
-$node->start;
+my $node = taskq_node(
+	'resources_stress',
+	'taskq.workers' => '4',
+	'taskq.max_cpu_units' => "$max_cpu",
+	'taskq.max_memory_mb' => "$max_mem",
+	'taskq.batch_size' => '1',
+	'taskq.big_job_wait' => '1s',
+);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -48,8 +45,7 @@ END $$;
 SELECT taskq.register_handler('work', 'work(jsonb)');
 });
 
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 4 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($node, 4),
 	'four executors are up');
 
 # One stress round in queue $queue: $n jobs with random needs up to $cpu

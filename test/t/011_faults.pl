@@ -8,20 +8,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('faults');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.backoff_base = '100ms'
-restart_after_crash = on
-});
-$node->start;
+my $node = taskq_node('faults', 'taskq.backoff_base' => '100ms', restart_after_crash => 'on');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub job { return sql("SELECT $_[1] FROM taskq.jobs WHERE id = $_[0]"); }
@@ -41,12 +33,6 @@ sub log_size  { return -s $node->logfile; }
 sub taskq_log_lines
 {
 	return grep { /^\d{4}-.*taskq/ && !/statement:|011_faults\.pl/ } split /\n/, log_since($_[0]);
-}
-
-sub executors_up
-{
-	return $node->poll_query_until('postgres',
-		"SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'");
 }
 
 sql(q{
@@ -99,7 +85,7 @@ BEGIN
 END $$;
 SELECT taskq.register_handler('record_once', 'record_once(jsonb)');
 });
-ok(executors_up(), 'two executors are up');
+ok(executors_up($node, 2), 'two executors are up');
 
 ############################################################################
 # A handler that pg_terminate_backend()s its own executor, every attempt.
@@ -135,7 +121,7 @@ is( sql(
 		"SELECT count(*) FROM taskq.jobs WHERE id IN ($others) AND status = 'succeeded'"),
 	'100', 'every other job succeeded');
 is(sql("SELECT count(*) FROM done WHERE job IN ($others)"), '100', 'each with its effect');
-ok(executors_up(), 'the executors are back');
+ok(executors_up($node, 2), 'the executors are back');
 my $took = time() - $t0;
 cmp_ok($took, '<', 60, sprintf('all that took %.1fs: no restart loop', $took));
 my @lines = taskq_log_lines($log_at);
@@ -261,7 +247,7 @@ ok( $node->poll_query_until(
 like(log_since($log_at), qr/all server processes terminated; reinitializing/,
 	'the postmaster did a crash-restart');
 cmp_ok($done_before, '<', $n, "killed in the middle ($done_before of $n done)");
-ok(executors_up(), 'the executors are back');
+ok(executors_up($node, 2), 'the executors are back');
 ok( $node->poll_query_until(
 		'postgres',
 		"SELECT count(*) = 0 FROM taskq.jobs

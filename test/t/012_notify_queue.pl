@@ -24,19 +24,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('notify_queue');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.notify_level = 'all'
-});
-$node->start;
+my $node = taskq_node('notify_queue', 'taskq.notify_level' => 'all');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -48,8 +41,7 @@ CREATE FUNCTION record(payload jsonb) RETURNS void LANGUAGE sql AS $$
 $$;
 SELECT taskq.register_handler('record', 'record(jsonb)');
 });
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($node, 2),
 	'the executors are up');
 
 # the listener: LISTEN (committed), then an open transaction it never ends
@@ -133,8 +125,7 @@ $listener->quit;
 # filling gigabytes: the first page of notifications is published, then none.
 $node->append_conf('postgresql.conf', "taskq.notify_queue_limit = 0.0000001\n");
 $node->restart;
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($node, 2),
 	'the executors are back after the restart');
 my $stuck = $node->background_psql('postgres');
 $stuck->query_safe('LISTEN taskq_jobs');

@@ -11,6 +11,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use Time::HiRes qw(time);
 
 my $node = PostgreSQL::Test::Cluster->new('drop_ext_db');
@@ -32,14 +35,8 @@ SELECT taskq.register_handler('work', 'work(jsonb)');
 };
 $node->safe_psql('postgres', 'CREATE DATABASE qdb');
 $node->safe_psql('qdb', $setup);
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'qdb'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.shutdown_grace = '60s'
-});
+$node->append_conf('postgresql.conf',
+	taskq_conf('taskq.database' => 'qdb', 'taskq.shutdown_grace' => '60s'));
 $node->restart;
 
 sub qdb { return $node->safe_psql('qdb',      $_[0]); }
@@ -56,12 +53,6 @@ sub worker_pids
 		  WHERE backend_type IN ('taskq launcher', 'taskq executor')");
 }
 
-sub workers_up
-{
-	return $node->poll_query_until('qdb',
-		"SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'");
-}
-
 # the launcher's failed connection attempts logged since $from
 sub launcher_fatals
 {
@@ -69,7 +60,7 @@ sub launcher_fatals
 	return scalar(@l);
 }
 
-ok(workers_up(), 'the executors run in qdb');
+ok(executors_up($node, 2, 'qdb'), 'the executors run in qdb');
 
 ############################################################################
 # DROP EXTENSION while the executors run jobs, three times.
@@ -133,7 +124,7 @@ cmp_ok($fatals, '<=', 3, "the launcher tried to connect $fatals times in 10s: no
 is(worker_pids(), '', 'no executor runs meanwhile');
 
 pg('ALTER DATABASE qdb_moved RENAME TO qdb');
-ok(workers_up(), 'after renaming it back the executors are back');
+ok(executors_up($node, 2, 'qdb'), 'after renaming it back the executors are back');
 is(qdb("SELECT status || ' ' || attempts || ' ' || last_error FROM taskq.jobs WHERE id = $long"),
 	'pending 0 interrupted by shutdown',
 	'the interrupted long job went back to the queue, its attempt not counted');
@@ -164,7 +155,7 @@ unlike(log_since($log_at), qr/terminated by signal|reinitializing/, 'no crash');
 
 pg('CREATE DATABASE qdb');
 $node->safe_psql('qdb', $setup);
-ok(workers_up(), 'after re-creating the database and the extension the executors are back');
+ok(executors_up($node, 2, 'qdb'), 'after re-creating the database and the extension the executors are back');
 my $fresh = qdb("SELECT string_agg(taskq.submit('work')::text, ',') FROM generate_series(1, 10)");
 is(qdb("SELECT taskq.wait('{$fresh}', '60 s')"), 't', 'new jobs finish');
 is(qdb("SELECT count(*) FROM taskq.jobs WHERE status = 'succeeded'"), '10', 'and succeed');

@@ -11,19 +11,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
-my $node = PostgreSQL::Test::Cluster->new('session_reset');
-$node->init;
 # one executor, batches of many jobs
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 1
-taskq.batch_size = 64
-taskq.poll_interval = '100ms'
-});
-$node->start;
+my $node = taskq_node('session_reset', 'taskq.workers' => '1', 'taskq.batch_size' => '64');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 

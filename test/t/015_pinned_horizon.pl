@@ -16,19 +16,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
-my $node = PostgreSQL::Test::Cluster->new('pinned_horizon');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.notify_level = 'none'
-autovacuum = off
-});
-$node->start;
+my $node = taskq_node('pinned_horizon', 'taskq.notify_level' => 'none', autovacuum => 'off');
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -37,8 +29,7 @@ CREATE EXTENSION taskq;
 CREATE FUNCTION noop(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$ BEGIN END $$;
 SELECT taskq.register_handler('noop', 'noop(jsonb)');
 });
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($node, 2),
 	'the executors are up');
 
 # blocks of the given indexes (default: the runnable index) read by one

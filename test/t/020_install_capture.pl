@@ -26,19 +26,11 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
-my $node = PostgreSQL::Test::Cluster->new('install_capture');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.batch_size = 8
-taskq.poll_interval = '100ms'
-log_min_messages = warning
-});
-$node->start;
+my $node = taskq_node('install_capture', 'taskq.batch_size' => '8', log_min_messages => 'warning');
 
 # The test's own checks run with a pinned search_path, so they cannot trip
 # the traps themselves.

@@ -28,6 +28,9 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 use IPC::Run;
 use Time::HiRes qw(time sleep);
 
@@ -37,28 +40,21 @@ my $TICK = 0.1;           # seconds between submissions
 my $SAMPLE_EVERY = 10;    # seconds
 my $RETENTION = 2;        # seconds
 
-my $node = PostgreSQL::Test::Cluster->new('soak');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.retention = '${RETENTION}s'
-shared_buffers = 32MB
-autovacuum = on
-autovacuum_naptime = 1s
-autovacuum_vacuum_threshold = 200
-autovacuum_vacuum_scale_factor = 0.05
-autovacuum_vacuum_insert_threshold = 1000
-autovacuum_vacuum_insert_scale_factor = 0.05
-autovacuum_analyze_threshold = 200
-autovacuum_analyze_scale_factor = 0.05
-autovacuum_vacuum_cost_delay = 0
-log_statement = none
-});
-$node->start;
+my $node = taskq_node(
+	'soak',
+	'taskq.retention' => "${RETENTION}s",
+	shared_buffers => '32MB',
+	autovacuum => 'on',
+	autovacuum_naptime => '1s',
+	autovacuum_vacuum_threshold => '200',
+	autovacuum_vacuum_scale_factor => '0.05',
+	autovacuum_vacuum_insert_threshold => '1000',
+	autovacuum_vacuum_insert_scale_factor => '0.05',
+	autovacuum_analyze_threshold => '200',
+	autovacuum_analyze_scale_factor => '0.05',
+	autovacuum_vacuum_cost_delay => '0',
+	log_statement => 'none',
+);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
@@ -93,9 +89,7 @@ BEGIN
 END $$;
 });
 
-ok( $node->poll_query_until(
-		'postgres', "SELECT count(*) FROM taskq.workers WHERE kind = 'executor'", '2'),
-	'two executors are up');
+ok(executors_up($node, 2), 'two executors are up');
 
 # pid => kind of the taskq workers
 sub worker_pids
