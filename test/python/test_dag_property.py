@@ -43,13 +43,8 @@ DAG_SESSIONS change the size.  Connection settings come from the environment
 import os
 import sys
 
-try:
-    import psycopg
-except ImportError:
-    # Debian's python3-psycopg belongs to the system interpreter.
-    if os.path.exists("/usr/bin/python3") and sys.executable != "/usr/bin/python3":
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    raise
+import testenv  # noqa: F401  (first: psycopg from the system python3)
+import psycopg
 
 import collections
 import random

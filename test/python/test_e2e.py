@@ -20,13 +20,8 @@ Prints progress; exits non-zero on failure; bounded by TIME_LIMIT seconds.
 import os
 import sys
 
-try:
-    import psycopg
-except ImportError:
-    # Debian's python3-psycopg belongs to the system interpreter.
-    if os.path.exists("/usr/bin/python3") and sys.executable != "/usr/bin/python3":
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    raise
+import testenv  # noqa: F401  (first: psycopg from the system python3)
+import psycopg
 
 import collections
 import json
@@ -41,8 +36,6 @@ import time
 
 from psycopg import sql
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "clients", "python"))
 import taskq_worker  # noqa: E402
 
 TIME_LIMIT = 170.0            # seconds for the whole test

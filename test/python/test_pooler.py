@@ -25,13 +25,8 @@ test/suites.sh provides inside pg_virtualenv.  Exits non-zero on failure.
 import os
 import sys
 
-try:
-    import psycopg
-except ImportError:
-    # Debian's python3-psycopg belongs to the system interpreter.
-    if os.path.exists("/usr/bin/python3") and sys.executable != "/usr/bin/python3":
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    raise
+import testenv  # noqa: F401  (first: psycopg from the system python3)
+import psycopg
 
 import logging
 import random
@@ -41,8 +36,6 @@ import tempfile
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(REPO, "clients", "python"))
 import taskq_worker  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 
