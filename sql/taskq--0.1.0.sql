@@ -232,6 +232,16 @@ BEGIN
 END
 $$;
 
+-- Publish one transition on channel taskq_jobs; the payload is the contract
+-- of DESIGN.md (Notifications).  Plain SQL without SET: the planner may inline it.
+CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer)
+RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT pg_catalog.pg_notify('taskq_jobs',
+               pg_catalog.json_build_object('id', id, 'status', status, 'queue', queue,
+                                            'job_type', job_type, 'attempt', attempt)::pg_catalog.text)
+$$;
+
 -- Log one transition per job and publish it on channel taskq_jobs.
 -- errors[i] is the error of ids[i] (NULL when there is none).
 CREATE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
@@ -249,9 +259,7 @@ BEGIN
         INSERT INTO taskq.job_logs (job_id, status, attempt, message, error)
         SELECT t.id, t.status, t.attempts, message, t.error FROM t
     )
-    SELECT count(pg_notify('taskq_jobs',
-               json_build_object('id', t.id, 'status', t.status, 'queue', t.queue,
-                                 'job_type', t.job_type, 'attempt', t.attempts)::text))
+    SELECT count(taskq._publish(t.id, t.status::text, t.queue, t.job_type, t.attempts))
     FROM t
     WHERE taskq._publishing(t.status IN ('succeeded', 'failed', 'cancelled'))
     INTO sent;
@@ -513,10 +521,8 @@ BEGIN
     END IF;
 
     IF taskq._publishing(false) THEN
-        PERFORM pg_notify('taskq_jobs',
-                          json_build_object('id', new_id,
-                                            'status', CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END,
-                                            'queue', queue, 'job_type', job_type, 'attempt', 0)::text);
+        PERFORM taskq._publish(new_id, CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END,
+                               queue, job_type, 0);
     END IF;
     -- Executors run only jobs with a handler; waking them for any other job
     -- made each of them scan the whole backlog for nothing (bench/).
@@ -621,9 +627,7 @@ BEGIN
             INSERT INTO taskq.job_logs (job_id, status, attempt, message)
             SELECT i.id, 'pending', 0, 'submitted' FROM inserted i
         ), notified AS (
-            SELECT count(pg_notify('taskq_jobs',
-                       json_build_object('id', i.id, 'status', 'pending', 'queue', i.queue,
-                                         'job_type', i.job_type, 'attempt', 0)::text)) AS n
+            SELECT count(taskq._publish(i.id, 'pending', i.queue, i.job_type, 0)) AS n
               FROM inserted i
              WHERE taskq._publishing(false)
         )
@@ -1199,9 +1203,8 @@ BEGIN
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
         SELECT taken.id, 'running', taken.attempts, 'claimed by ' || _claim.worker FROM taken
     ), notified AS (
-        SELECT count(pg_notify('taskq_jobs',
-                   json_build_object('id', taken.id, 'status', 'running', 'queue', taken.queue,
-                                     'job_type', taken.job_type, 'attempt', taken.attempts)::text)) AS n
+        SELECT count(taskq._publish(taken.id, 'running', taken.queue, taken.job_type,
+                                    taken.attempts)) AS n
           FROM taken
          WHERE taskq._publishing(false)
     )
@@ -1246,9 +1249,7 @@ BEGIN
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
         SELECT u.id, 'succeeded', u.attempts, 'succeeded' FROM u
     ), notified AS (
-        SELECT count(pg_notify('taskq_jobs',
-                   json_build_object('id', u.id, 'status', 'succeeded', 'queue', u.queue,
-                                     'job_type', u.job_type, 'attempt', u.attempts)::text)) AS n
+        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts)) AS n
           FROM u
          WHERE taskq._publishing(true)
     )
