@@ -11,15 +11,11 @@ use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
 
-my $taskq_conf = qq{
-shared_preload_libraries = 'taskq'
-taskq.database = 'postgres'
-taskq.workers = 2
-taskq.poll_interval = '100ms'
-taskq.backoff_base = '100ms'
-synchronous_commit = on
-};
+my $taskq_conf = taskq_conf('taskq.backoff_base' => '100ms', synchronous_commit => 'on');
 
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
@@ -37,8 +33,7 @@ BEGIN
 END $$;
 SELECT taskq.register_handler('record', 'record(jsonb)');
 });
-ok( $primary->poll_query_until(
-		'postgres', "SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($primary, 2),
 	'the executors run on the primary');
 
 $primary->backup('base');
@@ -128,6 +123,21 @@ is( $standby->safe_psql(
 unlike(slurp_file($standby->logfile), qr/taskq (launcher|executor)/,
 	'the standby log has no taskq worker line');
 
+# A claim on the standby must not raise a scan floor: replay fires no trigger
+# to lower it again, so a job replayed below it would never be claimed after
+# promotion.  (In a database of its own, so the checks below see only the
+# submitter's jobs.)  Nothing is due, so the claim takes no row and succeeds.
+$primary->safe_psql('postgres', 'CREATE DATABASE probe');
+$primary->safe_psql('probe', 'CREATE EXTENSION taskq');
+$primary->safe_psql('probe',
+	"SELECT taskq.submit('probe', queue => 'probe', run_at => now() + interval '1 hour')");
+$standby->poll_query_until('probe', "SELECT count(*) = 1 FROM taskq.jobs")
+  or die 'the standby does not replay the probe database';
+is($standby->safe_psql('probe', "SELECT count(*) FROM taskq.claim(ARRAY['probe'], 'standby-probe', 1)"),
+	'0', 'a claim on the standby finds nothing due');
+my $due = $primary->safe_psql('probe',
+	"SELECT taskq.submit('probe', queue => 'probe', run_at => now() - interval '1 minute')");
+
 ############################################################################
 # The primary dies (every process, SIGKILL); the standby is promoted.
 ############################################################################
@@ -144,9 +154,7 @@ note "killed the primary and its " . scalar(@children) . " children with $before
 $standby->promote;
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 'f', 'the standby is promoted');
 my $promoted_at = $standby->safe_psql('postgres', 'SELECT now()');
-ok( $standby->poll_query_until(
-		'postgres',
-		"SELECT count(*) = 2 FROM taskq.workers WHERE kind = 'executor'"),
+ok( executors_up($standby, 2),
 	'the executors start on the new primary');
 ok( $standby->poll_query_until(
 		'postgres',
@@ -208,6 +216,9 @@ note 'jobs retried after the failover: '
   . ', returned as orphans: '
   . $standby->safe_psql('postgres',
 	"SELECT count(*) FROM taskq.job_logs WHERE error LIKE '% died while running the job'");
+
+is($standby->safe_psql('probe', "SELECT id FROM taskq.claim(ARRAY['probe'], 'after-promotion', 1)"),
+	$due, 'after promotion the job replayed below the standby claim\'s head is claimed');
 
 $standby->stop;
 done_testing();
