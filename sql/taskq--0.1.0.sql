@@ -1112,8 +1112,10 @@ BEGIN
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
         FOR round IN 1..4 LOOP
             got := 0;
-            full_queues := coalesce(ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
-                                          WHERE slots[i] <= 0), '{}');
+            IF cardinality(limited) > 0 THEN
+                full_queues := ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
+                                     WHERE slots[i] <= 0);
+            END IF;
             IF queues IS NULL OR in_database THEN
                 OPEN candidates FOR
                     SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
