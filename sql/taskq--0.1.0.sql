@@ -6,6 +6,15 @@
 -- every internal function the workers call pins search_path, so objects
 -- planted in public or pg_temp cannot capture calls; the other internal
 -- helpers run only inside those.
+--
+-- The functions of the job cycle (submit, claim, complete, fail, heartbeat)
+-- SET enable_seqscan = off: plpgsql keeps a generic plan made while the jobs
+-- table was still small or empty, and a kept sequential scan then read the
+-- whole table at every call as it grew (the executors' no-op pickup went
+-- from 0.1 to 2 ms of claim per job within seconds).  They also SET
+-- plan_cache_mode = force_generic_plan: for a statement taking an array of
+-- ids the planner judged every custom plan cheaper than the generic one and
+-- planned it again at each call, which cost 20 times its execution.
 
 DO $roles$
 BEGIN
@@ -233,14 +242,10 @@ END
 $$;
 
 -- Publish one transition on channel taskq_jobs; the payload is the contract
--- of DESIGN.md (Notifications).  Plain SQL without SET: the planner may inline it.
+-- of DESIGN.md (Notifications): {"id", "status", "queue", "job_type", "attempt"}.
 CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer)
 RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT pg_catalog.pg_notify('taskq_jobs',
-               pg_catalog.json_build_object('id', id, 'status', status, 'queue', queue,
-                                            'job_type', job_type, 'attempt', attempt)::pg_catalog.text)
-$$;
+    AS 'MODULE_PATHNAME', 'taskq_publish' LANGUAGE C VOLATILE;
 
 -- Log one transition per job and publish it on channel taskq_jobs.
 -- errors[i] is the error of ids[i] (NULL when there is none).
@@ -272,18 +277,23 @@ $$;
 -- it looks for dependents.  An advisory lock, not the row lock, because an
 -- executor holds the row lock of every job of its batch until it commits.
 CREATE FUNCTION taskq._lock_parents(ids bigint[], exclusive boolean) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT count(CASE WHEN exclusive THEN pg_catalog.pg_advisory_xact_lock(29812, (i % 2147483647)::integer)
-                      ELSE pg_catalog.pg_advisory_xact_lock_shared(29812, (i % 2147483647)::integer) END)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    -- (plpgsql, not sql: its plans are kept, and every completion calls it)
+    IF exclusive THEN
+        PERFORM pg_catalog.pg_advisory_xact_lock(29812, (i % 2147483647)::integer)
+        FROM (SELECT DISTINCT i FROM unnest(ids) AS i ORDER BY i) s;
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(29812, (i % 2147483647)::integer)
     FROM (SELECT DISTINCT i FROM unnest(ids) AS i ORDER BY i) s;
     -- A REPEATABLE READ snapshot may predate a parent's success and never see
     -- it: share-lock the rows too, so that is a serialization failure instead
     -- of a child blocked forever behind a succeeded parent.
-    SELECT count(*) FROM (
-        SELECT 1 FROM taskq.jobs j
-        WHERE NOT exclusive AND pg_catalog.current_setting('transaction_isolation') <> 'read committed'
-          AND j.id = ANY (ids)
-        ORDER BY j.id FOR SHARE) s
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) ORDER BY j.id FOR SHARE;
+    END IF;
+END
 $$;
 
 -- Finishing a job looks for its dependents after taking its parent lock; only
@@ -548,10 +558,13 @@ CREATE FUNCTION taskq.submit(
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    -- (plpgsql, not sql: a sql function is planned again at every call)
+    RETURN taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
                              max_attempts, timeout, cpu_units, memory_mb,
-                             idempotency_key, backoff, taskq._caller())
+                             idempotency_key, backoff, taskq._caller());
+END
 $$;
 
 -- Submit many jobs in one statement.  jobs is a JSON array of objects with the
@@ -559,7 +572,7 @@ $$;
 -- batch that the job depends on.  Returns the ids in input order.
 CREATE FUNCTION taskq.submit_many(jobs jsonb)
 RETURNS SETOF bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
@@ -1039,7 +1052,7 @@ CREATE FUNCTION taskq._claim(in_database boolean, queues text[], worker text, ma
 RETURNS SETOF taskq.jobs
 -- jit off: the candidate scan's estimated cost (the whole backlog) passes
 -- jit_above_cost, and compiling it took 10-20 ms of every claim (bench/)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
     paused text[];
@@ -1235,7 +1248,7 @@ $$;
 -- updates, their log rows and notifications in one statement.
 CREATE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     done bigint[];
@@ -1291,7 +1304,7 @@ $$;
 CREATE FUNCTION taskq._fail(ids bigint[], worker text, attempts integer[], errors text[],
                             retryable boolean[], give_back boolean DEFAULT false)
 RETURNS bigint[]
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     done bigint[];
@@ -1457,16 +1470,19 @@ $$;
 
 -- Earliest future run_at among pending jobs: how long an idle executor may sleep.
 CREATE FUNCTION taskq._next_run_at() RETURNS timestamptz
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     -- each priority read from its scan floor (no pending job lies below it),
     -- so an idle executor does not walk the entries of every job claimed
-    -- since the last vacuum
-    SELECT min(t) FROM (
+    -- since the last vacuum; plpgsql keeps the plan (an idle executor asks
+    -- after every empty claim)
+    RETURN (SELECT min(t) FROM (
         SELECT (SELECT j.run_at FROM taskq.jobs j
                 WHERE j.status = 'pending' AND j.in_database AND j.effective_priority = f.priority
                   AND (j.run_at, j.id) >= (coalesce(f.run_at, '-infinity'), coalesce(f.id, 0))
                 ORDER BY j.run_at, j.id LIMIT 1) AS t
-        FROM taskq._scan_floors('taskq.jobs', true, enum_range(NULL::taskq.priority)) f) s
+        FROM taskq._scan_floors('taskq.jobs', true, enum_range(NULL::taskq.priority)) f) s);
+END
 $$;
 
 ------------------------------------------------------------------------------
@@ -1546,7 +1562,7 @@ $$;
 
 CREATE FUNCTION taskq.complete(job_id bigint, result jsonb DEFAULT NULL, worker text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     j taskq.jobs := taskq._held_job(job_id, worker);
@@ -1564,7 +1580,7 @@ $$;
 CREATE FUNCTION taskq.complete_many(job_ids bigint[], results jsonb[] DEFAULT NULL,
                                     worker text DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     n integer := cardinality(job_ids);
@@ -1636,7 +1652,7 @@ $$;
 CREATE FUNCTION taskq.fail(job_id bigint, error text, retryable boolean DEFAULT true,
                            worker text DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     j taskq.jobs := taskq._held_job(job_id, worker);
@@ -1650,7 +1666,7 @@ $$;
 -- Extend the lease by extend (default: the lease's original length).
 CREATE FUNCTION taskq.heartbeat(job_id bigint, worker text DEFAULT NULL, extend interval DEFAULT NULL)
 RETURNS timestamptz
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     j taskq.jobs := taskq._held_job(job_id, worker);

@@ -92,6 +92,11 @@ static bool job_error_permanent = false;
 static TaskqWorkerSlot *MySlot = NULL;
 static char worker_name[64];
 static char *handler_search_path;	/* the session's own, for handlers */
+static const char *const executor_plan_settings[][2] = {
+	{"enable_seqscan", "off"},
+	{"plan_cache_mode", "force_generic_plan"},
+};
+static char *handler_plan_settings[lengthof(executor_plan_settings)];	/* the session's */
 /* the batch being run, and the batch claimed in its transaction to run next */
 static MemoryContext batch_cxt = NULL;
 static MemoryContext next_batch_cxt = NULL;
@@ -335,6 +340,9 @@ reserve_and_claim(MemoryContext cxt, long *sleep_ms)
 		return NIL;				/* woken when capacity comes free */
 	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
 	jobs = claim_jobs(cpu, memory, cxt, sleep_ms);
+	/* a full batch: more may be waiting, for an executor that sleeps */
+	if (list_length(jobs) >= batch_limit)
+		taskq_wake_one_executor();
 	batch_needs(jobs, &cpu, &memory);
 	taskq_keep_reserved(MySlot, cpu, memory);
 	return jobs;
@@ -483,6 +491,9 @@ call_handler(ClaimedJob *job)
 	/* the handler gets the session's search_path; the executor's SQL never does */
 	(void) set_config_option("search_path", handler_search_path, PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	for (int i = 0; i < lengthof(executor_plan_settings); i++)
+		(void) set_config_option(executor_plan_settings[i][0], handler_plan_settings[i],
+								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 
 	fmgr_info(job->handler, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
@@ -730,12 +741,14 @@ lock_held_jobs(List *jobs)
 /*
  * Run a claimed batch in one transaction and record every outcome in it.
  * The same transaction claims the batch to run next (returned), so a busy
- * executor commits once per batch.
+ * executor commits once per batch.  When that claim found nothing,
+ * *sleep_ms says how long the executor may sleep (else 0).
  */
 static List *
-run_batch(List *jobs)
+run_batch(List *jobs, long *sleep_ms)
 {
 	List	   *volatile next = NIL;
+	volatile long next_sleep_ms = 0;
 
 	MemoryContextReset(next_batch_cxt);
 	PG_TRY();
@@ -784,9 +797,11 @@ run_batch(List *jobs)
 		taskq_release_all(MySlot);
 		if (!got_sigterm)
 		{
-			long		sleep_ms;
+			long		claim_sleep_ms;
 
-			next = reserve_and_claim(next_batch_cxt, &sleep_ms);
+			next = reserve_and_claim(next_batch_cxt, &claim_sleep_ms);
+			if (next == NIL)
+				next_sleep_ms = claim_sleep_ms;
 		}
 
 		PopActiveSnapshot();
@@ -806,6 +821,7 @@ run_batch(List *jobs)
 		disable_timeout(tick_timeout, false);
 		recover_from_error("running a batch");
 		next = NIL;				/* its claim rolled back with the batch */
+		next_sleep_ms = 0;
 		taskq_release_all(MySlot);
 		if (outcome == OUTCOME_GIVEN_BACK)
 			isolate_batches = list_length(jobs);
@@ -849,6 +865,7 @@ run_batch(List *jobs)
 	PG_END_TRY();
 	clear_cancel_requests();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	*sleep_ms = next_sleep_ms;
 	return next;
 }
 
@@ -869,7 +886,7 @@ execute_once(void)
 			return sleep_ms;
 	}
 
-	claimed_batch = run_batch(claimed_batch);
+	claimed_batch = run_batch(claimed_batch, &sleep_ms);
 	/* the claimed batch lives in next_batch_cxt: make it the current one */
 	swap = batch_cxt;
 	batch_cxt = next_batch_cxt;
@@ -886,7 +903,13 @@ execute_once(void)
 		isolate_batches--;
 		batch_limit = 1;
 	}
-	return 0;
+
+	/*
+	 * The batch's own claim found nothing: sleep, without claiming again.  A
+	 * job made runnable since that claim's snapshot has set our latch, unless
+	 * it woke an idle executor instead.
+	 */
+	return claimed_batch == NIL ? sleep_ms : 0;
 }
 
 void
@@ -916,6 +939,15 @@ TaskqExecutorMain(Datum main_arg)
 	handler_search_path = MemoryContextStrdup(TopMemoryContext,
 											  GetConfigOption("search_path", false, false));
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
+	/* plans kept for the executor's own SQL: see the head of taskq--*.sql */
+	for (int i = 0; i < lengthof(executor_plan_settings); i++)
+	{
+		handler_plan_settings[i] =
+			MemoryContextStrdup(TopMemoryContext,
+								GetConfigOption(executor_plan_settings[i][0], false, false));
+		SetConfigOption(executor_plan_settings[i][0], executor_plan_settings[i][1],
+						PGC_USERSET, PGC_S_SESSION);
+	}
 
 	/* the start time makes the name unique even when a pid is reused */
 	snprintf(worker_name, sizeof(worker_name), "executor/%d.%ld",
@@ -960,6 +992,10 @@ TaskqExecutorMain(Datum main_arg)
 	taskq_set_slot_state(MySlot, TASKQ_STATE_STOPPING, 0);
 	/* jobs claimed but not started go back to the queue, attempt not counted */
 	if (claimed_batch != NIL)
-		(void) run_batch(claimed_batch);
+	{
+		long		unused;
+
+		(void) run_batch(claimed_batch, &unused);
+	}
 	proc_exit(0);
 }

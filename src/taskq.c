@@ -8,6 +8,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
+#include "commands/async.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -16,6 +17,8 @@
 #include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "tcop/utility.h"
+#include "utils/json.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
@@ -108,7 +111,7 @@ taskq_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			taskq_scan_floors_at_commit();
 			if (wake_at_commit)
-				taskq_wake_executors();
+				taskq_wake_one_executor();
 			wake_at_commit = false;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
@@ -288,6 +291,46 @@ taskq_wake_executors(void)
 		SetLatch(latches[i]);
 }
 
+/*
+ * Wake one idle executor for newly runnable jobs: waking them all made every
+ * one of them claim, and all but one find nothing.  The woken one is marked
+ * claiming at once, so the next wake-up goes to another.  With none idle,
+ * every executor's latch is set: one of them may be on its way to sleep
+ * after a claim that could not see the new jobs yet, and must not sleep.
+ * An executor that claims a full batch wakes the next one itself.
+ */
+void
+taskq_wake_one_executor(void)
+{
+	Latch	   *latches[TASKQ_MAX_SLOTS];
+	int			n = 0;
+	Latch	   *idle = NULL;
+
+	if (TaskqState == NULL)
+		return;
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	{
+		TaskqWorkerSlot *slot = &TaskqState->slots[i];
+
+		if (slot->kind != TASKQ_SLOT_EXECUTOR)
+			continue;
+		if (slot->state == TASKQ_STATE_IDLE)
+		{
+			slot->state = TASKQ_STATE_CLAIMING;
+			idle = slot->latch;
+			break;
+		}
+		latches[n++] = slot->latch;
+	}
+	SpinLockRelease(&TaskqState->mutex);
+	if (idle != NULL)
+		SetLatch(idle);
+	else
+		for (int i = 0; i < n; i++)
+			SetLatch(latches[i]);
+}
+
 /* Set the latch of the executors that are waiting for capacity. */
 void
 taskq_wake_capacity_waiters(void)
@@ -436,6 +479,50 @@ taskq_publishing(PG_FUNCTION_ARGS)
 		checked_in = MyProc->lxid;
 	}
 	PG_RETURN_BOOL(queue_has_room);
+}
+
+/* one "key": value member of a notification, a NULL argument as null */
+static void
+append_json_member(StringInfo buf, const char *key, FunctionCallInfo fcinfo, int arg)
+{
+	if (buf->len > 1)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	if (PG_ARGISNULL(arg))
+		appendStringInfoString(buf, "null");
+	else if (arg == 0)
+		appendStringInfo(buf, INT64_FORMAT, PG_GETARG_INT64(arg));
+	else if (arg == 4)
+		appendStringInfo(buf, "%d", PG_GETARG_INT32(arg));
+	else
+		escape_json(buf, text_to_cstring(PG_GETARG_TEXT_PP(arg)));
+}
+
+/*
+ * taskq._publish(id, status, queue, job_type, attempt): NOTIFY one
+ * transition on channel taskq_jobs with the payload of DESIGN.md.  In C
+ * because it runs once per job per transition: json_build_object looked up
+ * the type of every argument at every call.
+ */
+PG_FUNCTION_INFO_V1(taskq_publish);
+Datum
+taskq_publish(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+
+	PreventCommandDuringRecovery("NOTIFY");
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	append_json_member(&buf, "id", fcinfo, 0);
+	append_json_member(&buf, "status", fcinfo, 1);
+	append_json_member(&buf, "queue", fcinfo, 2);
+	append_json_member(&buf, "job_type", fcinfo, 3);
+	append_json_member(&buf, "attempt", fcinfo, 4);
+	appendStringInfoChar(&buf, '}');
+	Async_Notify("taskq_jobs", buf.data);
+	pfree(buf.data);
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(taskq_notify_queue_limit_sql);

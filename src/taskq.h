@@ -90,6 +90,7 @@ extern TaskqShared *TaskqState;
 extern TaskqWorkerSlot *taskq_attach_slot(TaskqWorkerKind kind, const char *name);
 extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id);
 extern void taskq_wake_executors(void);
+extern void taskq_wake_one_executor(void);
 extern void taskq_wake_capacity_waiters(void);
 extern bool taskq_extension_ready(void);
 
