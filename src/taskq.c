@@ -305,6 +305,7 @@ taskq_wake_one_executor(void)
 	Latch	   *latches[TASKQ_MAX_SLOTS];
 	int			n = 0;
 	Latch	   *idle = NULL;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (TaskqState == NULL)
 		return;
@@ -318,6 +319,7 @@ taskq_wake_one_executor(void)
 		if (slot->state == TASKQ_STATE_IDLE)
 		{
 			slot->state = TASKQ_STATE_CLAIMING;
+			slot->since = now;
 			idle = slot->latch;
 			break;
 		}
