@@ -113,6 +113,7 @@ static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
+static SPIPlanPtr constraints_plan = NULL;
 
 /*
  * SIGTERM: stop after the shutdown grace.  Sent by this very process (a
@@ -220,6 +221,7 @@ prepare_plans(void)
 							 6, fail_args);
 	cancel_plan = prepare_kept(
 		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args);
+	constraints_plan = prepare_kept("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL);
 }
 
 /* Log and swallow the error being handled; abort the transaction. */
@@ -336,6 +338,8 @@ reserve_and_claim(MemoryContext cxt, long *sleep_ms)
 	List	   *jobs;
 
 	*sleep_ms = taskq_poll_interval_ms;
+	/* this claim serves every wake-up asked of us so far */
+	(void) taskq_take_wake_request(MySlot);
 	if (!taskq_reserve_all_free(MySlot, &cpu, &memory))
 		return NIL;				/* woken when capacity comes free */
 	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
@@ -509,6 +513,15 @@ call_handler(ClaimedJob *job)
 		job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
 		MemoryContextSwitchTo(old);
 	}
+
+	/*
+	 * Deferred triggers the handler queued fire now, as the job's owner and
+	 * in the job's subtransaction: at the batch's commit they would run as
+	 * the executor's superuser, and a broken deferred constraint would fail
+	 * the whole batch.
+	 */
+	if (SPI_execute_plan(constraints_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "taskq: checking deferred constraints failed");
 
 	/* revert every SET the handler made, SET LOCAL or not */
 	AtEOXact_GUC(false, nest_level);
@@ -811,8 +824,8 @@ run_batch(List *jobs, long *sleep_ms)
 	PG_CATCH();
 	{
 		/*
-		 * The batch rolled back whole (say, a handler broke a deferred
-		 * constraint, checked at commit).  A lone job is charged an attempt;
+		 * The batch rolled back whole (say, a handler's notifications did
+		 * not fit the NOTIFY queue at commit).  A lone job is charged an attempt;
 		 * jobs of a bigger batch go back uncharged and then run one per
 		 * batch, so the culprit fails alone, not with its batch-mates.
 		 */
@@ -867,6 +880,33 @@ run_batch(List *jobs, long *sleep_ms)
 	pgstat_report_activity(STATE_IDLE, NULL);
 	*sleep_ms = next_sleep_ms;
 	return next;
+}
+
+/*
+ * Sleep up to sleep_ms, until woken for work (taskq_take_wake_request), a
+ * signal that needs us (SIGTERM, SIGHUP) or the timeout.  Other latch sets
+ * (a timer's SIGALRM) do not cut the sleep short: each used to cost a claim.
+ */
+static void
+sleep_until_asked(long sleep_ms)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+
+	taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
+	for (;;)
+	{
+		int			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								   sleep_ms, PG_WAIT_EXTENSION);
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if ((rc & WL_TIMEOUT) || got_sigterm || ConfigReloadPending ||
+			taskq_take_wake_request(MySlot))
+			return;
+		sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (sleep_ms <= 0)
+			return;
+	}
 }
 
 /*
@@ -982,14 +1022,11 @@ TaskqExecutorMain(Datum main_arg)
 		if (sleep_ms > 0 && stats_ms > 0)
 			sleep_ms = Min(sleep_ms, stats_ms);
 		if (sleep_ms > 0 && !got_sigterm)
-		{
-			taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
+			sleep_until_asked(sleep_ms);
 	}
 	taskq_set_slot_state(MySlot, TASKQ_STATE_STOPPING, 0);
+	/* a wake-up meant for us while we were idle goes to another executor */
+	taskq_wake_one_executor();
 	/* jobs claimed but not started go back to the queue, attempt not counted */
 	if (claimed_batch != NIL)
 	{

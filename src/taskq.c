@@ -285,7 +285,10 @@ taskq_wake_executors(void)
 	SpinLockAcquire(&TaskqState->mutex);
 	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
 		if (TaskqState->slots[i].kind == TASKQ_SLOT_EXECUTOR)
+		{
+			TaskqState->slots[i].wake_requested = true;
 			latches[n++] = TaskqState->slots[i].latch;
+		}
 	SpinLockRelease(&TaskqState->mutex);
 	for (int i = 0; i < n; i++)
 		SetLatch(latches[i]);
@@ -320,17 +323,40 @@ taskq_wake_one_executor(void)
 		{
 			slot->state = TASKQ_STATE_CLAIMING;
 			slot->since = now;
+			slot->wake_requested = true;
 			idle = slot->latch;
 			break;
 		}
 		latches[n++] = slot->latch;
 	}
+	if (idle == NULL)
+		for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+			if (TaskqState->slots[i].kind == TASKQ_SLOT_EXECUTOR)
+				TaskqState->slots[i].wake_requested = true;
 	SpinLockRelease(&TaskqState->mutex);
 	if (idle != NULL)
 		SetLatch(idle);
 	else
 		for (int i = 0; i < n; i++)
 			SetLatch(latches[i]);
+}
+
+/*
+ * Was this executor asked to look for work since it last asked?  Clears the
+ * request.  A latch is also set by signals (every SIGALRM of a timeout, even
+ * one already disabled), and an executor woken that way goes back to sleep
+ * instead of claiming for nothing.
+ */
+bool
+taskq_take_wake_request(TaskqWorkerSlot *slot)
+{
+	bool		requested;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	requested = slot->wake_requested;
+	slot->wake_requested = false;
+	SpinLockRelease(&TaskqState->mutex);
+	return requested;
 }
 
 /* Set the latch of the executors that are waiting for capacity. */
@@ -348,6 +374,7 @@ taskq_wake_capacity_waiters(void)
 		if (slot->kind == TASKQ_SLOT_EXECUTOR && slot->wants_capacity)
 		{
 			slot->wants_capacity = false;
+			slot->wake_requested = true;
 			latches[n++] = slot->latch;
 		}
 	}

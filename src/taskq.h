@@ -47,6 +47,7 @@ typedef struct TaskqWorkerSlot
 	int			cpu_held;		/* capacity this executor holds */
 	int			memory_held;
 	bool		wants_capacity; /* found none free; wake it on release */
+	bool		wake_requested; /* its latch was set for work, not by a signal */
 	int64		cancel_jobs[TASKQ_PENDING_CANCELS]; /* cancels asked of it */
 } TaskqWorkerSlot;
 
@@ -92,6 +93,7 @@ extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, 
 extern void taskq_wake_executors(void);
 extern void taskq_wake_one_executor(void);
 extern void taskq_wake_capacity_waiters(void);
+extern bool taskq_take_wake_request(TaskqWorkerSlot *slot);
 extern bool taskq_extension_ready(void);
 
 /* resources.c: capacity accounting */

@@ -70,7 +70,7 @@ BEGIN
 END $$;
 SELECT taskq.register_handler('always_raise', 'always_raise(jsonb)');
 
--- breaks a deferred constraint: the error comes only when the batch commits
+-- breaks a deferred constraint (checked when the handler returns, as its job's owner)
 CREATE TABLE parent (id int PRIMARY KEY);
 CREATE TABLE child (id int REFERENCES parent DEFERRABLE INITIALLY DEFERRED);
 CREATE FUNCTION break_deferred(payload jsonb) RETURNS void LANGUAGE sql AS $$
@@ -196,8 +196,8 @@ is(sql("SELECT count(*) FROM taskq.dead_letter_queue WHERE id = $raiser"),
 	'1', 'it is in the dead-letter queue');
 
 ############################################################################
-# A handler whose work fails only at commit (a deferred constraint) fails
-# alone: the jobs that shared its batch transaction are not charged.
+# A handler whose work breaks a deferred constraint fails alone: the jobs
+# that shared its batch transaction are not charged.
 ############################################################################
 sql("SELECT taskq.pause('deferred')");
 my @good;
@@ -209,7 +209,7 @@ ok(wait_jobs([ $breaker, @good ], 60), 'the batch with the constraint breaker fi
 is(job($breaker, 'status') . ' ' . job($breaker, 'attempts'),
 	'failed 3', 'the breaker is dead-lettered after its max_attempts');
 like(job($breaker, 'last_error'), qr/violates foreign key constraint "child_id_fkey"/,
-	'with the commit-time error');
+	'with the constraint\'s error');
 my $good = join(',', @good);
 is(sql("SELECT count(*) FROM taskq.jobs WHERE id IN ($good) AND status = 'succeeded'"),
 	'8', 'every job of its batch succeeded');
