@@ -8,8 +8,8 @@
 -- helpers run only inside those.
 --
 -- The functions that record a job's progress (submit, submit_many,
--- complete, complete_many, fail, heartbeat and the executors' internal ones)
--- SET enable_seqscan = off: plpgsql keeps a generic plan made while the jobs
+-- complete, complete_many, fail, heartbeat, and _fail, which the launcher
+-- calls too) SET enable_seqscan = off: plpgsql keeps a generic plan made while the jobs
 -- table was still small or empty, and a kept sequential scan then read the
 -- whole table at every call as it grew (the executors' no-op pickup went
 -- from 0.1 to 2 ms of claim per job within seconds).  They also SET
@@ -248,7 +248,7 @@ $$;
 -- of DESIGN.md (Notifications): {"id", "status", "queue", "job_type", "attempt"}.
 CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer)
 RETURNS void
-    AS 'MODULE_PATHNAME', 'taskq_publish' LANGUAGE C VOLATILE;
+    AS 'MODULE_PATHNAME', 'taskq_publish' LANGUAGE C VOLATILE STRICT;
 
 -- Log one transition per job and publish it on channel taskq_jobs.
 -- errors[i] is the error of ids[i] (NULL when there is none).
@@ -1248,10 +1248,11 @@ END
 $$;
 
 -- Record many successes of one executor (which holds their row locks): the
--- updates, their log rows and notifications in one statement.
+-- updates, their log rows and notifications in one statement.  Only the
+-- executors call it, and their sessions have the plan settings already.
 CREATE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     done bigint[];

@@ -91,12 +91,17 @@ static bool job_error_permanent = false;
 
 static TaskqWorkerSlot *MySlot = NULL;
 static char worker_name[64];
-static char *handler_search_path;	/* the session's own, for handlers */
-static const char *const executor_plan_settings[][2] = {
+/*
+ * Settings of the executor's own SQL; handlers get the session's values back.
+ * search_path: objects planted in public must not capture our SQL.  The plan
+ * settings: see the head of taskq--*.sql.
+ */
+static const char *const executor_settings[][2] = {
+	{"search_path", "pg_catalog, pg_temp"},
 	{"enable_seqscan", "off"},
 	{"plan_cache_mode", "force_generic_plan"},
 };
-static char *handler_plan_settings[lengthof(executor_plan_settings)];	/* the session's */
+static char *handler_settings[lengthof(executor_settings)];
 /* the batch being run, and the batch claimed in its transaction to run next */
 static MemoryContext batch_cxt = NULL;
 static MemoryContext next_batch_cxt = NULL;
@@ -492,11 +497,8 @@ call_handler(ClaimedJob *job)
 								 GUC_ACTION_SET, true, 0, false);
 	}
 
-	/* the handler gets the session's search_path; the executor's SQL never does */
-	(void) set_config_option("search_path", handler_search_path, PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
-	for (int i = 0; i < lengthof(executor_plan_settings); i++)
-		(void) set_config_option(executor_plan_settings[i][0], handler_plan_settings[i],
+	for (int i = 0; i < lengthof(executor_settings); i++)
+		(void) set_config_option(executor_settings[i][0], handler_settings[i],
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 
 	fmgr_info(job->handler, &flinfo);
@@ -975,17 +977,12 @@ TaskqExecutorMain(Datum main_arg)
 	/* completions must see dependents linked just before (fresh snapshots) */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
-	/* objects planted in public must not capture the executor's own SQL */
-	handler_search_path = MemoryContextStrdup(TopMemoryContext,
-											  GetConfigOption("search_path", false, false));
-	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION);
-	/* plans kept for the executor's own SQL: see the head of taskq--*.sql */
-	for (int i = 0; i < lengthof(executor_plan_settings); i++)
+	for (int i = 0; i < lengthof(executor_settings); i++)
 	{
-		handler_plan_settings[i] =
-			MemoryContextStrdup(TopMemoryContext,
-								GetConfigOption(executor_plan_settings[i][0], false, false));
-		SetConfigOption(executor_plan_settings[i][0], executor_plan_settings[i][1],
+		handler_settings[i] = MemoryContextStrdup(TopMemoryContext,
+												  GetConfigOption(executor_settings[i][0],
+																  false, false));
+		SetConfigOption(executor_settings[i][0], executor_settings[i][1],
 						PGC_USERSET, PGC_S_SESSION);
 	}
 
@@ -1025,8 +1022,9 @@ TaskqExecutorMain(Datum main_arg)
 			sleep_until_asked(sleep_ms);
 	}
 	taskq_set_slot_state(MySlot, TASKQ_STATE_STOPPING, 0);
-	/* a wake-up meant for us while we were idle goes to another executor */
-	taskq_wake_one_executor();
+	/* a wake-up meant for us goes to another executor */
+	if (taskq_take_wake_request(MySlot))
+		taskq_wake_one_executor();
 	/* jobs claimed but not started go back to the queue, attempt not counted */
 	if (claimed_batch != NIL)
 	{

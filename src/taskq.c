@@ -305,8 +305,6 @@ taskq_wake_executors(void)
 void
 taskq_wake_one_executor(void)
 {
-	Latch	   *latches[TASKQ_MAX_SLOTS];
-	int			n = 0;
 	Latch	   *idle = NULL;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -317,9 +315,7 @@ taskq_wake_one_executor(void)
 	{
 		TaskqWorkerSlot *slot = &TaskqState->slots[i];
 
-		if (slot->kind != TASKQ_SLOT_EXECUTOR)
-			continue;
-		if (slot->state == TASKQ_STATE_IDLE)
+		if (slot->kind == TASKQ_SLOT_EXECUTOR && slot->state == TASKQ_STATE_IDLE)
 		{
 			slot->state = TASKQ_STATE_CLAIMING;
 			slot->since = now;
@@ -327,18 +323,12 @@ taskq_wake_one_executor(void)
 			idle = slot->latch;
 			break;
 		}
-		latches[n++] = slot->latch;
 	}
-	if (idle == NULL)
-		for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-			if (TaskqState->slots[i].kind == TASKQ_SLOT_EXECUTOR)
-				TaskqState->slots[i].wake_requested = true;
 	SpinLockRelease(&TaskqState->mutex);
 	if (idle != NULL)
 		SetLatch(idle);
 	else
-		for (int i = 0; i < n; i++)
-			SetLatch(latches[i]);
+		taskq_wake_executors();
 }
 
 /*
@@ -510,29 +500,12 @@ taskq_publishing(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(queue_has_room);
 }
 
-/* one "key": value member of a notification, a NULL argument as null */
-static void
-append_json_member(StringInfo buf, const char *key, FunctionCallInfo fcinfo, int arg)
-{
-	if (buf->len > 1)
-		appendStringInfoString(buf, ", ");
-	escape_json(buf, key);
-	appendStringInfoString(buf, ": ");
-	if (PG_ARGISNULL(arg))
-		appendStringInfoString(buf, "null");
-	else if (arg == 0)
-		appendStringInfo(buf, INT64_FORMAT, PG_GETARG_INT64(arg));
-	else if (arg == 4)
-		appendStringInfo(buf, "%d", PG_GETARG_INT32(arg));
-	else
-		escape_json(buf, text_to_cstring(PG_GETARG_TEXT_PP(arg)));
-}
-
 /*
  * taskq._publish(id, status, queue, job_type, attempt): NOTIFY one
  * transition on channel taskq_jobs with the payload of DESIGN.md.  In C
  * because it runs once per job per transition: json_build_object looked up
- * the type of every argument at every call.
+ * the type of every argument at every call.  STRICT: every caller passes
+ * columns that are NOT NULL.
  */
 PG_FUNCTION_INFO_V1(taskq_publish);
 Datum
@@ -542,13 +515,13 @@ taskq_publish(PG_FUNCTION_ARGS)
 
 	PreventCommandDuringRecovery("NOTIFY");
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	append_json_member(&buf, "id", fcinfo, 0);
-	append_json_member(&buf, "status", fcinfo, 1);
-	append_json_member(&buf, "queue", fcinfo, 2);
-	append_json_member(&buf, "job_type", fcinfo, 3);
-	append_json_member(&buf, "attempt", fcinfo, 4);
-	appendStringInfoChar(&buf, '}');
+	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", PG_GETARG_INT64(0));
+	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	appendStringInfoString(&buf, ", \"queue\": ");
+	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	appendStringInfoString(&buf, ", \"job_type\": ");
+	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	appendStringInfo(&buf, ", \"attempt\": %d}", PG_GETARG_INT32(4));
 	Async_Notify("taskq_jobs", buf.data);
 	pfree(buf.data);
 	PG_RETURN_VOID();
