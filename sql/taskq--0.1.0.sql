@@ -262,7 +262,7 @@ BEGIN
     WITH t AS (
         SELECT j.id, j.status, j.attempts, j.queue, j.job_type, errors[u.ord] AS error
         FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
-        JOIN taskq.jobs j ON j.id = u.id
+        JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids)
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message, error)
         SELECT t.id, t.status, t.attempts, message, t.error FROM t
@@ -794,7 +794,7 @@ BEGIN
             run_at = CASE WHEN j.status = 'blocked' AND j.unfinished_parents - d.n <= 0
                           THEN greatest(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()
-        FROM d WHERE j.id = d.job_id
+        FROM d WHERE j.id = d.job_id AND j.id = ANY (ARRAY(SELECT d.job_id FROM d))
         RETURNING j.id, j.status
     )
     SELECT array_agg(u.id) INTO ready FROM u WHERE u.status = 'pending';
@@ -1214,8 +1214,7 @@ BEGIN
            SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
                started_at = t, updated_at = t,
                lease_expires_at = t + lease
-          FROM unnest(picked) AS p(id)    -- by primary key, one probe per job
-         WHERE j.id = p.id
+         WHERE j.id = ANY (picked)
         RETURNING j.*
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
@@ -1262,7 +1261,8 @@ BEGIN
            SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
                updated_at = clock_timestamp(), lease_expires_at = NULL
           FROM unnest(ids, results) AS r(id, result)
-         WHERE j.id = r.id AND j.status = 'running' AND j.worker = _complete_batch.worker
+         WHERE j.id = r.id AND j.id = ANY (ids)
+           AND j.status = 'running' AND j.worker = _complete_batch.worker
         RETURNING j.id, j.attempts, j.queue, j.job_type
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
@@ -1332,7 +1332,7 @@ BEGIN
                                   THEN NULL ELSE clock_timestamp() END,
                last_error = f.error, worker = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
           FROM f
-         WHERE j.id = f.id AND j.status = 'running' AND j.worker = _fail.worker
+         WHERE j.id = f.id AND j.id = ANY (ids) AND j.status = 'running' AND j.worker = _fail.worker
            AND j.attempts = f.attempt
         RETURNING j.id, f.error, j.status
     )
@@ -1629,7 +1629,7 @@ BEGIN
     PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (job_ids) ORDER BY j.id FOR NO KEY UPDATE;
     SELECT u.id INTO bad
       FROM unnest(job_ids) WITH ORDINALITY AS u(id, ord)
-      LEFT JOIN taskq.jobs j ON j.id = u.id
+      LEFT JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (job_ids)
      WHERE j.id IS NULL OR (j.owner <> me AND NOT any_job) OR j.status <> 'running'
         OR j.worker LIKE 'executor/%'
         OR (complete_many.worker IS NOT NULL AND j.worker IS DISTINCT FROM complete_many.worker)
@@ -1644,7 +1644,7 @@ BEGIN
            SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
                updated_at = clock_timestamp(), lease_expires_at = NULL
           FROM unnest(job_ids, results) AS r(id, result)
-         WHERE j.id = r.id AND j.status = 'running'
+         WHERE j.id = r.id AND j.id = ANY (job_ids) AND j.status = 'running'
         RETURNING j.id
     )
     SELECT array_agg(u.id) INTO done FROM u;

@@ -13,6 +13,7 @@
 
 #include <signal.h>
 
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -25,6 +26,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -38,7 +40,9 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/portal.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
@@ -217,8 +221,9 @@ prepare_plans(void)
 		4, claim_args);
 	next_run_plan = prepare_kept("SELECT taskq._next_run_at()", 0, NULL);
 	lock_plan = prepare_kept(
-		"SELECT j.id FROM unnest($1::int8[]) AS p(id) JOIN taskq.jobs j ON j.id = p.id"
-		" WHERE j.status = 'running' AND j.worker = $2 ORDER BY j.id FOR NO KEY UPDATE OF j",
+		"SELECT j.id FROM taskq.jobs j"
+		" WHERE j.id = ANY ($1) AND j.status = 'running' AND j.worker = $2"
+		" ORDER BY j.id FOR NO KEY UPDATE OF j",
 		2, lock_args);
 	complete_plan = prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 								 3, complete_args);
@@ -253,6 +258,35 @@ recover_from_error(const char *what)
  * transaction (SPI connected), into cxt.  When nothing was claimed, sets
  * *sleep_ms to how long an idle executor may sleep.
  */
+/*
+ * Our plans are made once per session (generic plans), for taskq.jobs as it
+ * was then.  One made while the table was nearly empty may read all of it
+ * once it is big (a hash join over its whole primary key took 0.9 ms per
+ * claim at 5,000 jobs): when the table has doubled since, plan again.
+ * (ANALYZE also invalidates them, but autovacuum comes at its own pace.)
+ */
+static void
+replan_if_jobs_grew(void)
+{
+	static BlockNumber planned_blocks = 0;
+	Oid			relid = get_relname_relid("jobs", get_namespace_oid("taskq", false));
+	Relation	rel;
+	BlockNumber blocks;
+
+	if (!OidIsValid(relid))
+		return;
+	rel = table_open(relid, AccessShareLock);
+	blocks = RelationGetNumberOfBlocks(rel);
+	table_close(rel, NoLock);
+	if (blocks < planned_blocks)
+		planned_blocks = blocks;	/* truncated: its plans were made again */
+	else if (blocks >= 2 * planned_blocks + 16)
+	{
+		ResetPlanCache();
+		planned_blocks = blocks;
+	}
+}
+
 static List *
 claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
 {
@@ -262,6 +296,7 @@ claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
 
 	*sleep_ms = taskq_poll_interval_ms;
 	prepare_plans();
+	replan_if_jobs_grew();
 	args[0] = CStringGetTextDatum(worker_name);
 	args[1] = Int32GetDatum(batch_limit);
 	args[2] = Int32GetDatum(cpu);
