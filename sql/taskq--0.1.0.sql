@@ -945,6 +945,11 @@ BEGIN
     INSERT INTO taskq.queues (name, paused) VALUES (queue, false)
     ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
     PERFORM taskq._wake_on_commit();
+    -- its pending jobs changed no status: tell listening workers to claim
+    IF taskq._publishing(false) THEN
+        PERFORM pg_catalog.pg_notify('taskq_jobs',
+                                     pg_catalog.json_build_object('status', 'resumed', 'queue', queue)::text);
+    END IF;
 END
 $$;
 

@@ -176,6 +176,11 @@ define_gucs(void)
 							 "A listener that never reads fills the queue; once full, every notifying transaction would fail.",
 							 &taskq_notify_queue_limit, 0.5, 0.0, 1.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("taskq.flush_after_notify",
+							 "A transaction that publishes on taskq_jobs flushes its commit after releasing PostgreSQL's NOTIFY lock.",
+							 "COMMIT still waits for the flush (and synchronous standbys); other sessions may see the transaction during it.",
+							 &taskq_flush_after_notify, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.retention",
 							"How long finished jobs are kept before the launcher deletes them; -1 keeps them.",
 							NULL, &taskq_retention_s, 7 * 24 * 3600, -1, INT_MAX,
@@ -204,6 +209,7 @@ _PG_init(void)
 {
 	define_gucs();
 	RegisterXactCallback(taskq_xact_callback, NULL);
+	taskq_commit_flush_init();
 	RegisterSubXactCallback(taskq_subxact_callback, NULL);
 
 	if (!process_shared_preload_libraries_in_progress)
@@ -523,6 +529,7 @@ taskq_publish(PG_FUNCTION_ARGS)
 	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	appendStringInfo(&buf, ", \"attempt\": %d}", PG_GETARG_INT32(4));
 	Async_Notify("taskq_jobs", buf.data);
+	taskq_request_commit_flush();
 	pfree(buf.data);
 	PG_RETURN_VOID();
 }

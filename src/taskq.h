@@ -126,4 +126,9 @@ extern void taskq_register_launcher(void);
 extern int64 taskq_current_job;
 extern Oid	taskq_current_owner;
 
+/* commit_flush.c: a publishing transaction flushes its commit after its locks */
+extern bool taskq_flush_after_notify;
+extern void taskq_request_commit_flush(void);
+extern void taskq_commit_flush_init(void);
+
 #endif							/* TASKQ_H */

@@ -419,7 +419,7 @@ class Worker:
                 note = json.loads(n.extra.decode())
             except ValueError:
                 continue
-            if note.get("status") == "pending" and (
+            if note.get("status") in ("pending", "resumed") and (
                     self.queues is None or note.get("queue") in self.queues):
                 relevant = True
 

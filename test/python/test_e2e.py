@@ -297,6 +297,17 @@ def test_library(conn):
     done = one(conn, "SELECT taskq.wait(%s, %s::interval)",
                (list(ids.values()), f"{remaining(30)} s"))[0]
     check(done, "the library worker finished every job (woken by NOTIFY, not polling)")
+
+    # a job of a paused queue: the worker hears "pending", claims nothing and
+    # sleeps for its 30 s poll; resume must wake it
+    conn.execute("SELECT taskq.pause(%s)", (LIB_QUEUE,))
+    held = one(conn, "SELECT taskq.submit('e2e_ok', '{\"x\": 8}', queue => %s)", (LIB_QUEUE,))[0]
+    time.sleep(1)
+    check(one(conn, "SELECT status::text FROM taskq.jobs WHERE id = %s", (held,))[0] == "pending",
+          "a job of a paused queue waits")
+    conn.execute("SELECT taskq.resume(%s)", (LIB_QUEUE,))
+    check(one(conn, "SELECT taskq.wait(%s, '10 s')", ([held],))[0],
+          "resume wakes a listening worker (NOTIFY 'resumed'; its poll is 30 s)")
     worker.stop()
     thread.join(remaining(20))
     check(not thread.is_alive(), "stop() ends run()")

@@ -1,0 +1,98 @@
+/*
+ * commit_flush.c
+ *		A transaction that publishes on taskq_jobs flushes its commit record
+ *		after its locks are released.
+ *
+ * PostgreSQL serializes notifying transactions: PreCommit_Notify takes a
+ * database-wide lock that is released with the transaction's other locks,
+ * after the WAL flush of its commit record.  Two notifying commits can never
+ * share a flush, so submitters and executors queue behind each other's
+ * fsyncs (bench/README.md).  With taskq.flush_after_notify on, a transaction
+ * that published commits asynchronously (its commit record is inserted into
+ * the WAL, not flushed, while the lock is held) and then, once its locks are
+ * gone and before COMMIT returns, flushes it and waits for synchronous
+ * standbys as a synchronous commit would.  COMMIT still returns only once the
+ * commit is durable; what changes is that other sessions may see the
+ * transaction for the length of that flush before it is.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "replication/syncrep.h"
+#include "utils/resowner.h"
+
+#include "taskq.h"
+
+bool		taskq_flush_after_notify = true;
+
+/* this transaction published (and taskq.flush_after_notify is on) */
+static bool flush_requested = false;
+
+/* >= 0: the synchronous_commit we lowered to off for this commit */
+static int	lowered_synchronous_commit = -1;
+
+void
+taskq_request_commit_flush(void)
+{
+	if (taskq_flush_after_notify)
+		flush_requested = true;
+}
+
+static void
+restore_synchronous_commit(void)
+{
+	if (lowered_synchronous_commit >= 0)
+		synchronous_commit = lowered_synchronous_commit;
+	lowered_synchronous_commit = -1;
+}
+
+static void
+commit_flush_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* the last step before the commit record: lower it for this commit only */
+			if (flush_requested && synchronous_commit > SYNCHRONOUS_COMMIT_OFF)
+			{
+				lowered_synchronous_commit = synchronous_commit;
+				synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			restore_synchronous_commit();
+			flush_requested = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Called at each phase of the release of a transaction's resources. */
+static void
+commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
+							  bool isTopLevel, void *arg)
+{
+	bool		lowered = lowered_synchronous_commit >= 0;
+
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
+		return;
+	flush_requested = false;
+	restore_synchronous_commit();
+	if (lowered && isCommit)
+	{
+		/* what RecordTransactionCommit would have done, now without the lock */
+		XLogFlush(XactLastCommitEnd);
+		SyncRepWaitForLSN(XactLastCommitEnd, true);
+	}
+}
+
+void
+taskq_commit_flush_init(void)
+{
+	RegisterXactCallback(commit_flush_xact_callback, NULL);
+	RegisterResourceReleaseCallback(commit_flush_release_callback, NULL);
+}
