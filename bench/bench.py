@@ -293,7 +293,7 @@ class Bench:
         cfg, c = self.cfg, self.conn
         out = {"single": {}, "batch": {}}
         for clients in cfg["submit_clients"]:
-            taskq_tps, quiet_tps, raw_tps = [], [], []
+            taskq_tps, quiet_tps, serial_tps, raw_tps = [], [], [], []
             for _ in self.runs():
                 reset_taskq(c)
                 c.execute("TRUNCATE bench.raw_jobs")
@@ -306,14 +306,22 @@ class Bench:
                 quiet_tps.append(pgbench(self.s, "bench", "taskq_submit.sql", clients,
                                          seconds=cfg["submit_seconds"],
                                          options="-c taskq.notify_level=none")["tps"])
+                reset_taskq(c)
+                checkpoint(c)
+                # PostgreSQL's commit order: the NOTIFY lock held through the flush
+                serial_tps.append(pgbench(self.s, "bench", "taskq_submit.sql", clients,
+                                          seconds=cfg["submit_seconds"],
+                                          options="-c taskq.flush_after_notify=off")["tps"])
                 checkpoint(c)
                 raw_tps.append(pgbench(self.s, "bench", "raw_insert.sql", clients,
                                        seconds=cfg["submit_seconds"])["tps"])
             out["single"][str(clients)] = {"taskq_submit": stats(taskq_tps),
                                            "taskq_submit_notify_none": stats(quiet_tps),
+                                           "taskq_submit_flush_off": stats(serial_tps),
                                            "raw_insert": stats(raw_tps)}
             log(f"submit x{clients}: taskq {med(stats(taskq_tps)):.0f} tps "
-                f"(notify_level=none: {med(stats(quiet_tps)):.0f}), "
+                f"(notify_level=none: {med(stats(quiet_tps)):.0f}, "
+                f"flush_after_notify=off: {med(stats(serial_tps)):.0f}), "
                 f"raw INSERT {med(stats(raw_tps)):.0f} tps")
 
         methods = {
@@ -575,11 +583,23 @@ class Bench:
             raise RuntimeError(f"{peer} pickup: {pct['jobs']} of {submitted} jobs ran")
         return pct
 
+    def pickup_flush_off(self):
+        """taskq with taskq.flush_after_notify off (executors and submitters)."""
+        c = self.conn
+        c.execute("ALTER SYSTEM SET taskq.flush_after_notify = off")
+        c.execute("SELECT pg_reload_conf()")
+        try:
+            return self.pickup_taskq("-c taskq.flush_after_notify=off")
+        finally:
+            c.execute("ALTER SYSTEM RESET taskq.flush_after_notify")
+            c.execute("SELECT pg_reload_conf()")
+
     def pickup(self):
         out = {"rate": self.cfg["pickup_rate"], "seconds": self.cfg["pickup_seconds"]}
         systems = [("taskq", lambda run: self.pickup_taskq()),
                    ("taskq_notify_none",
-                    lambda run: self.pickup_taskq("-c taskq.notify_level=none"))]
+                    lambda run: self.pickup_taskq("-c taskq.notify_level=none")),
+                   ("taskq_flush_off", lambda run: self.pickup_flush_off())]
         if self.peers is None:
             systems += [(peer, lambda run, peer=peer: self.pickup_peer(peer, run))
                         for peer in ("graphile", "pgboss")]

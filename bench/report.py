@@ -166,10 +166,14 @@ def render(r):
         rows = []
         for c, v in sub["single"].items():
             rows.append([c, _fmt(v["taskq_submit"]), _fmt(v.get("taskq_submit_notify_none")),
+                         _fmt(v.get("taskq_submit_flush_off")),
                          _fmt(v["raw_insert"]), _pct(_ratio(v["taskq_submit"], v["raw_insert"])),
-                         _pct(_ratio(v.get("taskq_submit_notify_none"), v["raw_insert"]))])
+                         _pct(_ratio(v.get("taskq_submit_notify_none"), v["raw_insert"])),
+                         _pct(_ratio(v.get("taskq_submit_flush_off"), v["raw_insert"]))])
         out.append(_table(["clients", "taskq.submit TPS", "… with taskq.notify_level = none",
-                           "raw INSERT TPS", "taskq / raw", "taskq (no NOTIFY) / raw"], rows))
+                           "… with taskq.flush_after_notify = off",
+                           "raw INSERT TPS", "taskq / raw", "taskq (no NOTIFY) / raw",
+                           "taskq (flush off) / raw"], rows))
         b = sub.get("batch", {})
         out.append("\nBatches of 1,000 jobs per call, one client, "
                    f"{r['config']['batch_seconds']} s per run (psycopg, ids returned to the client "
@@ -235,6 +239,7 @@ def render(r):
         rows = []
         for k, label in (("taskq", "taskq (executors)"),
                          ("taskq_notify_none", "taskq, submitted with taskq.notify_level = none"),
+                         ("taskq_flush_off", "taskq with taskq.flush_after_notify = off"),
                          ("graphile", "graphile-worker"),
                          ("pgboss", "pg-boss")):
             if k in p:
