@@ -261,7 +261,8 @@ def render(r):
         out.append("\n## 5. Cost under churn\n")
         out.append(f"{ch['jobs']:,} no-op jobs through the executors (submit_many of 1,000 while "
                    f"at most {ch['max_backlog']:,} wait), taskq.retention = {ch['retention']} so "
-                   f"the launcher deletes finished jobs: {_num(ch['jobs_per_s'])} jobs/s overall. "
+                   f"the launcher deletes finished jobs, autovacuum_naptime = "
+                   f"{ch.get('autovacuum_naptime', '1min')}: {_num(ch['jobs_per_s'])} jobs/s overall. "
                    "Sizes are heap + indexes (+TOAST); RSS from /proc/<pid>/status of each executor "
                    "(RssAnon is private memory; VmRSS also counts the shared buffers it touched).\n")
         rows = []

@@ -254,11 +254,6 @@ recover_from_error(const char *what)
 }
 
 /*
- * Claim up to batch_limit jobs, each fitting cpu/memory, inside the current
- * transaction (SPI connected), into cxt.  When nothing was claimed, sets
- * *sleep_ms to how long an idle executor may sleep.
- */
-/*
  * Our plans are made once per session (generic plans), for taskq.jobs as it
  * was then.  One made while the table was nearly empty may read all of it
  * once it is big (a hash join over its whole primary key took 0.9 ms per
@@ -269,7 +264,7 @@ static void
 replan_if_jobs_grew(void)
 {
 	static BlockNumber planned_blocks = 0;
-	Oid			relid = get_relname_relid("jobs", get_namespace_oid("taskq", false));
+	Oid			relid = get_relname_relid("jobs", get_namespace_oid("taskq", true));
 	Relation	rel;
 	BlockNumber blocks;
 
@@ -287,6 +282,11 @@ replan_if_jobs_grew(void)
 	}
 }
 
+/*
+ * Claim up to batch_limit jobs, each fitting cpu/memory, inside the current
+ * transaction (SPI connected), into cxt.  When nothing was claimed, sets
+ * *sleep_ms to how long an idle executor may sleep.
+ */
 static List *
 claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
 {
