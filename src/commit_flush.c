@@ -4,22 +4,28 @@
  *		after its locks are released.
  *
  * PostgreSQL serializes notifying transactions: PreCommit_Notify takes a
- * database-wide lock that is released with the transaction's other locks,
+ * cluster-wide lock that is released with the transaction's other locks,
  * after the WAL flush of its commit record.  Two notifying commits can never
  * share a flush, so submitters and executors queue behind each other's
  * fsyncs (bench/README.md).  With taskq.flush_after_notify on, a transaction
  * that published commits asynchronously (its commit record is inserted into
  * the WAL, not flushed, while the lock is held) and then, once its locks are
- * gone and before COMMIT returns, flushes it and waits for synchronous
- * standbys as a synchronous commit would.  COMMIT still returns only once the
+ * gone and before COMMIT returns, flushes it as a synchronous commit would.
+ * COMMIT still returns only once the
  * commit is durable; what changes is that other sessions may see the
  * transaction for the length of that flush before it is.
+ *
+ * Not under synchronous replication: PostgreSQL keeps a commit invisible
+ * until the standbys confirm it, and the window would last as long as they
+ * take (forever, with the standby down).  Nor for remote_apply, whose commit
+ * record itself asks the standby for an immediate reply.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "replication/syncrep.h"
+#include "replication/walsender.h"
 #include "utils/resowner.h"
 
 #include "taskq.h"
@@ -39,6 +45,14 @@ taskq_request_commit_flush(void)
 		flush_requested = true;
 }
 
+/* Does this commit wait for synchronous standbys (as configured)? */
+static bool
+synchronous_replication_wanted(void)
+{
+	return SyncRepRequested() &&
+		SyncRepStandbyNames != NULL && SyncRepStandbyNames[0] != '\0';
+}
+
 static void
 restore_synchronous_commit(void)
 {
@@ -54,7 +68,8 @@ commit_flush_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 			/* the last step before the commit record: lower it for this commit only */
-			if (flush_requested && synchronous_commit > SYNCHRONOUS_COMMIT_OFF)
+			if (flush_requested && synchronous_commit > SYNCHRONOUS_COMMIT_OFF &&
+				!synchronous_replication_wanted())
 			{
 				lowered_synchronous_commit = synchronous_commit;
 				synchronous_commit = SYNCHRONOUS_COMMIT_OFF;
@@ -84,7 +99,10 @@ commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
 	restore_synchronous_commit();
 	if (lowered && isCommit)
 	{
-		/* what RecordTransactionCommit would have done, now without the lock */
+		/*
+		 * What RecordTransactionCommit would have done, now without the lock
+		 * (no standby wait: we do not lower synchronous_commit when one is due)
+		 */
 		XLogFlush(XactLastCommitEnd);
 		SyncRepWaitForLSN(XactLastCommitEnd, true);
 	}

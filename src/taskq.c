@@ -178,7 +178,7 @@ define_gucs(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("taskq.flush_after_notify",
 							 "A transaction that publishes on taskq_jobs flushes its commit after releasing PostgreSQL's NOTIFY lock.",
-							 "COMMIT still waits for the flush (and synchronous standbys); other sessions may see the transaction during it.",
+							 "COMMIT still waits for the flush; other sessions may see the transaction during it.  Not under synchronous replication.",
 							 &taskq_flush_after_notify, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.retention",

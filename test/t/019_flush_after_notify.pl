@@ -1,10 +1,11 @@
 # taskq.flush_after_notify: a transaction that publishes on taskq_jobs
-# flushes its commit (and waits for synchronous standbys) after PostgreSQL's
-# NOTIFY lock is released, still before COMMIT returns.  A synchronous
-# standby that never answers makes the waits visible: a publishing commit
-# waits for it (it is not left asynchronous), and two publishing commits wait
-# side by side, where PostgreSQL alone queues the second behind the lock the
-# first holds.
+# flushes its commit after PostgreSQL's NOTIFY lock is released, still before
+# COMMIT returns.  commit_delay (a 100 ms sleep in every WAL flush) makes the
+# flushes long enough to watch: with the setting on, a second publishing
+# commit waits for the flush in progress (LWLock WALWrite) and rides on it;
+# off, it waits for the NOTIFY lock held through that flush.  Under
+# synchronous replication PostgreSQL's order is kept: a synchronous standby
+# that never answers shows the lock held through the wait.
 use strict;
 use warnings;
 
@@ -15,64 +16,89 @@ use FindBin;
 use lib $FindBin::RealBin;
 use TaskqNode;
 
-# (streaming allowed: a cluster without WAL senders never waits for a standby)
+# (streaming allowed: a cluster without WAL senders never waits for a
+# standby; fsync on: commit_delay sleeps only when WAL is really flushed)
 my $node = PostgreSQL::Test::Cluster->new('flush_after_notify');
 $node->init(allows_streaming => 1);
-$node->append_conf('postgresql.conf', taskq_conf());
+$node->append_conf('postgresql.conf', taskq_conf(fsync => 'on'));
 $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
-sql('CREATE EXTENSION taskq');
+sql(q{
+CREATE EXTENSION taskq;
+CREATE PROCEDURE submit_loop(n integer) LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        PERFORM taskq.submit('x', queue => 'loop');
+        COMMIT;
+    END LOOP;
+END $$;
+});
 is(sql("SELECT taskq.submit('x', queue => 'plain') IS NOT NULL; SHOW synchronous_commit"),
 	"t\non", 'a publishing commit leaves synchronous_commit as it was');
 is(sql("BEGIN; SELECT taskq.submit('x', queue => 'plain') IS NOT NULL; ROLLBACK; SHOW synchronous_commit"),
 	"t\non", 'and so does a rolled back one');
 
-# a synchronous standby that never connects
-sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
-sql('SELECT pg_reload_conf()');
-
-# start a submit in its own session; returns the session and its pid
-sub submit_in_background
+# a session that runs $sql after SET taskq.flush_after_notify = $flush
+sub in_background
 {
-	my ($flush) = @_;
+	my ($flush, $sql) = @_;
 	my $s = $node->background_psql('postgres');
 	my $pid = $s->query_safe('SELECT pg_backend_pid()');
 	$s->query_safe("SET taskq.flush_after_notify = $flush");
-	$s->query_until(qr/sent/, "\\echo sent\nSELECT taskq.submit('x', queue => 'syncrep');\n");
+	$s->query_safe('SET commit_delay = 100000');
+	$s->query_safe('SET commit_siblings = 0');
+	$s->query_until(qr/sent/, "\\echo sent\n$sql;\n");
 	return ($s, $pid);
 }
 
-sub waits_on
+sub one_waits_on
 {
-	my ($pid, $event) = @_;
+	my ($event, @pids) = @_;
 	return $node->poll_query_until('postgres',
-		"SELECT wait_event FROM pg_stat_activity WHERE pid = $pid", $event);
+		"SELECT count(*) > 0 FROM pg_stat_activity WHERE pid IN (" . join(',', @pids)
+		  . ") AND wait_event = '$event'");
 }
 
-my ($a, $a_pid) = submit_in_background('on');
-ok(waits_on($a_pid, 'SyncRep'),
-	'a publishing commit waits for the synchronous standby before it returns');
-my ($b, $b_pid) = submit_in_background('on');
-ok(waits_on($b_pid, 'SyncRep'),
-	'a second one waits for it too, side by side: the NOTIFY lock is not held while waiting');
+sub loops_done
+{
+	return $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE 'CALL submit_loop%' AND state = 'active'");
+}
 
-# PostgreSQL's own order: the commit holds the lock through its wait
-my ($c, $c_pid) = submit_in_background('off');
-ok(waits_on($c_pid, 'SyncRep'), 'with flush_after_notify off, a commit waits for the standby');
-my ($d, $d_pid) = submit_in_background('on');
-ok(waits_on($d_pid, 'object'), 'holding the NOTIFY lock: the next publishing commit queues behind it');
+# two sessions committing submits one after the other, flushes of 100 ms
+my ($a, $a_pid) = in_background('on', 'CALL submit_loop(60)');
+my ($b, $b_pid) = in_background('on', 'CALL submit_loop(60)');
+ok(one_waits_on('WALWrite', $a_pid, $b_pid),
+	'flush_after_notify on: a publishing commit waits for the flush in progress, not for the NOTIFY lock');
+ok(loops_done(), 'the loops finished');
+$_->quit for ($a, $b);
 
-# give up on the standby: each commit stands, as a cancelled wait does in PostgreSQL
-sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid IN ($a_pid, $b_pid, $c_pid)");
-ok(waits_on($d_pid, 'SyncRep'), 'the queued one gets the lock, then waits for the standby without it');
-sql("SELECT pg_cancel_backend($d_pid)");
+my ($c, $c_pid) = in_background('off', 'CALL submit_loop(30)');
+my ($d, $d_pid) = in_background('off', 'CALL submit_loop(30)');
+ok(one_waits_on('object', $c_pid, $d_pid),
+	'off (PostgreSQL\'s order): it waits for the NOTIFY lock, held through the other\'s flush');
+ok(loops_done(), 'the loops finished');
+$_->quit for ($c, $d);
+is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'loop'"), '180', 'every job committed');
+
+# under synchronous replication (a standby that never connects), PostgreSQL's order
+sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+sql('SELECT pg_reload_conf()');
+my ($e, $e_pid) = in_background('on', "SELECT taskq.submit('x', queue => 'syncrep')");
+ok(one_waits_on('SyncRep', $e_pid), 'with a synchronous standby, a publishing commit waits for it');
+my ($f, $f_pid) = in_background('on', "SELECT taskq.submit('x', queue => 'syncrep')");
+ok(one_waits_on('object', $f_pid),
+	'holding the NOTIFY lock: no commit becomes visible before the standby has it');
+sql("SELECT pg_cancel_backend($e_pid)");
+ok(one_waits_on('SyncRep', $f_pid), 'the next one gets the lock once the first gives up waiting');
+sql("SELECT pg_cancel_backend($f_pid)");
 $node->poll_query_until('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", '0');
-is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'syncrep'"), '4',
-	'the four jobs are committed');
-$_->quit for ($a, $b, $c, $d);
+is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'syncrep'"), '2',
+	'both jobs are committed (locally, as PostgreSQL does when such a wait is cancelled)');
+$_->quit for ($e, $f);
 
 sql('ALTER SYSTEM RESET synchronous_standby_names');
 sql('SELECT pg_reload_conf()');
