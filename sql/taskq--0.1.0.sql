@@ -262,7 +262,7 @@ BEGIN
     WITH t AS (
         SELECT j.id, j.status, j.attempts, j.queue, j.job_type, errors[u.ord] AS error
         FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
-        JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids)
+        JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids)  -- (see _complete_batch)
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message, error)
         SELECT t.id, t.status, t.attempts, message, t.error FROM t
@@ -1261,6 +1261,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     done bigint[];
 BEGIN
+    -- (j.id = ANY (ids) repeats the join so that any plan, even one made on
+    -- an empty table, probes the primary key instead of reading an index whole)
     WITH u AS (
         UPDATE taskq.jobs j
            SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),

@@ -11,9 +11,9 @@
  * that published commits asynchronously (its commit record is inserted into
  * the WAL, not flushed, while the lock is held) and then, once its locks are
  * gone and before COMMIT returns, flushes it as a synchronous commit would.
- * COMMIT still returns only once the
- * commit is durable; what changes is that other sessions may see the
- * transaction for the length of that flush before it is.
+ * COMMIT still returns only once the commit is durable; what changes is that
+ * other sessions may see the transaction for the length of that flush before
+ * it is.
  *
  * Not under synchronous replication: PostgreSQL keeps a commit invisible
  * until the standbys confirm it, and the window would last as long as they
@@ -91,17 +91,20 @@ static void
 commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
 							  bool isTopLevel, void *arg)
 {
-	bool		lowered = lowered_synchronous_commit >= 0;
+	bool		lowered;
 
 	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
 		return;
+	lowered = lowered_synchronous_commit >= 0;
 	flush_requested = false;
 	restore_synchronous_commit();
 	if (lowered && isCommit)
 	{
 		/*
-		 * What RecordTransactionCommit would have done, now without the lock
-		 * (no standby wait: we do not lower synchronous_commit when one is due)
+		 * What RecordTransactionCommit would have done, now without the lock.
+		 * We lower synchronous_commit only when no standby wait is configured,
+		 * but the walsenders' view of synchronous_standby_names may lag ours
+		 * after a reload: SyncRepWaitForLSN decides as it would have.
 		 */
 		XLogFlush(XactLastCommitEnd);
 		SyncRepWaitForLSN(XactLastCommitEnd, true);

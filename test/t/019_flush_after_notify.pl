@@ -67,20 +67,22 @@ sub loops_done
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE 'CALL submit_loop%' AND state = 'active'");
 }
 
-# two sessions committing submits one after the other, flushes of 100 ms
-my ($a, $a_pid) = in_background('on', 'CALL submit_loop(60)');
-my ($b, $b_pid) = in_background('on', 'CALL submit_loop(60)');
-ok(one_waits_on('WALWrite', $a_pid, $b_pid),
-	'flush_after_notify on: a publishing commit waits for the flush in progress, not for the NOTIFY lock');
-ok(loops_done(), 'the loops finished');
-$_->quit for ($a, $b);
+# two sessions committing $n submits each, one after the other, with flushes
+# of 100 ms: one of them is seen waiting on $event
+sub two_loops_wait_on
+{
+	my ($flush, $n, $event, $what) = @_;
+	my ($a, $a_pid) = in_background($flush, "CALL submit_loop($n)");
+	my ($b, $b_pid) = in_background($flush, "CALL submit_loop($n)");
+	ok(one_waits_on($event, $a_pid, $b_pid), $what);
+	ok(loops_done(), 'the loops finished');
+	$_->quit for ($a, $b);
+}
 
-my ($c, $c_pid) = in_background('off', 'CALL submit_loop(30)');
-my ($d, $d_pid) = in_background('off', 'CALL submit_loop(30)');
-ok(one_waits_on('object', $c_pid, $d_pid),
+two_loops_wait_on('on', 60, 'WALWrite',
+	'flush_after_notify on: a publishing commit waits for the flush in progress, not for the NOTIFY lock');
+two_loops_wait_on('off', 30, 'object',
 	'off (PostgreSQL\'s order): it waits for the NOTIFY lock, held through the other\'s flush');
-ok(loops_done(), 'the loops finished');
-$_->quit for ($c, $d);
 is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'loop'"), '180', 'every job committed');
 
 # under synchronous replication (a standby that never connects), PostgreSQL's order
@@ -88,6 +90,8 @@ sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
 sql('SELECT pg_reload_conf()');
 my ($e, $e_pid) = in_background('on', "SELECT taskq.submit('x', queue => 'syncrep')");
 ok(one_waits_on('SyncRep', $e_pid), 'with a synchronous standby, a publishing commit waits for it');
+is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'syncrep'"), '0',
+	'and stays invisible to other sessions meanwhile');
 my ($f, $f_pid) = in_background('on', "SELECT taskq.submit('x', queue => 'syncrep')");
 ok(one_waits_on('object', $f_pid),
 	'holding the NOTIFY lock: no commit becomes visible before the standby has it');
