@@ -446,6 +446,11 @@ def test_e2e(conn, logdir, procs):
     wait_for("the victim to hold jobs", victim_busy, 60, step=0.02)
     victim_proc.send_signal(signal.SIGKILL)
     victim_proc.wait(remaining(10))
+    # a statement its sessions were running when it died still commits: what
+    # it held is what is left once those sessions are gone
+    wait_for("the killed worker's sessions to end", lambda: one(
+        conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        (f"taskq worker {victim}"[:63],))[0] == 0, 30)
     held = {r[0] for r in conn.execute("SELECT id FROM taskq.jobs WHERE id = ANY (%s) AND "
                                        "status = 'running' AND worker = %s", (ids, victim))}
     say(f"killed {victim} (SIGKILL) holding {len(held)} job(s): {sorted(held)}")
