@@ -398,155 +398,61 @@ $$;
 -- Submission
 ------------------------------------------------------------------------------
 
--- Insert one validated job; the caller is its owner.  Parents are checked,
--- locked against concurrent completion and counted.
+-- The parents of a job being submitted by owner: none NULL, each existing,
+-- visible to owner and not cancelled, else the error.  Locks them against
+-- concurrent completion (taskq._lock_parents); returns how many have not
+-- succeeded yet.  Called by taskq._insert_job (src/submit.c).
+CREATE FUNCTION taskq._check_parents(depends_on bigint[], owner regrole)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    parents_total integer;
+    unfinished integer;
+    bad record;
+    admin boolean := taskq._is_admin();
+BEGIN
+    IF array_position(depends_on, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'depends_on must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Under the parents' locks the status read next is the final word.
+    PERFORM taskq._lock_parents(depends_on, false);
+    SELECT count(*), count(*) FILTER (WHERE j.status <> 'succeeded')
+      INTO parents_total, unfinished
+      FROM taskq.jobs j
+     WHERE j.id IN (SELECT DISTINCT unnest(depends_on))
+       AND (admin OR j.owner = _check_parents.owner);
+    IF parents_total <> (SELECT count(DISTINCT d) FROM unnest(depends_on) d) THEN
+        SELECT d INTO bad FROM unnest(depends_on) d
+        WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = d
+                          AND (admin OR j.owner = _check_parents.owner)) LIMIT 1;
+        RAISE EXCEPTION 'job % does not exist', bad.d
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = 'A job can only depend on existing jobs.';
+    END IF;
+    SELECT j.id INTO bad FROM taskq.jobs j
+    WHERE j.id = ANY (depends_on) AND j.status = 'cancelled' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'cannot depend on cancelled job %', bad.id
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    RETURN unfinished;
+END
+$$;
+
+-- Insert one validated job owned by owner, with its log row, edges and
+-- notification (src/submit.c).  The job by job path of submit_many.
 CREATE FUNCTION taskq._insert_job(
     job_type text, payload jsonb, priority taskq.priority, queue text,
     depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
     owner regrole)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-#variable_conflict use_column
-DECLARE
-    q taskq.queues;
-    new_id bigint;
-    parents_total integer := 0;
-    unfinished integer := 0;
-    bad record;
-    admin boolean;
-BEGIN
-    -- (the checks call helpers only to raise their errors: this is the hot path)
-    IF job_type IS NULL OR queue IS NULL OR btrim(job_type, E' \t\r\n') = '' OR btrim(queue, E' \t\r\n') = ''
-       OR length(job_type) > 200 OR length(queue) > 200 THEN
-        PERFORM taskq._check_name('job_type', job_type);
-        PERFORM taskq._check_name('queue', queue);
-    END IF;
-    IF payload IS NULL THEN
-        RAISE EXCEPTION 'payload must not be NULL' USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Pass ''{}'' for an empty payload.';
-    END IF;
-    IF jsonb_typeof(payload) <> 'object' THEN
-        RAISE EXCEPTION 'payload must be a JSON object, got a JSON %', jsonb_typeof(payload)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF priority IS NULL THEN
-        RAISE EXCEPTION 'priority must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF cpu_units IS NULL OR cpu_units <= 0 OR memory_mb IS NULL OR memory_mb < 0
-       OR cpu_units > taskq._max_cpu_units() OR memory_mb > taskq._max_memory_mb() THEN
-        PERFORM taskq._check_resources(cpu_units, memory_mb);
-    END IF;
-    IF max_attempts IS NOT NULL AND max_attempts < 1 THEN
-        RAISE EXCEPTION 'max_attempts must be at least 1, got %', max_attempts
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF timeout IS NOT NULL AND timeout <= interval '0' THEN
-        RAISE EXCEPTION 'timeout must be positive, got %', timeout
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF backoff IS NOT NULL AND backoff < interval '0' THEN
-        RAISE EXCEPTION 'backoff must not be negative, got %', backoff
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF idempotency_key IS NOT NULL AND idempotency_key = '' THEN
-        RAISE EXCEPTION 'idempotency_key must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF run_at IS NOT NULL AND NOT isfinite(run_at) THEN
-        RAISE EXCEPTION 'run_at must be a finite timestamp' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
 
-    -- A live job with the same key wins; the unique index settles races.
-    IF idempotency_key IS NOT NULL THEN
-        SELECT j.id INTO new_id FROM taskq.jobs j
-        WHERE j.owner = _insert_job.owner AND j.idempotency_key = _insert_job.idempotency_key
-          AND j.status IN ('blocked', 'pending', 'running');
-        IF FOUND THEN
-            RETURN new_id;
-        END IF;
-    END IF;
-
-    SELECT * INTO q FROM taskq.queues WHERE name = queue;
-
-    IF depends_on IS NOT NULL AND cardinality(depends_on) > 0 THEN
-        IF array_position(depends_on, NULL) IS NOT NULL THEN
-            RAISE EXCEPTION 'depends_on must not contain NULL' USING ERRCODE = 'null_value_not_allowed';
-        END IF;
-        admin := taskq._is_admin();
-        -- Under the parents' locks the status read next is the final word.
-        PERFORM taskq._lock_parents(depends_on, false);
-        SELECT count(*), count(*) FILTER (WHERE j.status <> 'succeeded')
-          INTO parents_total, unfinished
-          FROM taskq.jobs j
-         WHERE j.id IN (SELECT DISTINCT unnest(depends_on))
-           AND (admin OR j.owner = _insert_job.owner);
-        IF parents_total <> (SELECT count(DISTINCT d) FROM unnest(depends_on) d) THEN
-            SELECT d INTO bad FROM unnest(depends_on) d
-            WHERE NOT EXISTS (SELECT 1 FROM taskq.jobs j WHERE j.id = d
-                              AND (admin OR j.owner = _insert_job.owner)) LIMIT 1;
-            RAISE EXCEPTION 'job % does not exist', bad.d
-                USING ERRCODE = 'foreign_key_violation',
-                      DETAIL = 'A job can only depend on existing jobs.';
-        END IF;
-        SELECT j.id INTO bad FROM taskq.jobs j
-        WHERE j.id = ANY (depends_on) AND j.status = 'cancelled' LIMIT 1;
-        IF FOUND THEN
-            RAISE EXCEPTION 'cannot depend on cancelled job %', bad.id
-                USING ERRCODE = 'object_not_in_prerequisite_state';
-        END IF;
-    END IF;
-
-    PERFORM taskq._lock_job_type(job_type, false);
-    -- The job and its first log row in one statement.
-    WITH j AS (
-        INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status, payload,
-                                max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,
-                                idempotency_key, owner, unfinished_parents, in_database)
-        VALUES (queue, job_type, priority, priority,
-                CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status,
-                payload,
-                coalesce(max_attempts, q.default_max_attempts, 3),
-                coalesce(backoff, current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
-                coalesce(timeout, q.default_timeout),
-                cpu_units, memory_mb, coalesce(run_at, now()), idempotency_key, owner, unfinished,
-                EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = _insert_job.job_type))
-        ON CONFLICT (owner, idempotency_key)
-            WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')
-            DO NOTHING
-        RETURNING j.id, j.status
-    ), logged AS (
-        INSERT INTO taskq.job_logs (job_id, status, attempt, message)
-        SELECT j.id, j.status, 0, 'submitted' FROM j
-    )
-    SELECT j.id INTO new_id FROM j;
-
-    IF new_id IS NULL THEN
-        -- lost the race to a concurrent submit with the same key
-        SELECT j.id INTO STRICT new_id FROM taskq.jobs j
-        WHERE j.owner = _insert_job.owner AND j.idempotency_key = _insert_job.idempotency_key
-          AND j.status IN ('blocked', 'pending', 'running');
-        RETURN new_id;
-    END IF;
-
-    IF parents_total > 0 THEN
-        INSERT INTO taskq.job_dependencies (job_id, depends_on)
-        SELECT DISTINCT new_id, d FROM unnest(depends_on) d;
-    END IF;
-
-    IF taskq._publishing(false) THEN
-        PERFORM taskq._publish(new_id, CASE WHEN unfinished > 0 THEN 'blocked' ELSE 'pending' END,
-                               queue, job_type, 0);
-    END IF;
-    -- Executors run only jobs with a handler; waking them for any other job
-    -- made each of them scan the whole backlog for nothing (bench/).
-    IF unfinished = 0 AND EXISTS (SELECT 1 FROM taskq.handlers h
-                                  WHERE h.job_type = _insert_job.job_type) THEN
-        PERFORM taskq._wake_on_commit();
-    END IF;
-    RETURN new_id;
-END
-$$;
-
+-- In C (src/submit.c), with plans kept per session.  Not SECURITY DEFINER:
+-- its statements run as the function's owner, under a search_path of
+-- pg_catalog alone, without the GUC save and restore of SET clauses.
 CREATE FUNCTION taskq.submit(
     job_type        text,
     payload         jsonb DEFAULT '{}',
@@ -561,14 +467,7 @@ CREATE FUNCTION taskq.submit(
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
-BEGIN
-    -- (plpgsql, not sql: a sql function is planned again at every call)
-    RETURN taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
-                             max_attempts, timeout, cpu_units, memory_mb,
-                             idempotency_key, backoff, taskq._caller());
-END
-$$;
+    AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
 
 -- Submit many jobs in one statement.  jobs is a JSON array of objects with the
 -- keys of submit(); "after" lists indexes (0-based) of earlier jobs of the same

@@ -8,7 +8,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
-#include "commands/async.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -75,6 +74,7 @@ taskq_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
 	RequestAddinShmemSpace(taskq_scan_floors_size());
+	RequestAddinShmemSpace(taskq_listeners_size());
 	taskq_scan_floors_request();
 }
 
@@ -99,6 +99,7 @@ taskq_shmem_startup(void)
 	}
 	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
 	taskq_scan_floors_init(floors, found);
+	taskq_listeners_attach();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -220,6 +221,7 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = taskq_shmem_startup;
 
+	taskq_listeners_init();
 	taskq_register_launcher();
 	taskq_install_database_guard();
 }
@@ -396,21 +398,36 @@ taskq_extension_ready(void)
 	return get_extension_oid("taskq", true) == ext;
 }
 
+/*
+ * The role the session acts as: SET ROLE is honoured, SECURITY DEFINER is
+ * not.  Inside a handler, the executor acts for the job's owner.
+ */
+Oid
+taskq_caller_role(void)
+{
+	if (taskq_current_job != 0)
+		return taskq_current_owner;
+	return GetOuterUserId();
+}
+
 PG_FUNCTION_INFO_V1(taskq_caller);
 Datum
 taskq_caller(PG_FUNCTION_ARGS)
 {
-	/* inside a handler, the executor acts for the job's owner */
-	if (taskq_current_job != 0)
-		PG_RETURN_OID(taskq_current_owner);
-	PG_RETURN_OID(GetOuterUserId());
+	PG_RETURN_OID(taskq_caller_role());
+}
+
+void
+taskq_wake_at_commit(void)
+{
+	wake_at_commit = true;
 }
 
 PG_FUNCTION_INFO_V1(taskq_wake_on_commit);
 Datum
 taskq_wake_on_commit(PG_FUNCTION_ARGS)
 {
-	wake_at_commit = true;
+	taskq_wake_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -484,16 +501,14 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
  * nothing is, so a listener that never reads slows nothing down and a full
  * queue fails no transaction.  Usage is read once per transaction.
  */
-PG_FUNCTION_INFO_V1(taskq_publishing);
-Datum
-taskq_publishing(PG_FUNCTION_ARGS)
+bool
+taskq_publishing_now(bool terminal)
 {
 	static LocalTransactionId checked_in = InvalidLocalTransactionId;
 	static bool queue_has_room = true;
-	bool		terminal = PG_GETARG_BOOL(0);
 
 	if (taskq_notify_level == 0 || (taskq_notify_level == 1 && !terminal))
-		PG_RETURN_BOOL(false);
+		return false;
 	if (checked_in != MyProc->lxid)
 	{
 		LOCAL_FCINFO(usage_fcinfo, 0);
@@ -503,7 +518,14 @@ taskq_publishing(PG_FUNCTION_ARGS)
 			taskq_notify_queue_limit;
 		checked_in = MyProc->lxid;
 	}
-	PG_RETURN_BOOL(queue_has_room);
+	return queue_has_room;
+}
+
+PG_FUNCTION_INFO_V1(taskq_publishing);
+Datum
+taskq_publishing(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(taskq_publishing_now(PG_GETARG_BOOL(0)));
 }
 
 /*
@@ -513,24 +535,32 @@ taskq_publishing(PG_FUNCTION_ARGS)
  * the type of every argument at every call.  STRICT: every caller passes
  * columns that are NOT NULL.
  */
-PG_FUNCTION_INFO_V1(taskq_publish);
-Datum
-taskq_publish(PG_FUNCTION_ARGS)
+void
+taskq_publish_transition(int64 id, const char *status, const char *queue,
+						 const char *job_type, int attempt)
 {
 	StringInfoData buf;
 
 	PreventCommandDuringRecovery("NOTIFY");
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", PG_GETARG_INT64(0));
-	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", id);
+	escape_json(&buf, status);
 	appendStringInfoString(&buf, ", \"queue\": ");
-	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	escape_json(&buf, queue);
 	appendStringInfoString(&buf, ", \"job_type\": ");
-	escape_json(&buf, text_to_cstring(PG_GETARG_TEXT_PP(3)));
-	appendStringInfo(&buf, ", \"attempt\": %d}", PG_GETARG_INT32(4));
-	Async_Notify("taskq_jobs", buf.data);
-	taskq_request_commit_flush();
+	escape_json(&buf, job_type);
+	appendStringInfo(&buf, ", \"attempt\": %d}", attempt);
+	taskq_notify(buf.data);
 	pfree(buf.data);
+}
+
+PG_FUNCTION_INFO_V1(taskq_publish);
+Datum
+taskq_publish(PG_FUNCTION_ARGS)
+{
+	taskq_publish_transition(PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(2)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(3)), PG_GETARG_INT32(4));
 	PG_RETURN_VOID();
 }
 

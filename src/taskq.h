@@ -95,6 +95,11 @@ extern void taskq_wake_one_executor(void);
 extern void taskq_wake_capacity_waiters(void);
 extern bool taskq_take_wake_request(TaskqWorkerSlot *slot);
 extern bool taskq_extension_ready(void);
+extern Oid	taskq_caller_role(void);
+extern void taskq_wake_at_commit(void);
+extern bool taskq_publishing_now(bool terminal);
+extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
+									 const char *job_type, int attempt);
 
 /* resources.c: capacity accounting */
 extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
@@ -130,5 +135,11 @@ extern Oid	taskq_current_owner;
 extern bool taskq_flush_after_notify;
 extern void taskq_request_commit_flush(void);
 extern void taskq_commit_flush_init(void);
+
+/* listeners.c: notifications are sent only while a session may listen */
+extern void taskq_notify(const char *payload);
+extern Size taskq_listeners_size(void);
+extern void taskq_listeners_attach(void);
+extern void taskq_listeners_init(void);
 
 #endif							/* TASKQ_H */

@@ -5,7 +5,8 @@
 # commit waits for the flush in progress (LWLock WALWrite) and rides on it;
 # off, it waits for the NOTIFY lock held through that flush.  Under
 # synchronous replication PostgreSQL's order is kept: a synchronous standby
-# that never answers shows the lock held through the wait.
+# that never answers shows the lock held through the wait.  A session listens
+# throughout: with nobody listening taskq publishes nothing (021).
 use strict;
 use warnings;
 
@@ -35,6 +36,9 @@ BEGIN
     END LOOP;
 END $$;
 });
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN taskq_jobs');
+
 is(sql("SELECT taskq.submit('x', queue => 'plain') IS NOT NULL; SHOW synchronous_commit"),
 	"t\non", 'a publishing commit leaves synchronous_commit as it was');
 is(sql("BEGIN; SELECT taskq.submit('x', queue => 'plain') IS NOT NULL; ROLLBACK; SHOW synchronous_commit"),
@@ -109,5 +113,6 @@ sql('SELECT pg_reload_conf()');
 is(sql("SELECT taskq.submit('x', queue => 'plain') IS NOT NULL"), 't',
 	'without the standby, commits return at once again');
 
+$listener->quit;
 $node->stop;
 done_testing();

@@ -1,0 +1,467 @@
+/*
+ * submit.c: taskq.submit and taskq._insert_job, one job validated and
+ * inserted per call.
+ *
+ * In C because submit is the hot path of every producer: in PL/pgSQL its
+ * two function layers and their SET clauses cost more than the INSERTs
+ * themselves (bench/README.md).  What SECURITY DEFINER with SET search_path
+ * gave the PL/pgSQL version is done here without a GUC save and restore per
+ * call: the statements run as the function's owner, planned once per session
+ * (generic plans, kept) under a search_path of pg_catalog alone, so objects
+ * a caller plants in its own schemas can never capture them.  Parent checks,
+ * which need taskq's locking rules, stay in SQL (taskq._check_parents).
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/lmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "taskq.h"
+
+/* the arguments of taskq._insert_job, in its order */
+enum
+{
+	ARG_JOB_TYPE,
+	ARG_PAYLOAD,
+	ARG_PRIORITY,
+	ARG_QUEUE,
+	ARG_DEPENDS_ON,
+	ARG_RUN_AT,
+	ARG_MAX_ATTEMPTS,
+	ARG_TIMEOUT,
+	ARG_CPU_UNITS,
+	ARG_MEMORY_MB,
+	ARG_IDEMPOTENCY_KEY,
+	ARG_BACKOFF,
+	ARG_OWNER,
+	N_ARGS
+};
+
+/* taskq._lock_job_type's advisory lock class (register_handler takes it exclusive) */
+#define JOB_TYPE_LOCK_CLASS 29813
+
+static SPIPlanPtr find_live_key_plan = NULL;
+static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr check_parents_plan = NULL;
+static SPIPlanPtr insert_edges_plan = NULL;
+
+/* taskq.priority of the install the plans were made for (a new install has another) */
+static Oid	plans_priority_type = InvalidOid;
+
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+	if (plan == NULL)
+		elog(ERROR, "taskq: SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+forget_plans(void)
+{
+	SPIPlanPtr *plans[] = {&find_live_key_plan, &insert_plan, &check_parents_plan, &insert_edges_plan};
+
+	for (int i = 0; i < lengthof(plans); i++)
+	{
+		if (*plans[i] != NULL)
+			SPI_freeplan(*plans[i]);
+		*plans[i] = NULL;
+	}
+	plans_priority_type = InvalidOid;
+}
+
+static void
+prepare_plans(Oid priority_type)
+{
+	Oid			key_types[] = {REGROLEOID, TEXTOID};
+	Oid			insert_types[] = {TEXTOID, TEXTOID, priority_type, JSONBOID, INT4OID,
+		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID};
+	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
+	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
+
+	if (plans_priority_type == priority_type)
+		return;
+	forget_plans();
+
+	find_live_key_plan = keep_plan(
+		"SELECT j.id FROM taskq.jobs j"
+		" WHERE j.owner = $1 AND j.idempotency_key = $2"
+		"   AND j.status IN ('blocked', 'pending', 'running')",
+		lengthof(key_types), key_types);
+
+	/* the job and its first log row in one statement */
+	insert_plan = keep_plan(
+		"WITH j AS ("
+		"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status,"
+		"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,"
+		"      idempotency_key, owner, unfinished_parents, in_database)"
+		"  SELECT $1, $2, $3, $3,"
+		"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4,"
+		"         coalesce($5, q.default_max_attempts, 3),"
+		"         coalesce($6, current_setting('taskq.backoff_base', true)::interval,"
+		"                  interval '1 second'),"
+		"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13,"
+		"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2)"
+		"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1"
+		"  ON CONFLICT (owner, idempotency_key)"
+		"      WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
+		"      DO NOTHING"
+		"  RETURNING j.id, j.status, j.in_database"
+		"), logged AS ("
+		"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)"
+		"  SELECT j.id, j.status, 0, 'submitted' FROM j"
+		") SELECT j.id, j.in_database FROM j",
+		lengthof(insert_types), insert_types);
+
+	check_parents_plan = keep_plan("SELECT taskq._check_parents($1, $2)",
+								   lengthof(parents_types), parents_types);
+
+	insert_edges_plan = keep_plan(
+		"INSERT INTO taskq.job_dependencies (job_id, depends_on)"
+		" SELECT DISTINCT $1, d FROM unnest($2) d",
+		lengthof(edges_types), edges_types);
+
+	plans_priority_type = priority_type;
+}
+
+static void
+check_name(const char *what, NullableDatum arg)
+{
+	text	   *value;
+	const char *s;
+	int			len;
+	bool		blank = true;
+
+	if (arg.isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	value = DatumGetTextPP(arg.value);
+	s = VARDATA_ANY(value);
+	len = VARSIZE_ANY_EXHDR(value);
+	for (int i = 0; i < len && blank; i++)
+		blank = s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n';
+	if (blank)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (pg_mbstrlen_with_len(s, len) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s is longer than 200 characters", what)));
+}
+
+static bool
+interval_below_zero(Datum interval, bool or_zero)
+{
+	Interval	zero = {0};
+
+	if (or_zero)
+		return DatumGetBool(DirectFunctionCall2(interval_le, interval, IntervalPGetDatum(&zero)));
+	return DatumGetBool(DirectFunctionCall2(interval_lt, interval, IntervalPGetDatum(&zero)));
+}
+
+static char *
+interval_text(Datum interval)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out, interval));
+}
+
+/* Every check of DESIGN.md's submit, each with its own message and SQLSTATE. */
+static void
+check_job(NullableDatum *args)
+{
+	Jsonb	   *payload;
+
+	check_name("job_type", args[ARG_JOB_TYPE]);
+	check_name("queue", args[ARG_QUEUE]);
+	if (args[ARG_PAYLOAD].isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload must not be NULL"),
+				 errhint("Pass '{}' for an empty payload.")));
+	payload = DatumGetJsonbP(args[ARG_PAYLOAD].value);
+	if (!JB_ROOT_IS_OBJECT(payload))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("payload must be a JSON object, got a JSON %s",
+						TextDatumGetCString(DirectFunctionCall1(jsonb_typeof,
+																JsonbPGetDatum(payload))))));
+	if (args[ARG_PRIORITY].isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("priority must not be NULL")));
+	if (args[ARG_CPU_UNITS].isnull || DatumGetInt32(args[ARG_CPU_UNITS].value) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cpu_units must be positive, got %s",
+						args[ARG_CPU_UNITS].isnull ? "NULL" :
+						psprintf("%d", DatumGetInt32(args[ARG_CPU_UNITS].value)))));
+	if (args[ARG_MEMORY_MB].isnull || DatumGetInt32(args[ARG_MEMORY_MB].value) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("memory_mb must not be negative, got %s",
+						args[ARG_MEMORY_MB].isnull ? "NULL" :
+						psprintf("%d", DatumGetInt32(args[ARG_MEMORY_MB].value)))));
+	if (DatumGetInt32(args[ARG_CPU_UNITS].value) > taskq_max_cpu_units)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job needs %d cpu_units but taskq.max_cpu_units is %d",
+						DatumGetInt32(args[ARG_CPU_UNITS].value), taskq_max_cpu_units),
+				 errhint("Raise taskq.max_cpu_units or ask for fewer cpu_units.")));
+	if (DatumGetInt32(args[ARG_MEMORY_MB].value) > taskq_max_memory_mb)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job needs %d memory_mb but taskq.max_memory_mb is %d",
+						DatumGetInt32(args[ARG_MEMORY_MB].value), taskq_max_memory_mb),
+				 errhint("Raise taskq.max_memory_mb or ask for less memory_mb.")));
+	if (!args[ARG_MAX_ATTEMPTS].isnull && DatumGetInt32(args[ARG_MAX_ATTEMPTS].value) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at least 1, got %d",
+						DatumGetInt32(args[ARG_MAX_ATTEMPTS].value))));
+	if (!args[ARG_TIMEOUT].isnull && interval_below_zero(args[ARG_TIMEOUT].value, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("timeout must be positive, got %s",
+						interval_text(args[ARG_TIMEOUT].value))));
+	if (!args[ARG_BACKOFF].isnull && interval_below_zero(args[ARG_BACKOFF].value, false))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("backoff must not be negative, got %s",
+						interval_text(args[ARG_BACKOFF].value))));
+	if (!args[ARG_IDEMPOTENCY_KEY].isnull &&
+		VARSIZE_ANY_EXHDR(DatumGetTextPP(args[ARG_IDEMPOTENCY_KEY].value)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key must not be empty")));
+	if (!args[ARG_RUN_AT].isnull &&
+		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(args[ARG_RUN_AT].value)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run_at must be a finite timestamp")));
+}
+
+/* Run a kept plan; its first row's column col, or false when it returned none. */
+static bool
+run_plan(SPIPlanPtr plan, Datum *values, const char *nulls, int col, Datum *result,
+		 bool *result_isnull)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "taskq: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	*result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, result_isnull);
+	return true;
+}
+
+/*
+ * The id of the caller's live job with this idempotency key, or 0.
+ */
+static int64
+find_live_key(Datum owner, Datum key)
+{
+	Datum		values[] = {owner, key};
+	Datum		id;
+	bool		isnull;
+
+	if (!run_plan(find_live_key_plan, values, NULL, 1, &id, &isnull))
+		return 0;
+	return DatumGetInt64(id);
+}
+
+/* The job type's lock, shared: see taskq._lock_job_type. */
+static void
+lock_job_type_shared(Datum job_type)
+{
+	LOCKTAG		tag;
+	int32		hash = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+															 job_type));
+
+	/* what pg_advisory_xact_lock_shared(int4, int4) takes */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOB_TYPE_LOCK_CLASS, (uint32) hash, 2);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+}
+
+/* The role a C function acts as, as SECURITY DEFINER would (no cache: ALTER OWNER) */
+static Oid
+function_owner(Oid fn_oid)
+{
+	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for function %u", fn_oid);
+	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
+	ReleaseSysCache(tuple);
+	return owner;
+}
+
+/* Insert the job row and its log row; its id, or 0 when a live job has its key. */
+static int64
+insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
+{
+	static const int from_args[] = {ARG_QUEUE, ARG_JOB_TYPE, ARG_PRIORITY, ARG_PAYLOAD,
+		ARG_MAX_ATTEMPTS, ARG_BACKOFF, ARG_TIMEOUT, ARG_CPU_UNITS, ARG_MEMORY_MB,
+	ARG_RUN_AT, ARG_IDEMPOTENCY_KEY, ARG_OWNER};
+	Datum		values[lengthof(from_args) + 1];
+	char		nulls[lengthof(from_args) + 1];
+	Datum		id;
+	bool		isnull;
+
+	for (int i = 0; i < lengthof(from_args); i++)
+	{
+		values[i] = args[from_args[i]].value;
+		nulls[i] = args[from_args[i]].isnull ? 'n' : ' ';
+	}
+	values[lengthof(from_args)] = Int32GetDatum(unfinished);
+	nulls[lengthof(from_args)] = ' ';
+	if (!run_plan(insert_plan, values, nulls, 1, &id, &isnull))
+		return 0;
+	*in_database = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											  2, &isnull));
+	return DatumGetInt64(id);
+}
+
+/*
+ * Insert the job of args as the owner of the function called (fcinfo).  On
+ * error the (sub)transaction's abort restores the user and pops the path.
+ */
+static int64
+insert_job(NullableDatum *args, FunctionCallInfo fcinfo)
+{
+	OverrideSearchPath catalog_only = {NIL, true, false, 0};
+	Oid			priority_type = get_fn_expr_argtype(fcinfo->flinfo, ARG_PRIORITY);
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		has_parents;
+	int32		unfinished = 0;
+	bool		created = false;
+	bool		in_database = false;
+	int64		id = 0;
+
+	if (!OidIsValid(priority_type))
+		elog(ERROR, "taskq: could not determine the type of the priority argument");
+	check_job(args);
+	has_parents = !args[ARG_DEPENDS_ON].isnull &&
+		ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value)),
+					   ARR_DIMS(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value))) > 0;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PushOverrideSearchPath(&catalog_only);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "taskq: SPI_connect failed");
+	prepare_plans(priority_type);
+
+	/* A live job with the same key wins; the unique index settles races. */
+	if (!args[ARG_IDEMPOTENCY_KEY].isnull)
+		id = find_live_key(args[ARG_OWNER].value, args[ARG_IDEMPOTENCY_KEY].value);
+	if (id == 0)
+	{
+		if (has_parents)
+		{
+			Datum		parent_args[] = {args[ARG_DEPENDS_ON].value, args[ARG_OWNER].value};
+			Datum		count;
+			bool		isnull;
+
+			/* checks, locks and counts the parents, or raises the error */
+			run_plan(check_parents_plan, parent_args, NULL, 1, &count, &isnull);
+			unfinished = DatumGetInt32(count);
+		}
+		lock_job_type_shared(args[ARG_JOB_TYPE].value);
+		id = insert_row(args, unfinished, &in_database);
+		created = id != 0;
+		/* lost the race to a concurrent submit with the same key */
+		if (!created)
+			id = find_live_key(args[ARG_OWNER].value, args[ARG_IDEMPOTENCY_KEY].value);
+		if (id == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not submit the job: the job holding its idempotency key finished meanwhile"),
+					 errhint("Submit it again.")));
+	}
+	if (created && has_parents)
+	{
+		Datum		edge_args[] = {Int64GetDatum(id), args[ARG_DEPENDS_ON].value};
+		int			rc = SPI_execute_plan(insert_edges_plan, edge_args, NULL, false, 0);
+
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "taskq: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	}
+	SPI_finish();
+	PopOverrideSearchPath();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	if (created)
+	{
+		if (taskq_publishing_now(false))
+			taskq_publish_transition(id, unfinished > 0 ? "blocked" : "pending",
+									 TextDatumGetCString(args[ARG_QUEUE].value),
+									 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0);
+		/*
+		 * Executors run only jobs with a handler; waking them for any other
+		 * job made each of them scan the whole backlog for nothing (bench/).
+		 */
+		if (unfinished == 0 && in_database)
+			taskq_wake_at_commit();
+	}
+	return id;
+}
+
+/*
+ * taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
+ * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
+ * owner): submit_many's job by job path.
+ */
+PG_FUNCTION_INFO_V1(taskq_insert_job);
+Datum
+taskq_insert_job(PG_FUNCTION_ARGS)
+{
+	if (PG_NARGS() != N_ARGS)
+		elog(ERROR, "taskq: _insert_job called with %d arguments", PG_NARGS());
+	PG_RETURN_INT64(insert_job(fcinfo->args, fcinfo));
+}
+
+/*
+ * taskq.submit(job_type, payload, priority, queue, depends_on, run_at,
+ * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff):
+ * the job's owner is the caller (taskq._caller()).
+ */
+PG_FUNCTION_INFO_V1(taskq_submit);
+Datum
+taskq_submit(PG_FUNCTION_ARGS)
+{
+	NullableDatum args[N_ARGS];
+
+	if (PG_NARGS() != N_ARGS - 1)
+		elog(ERROR, "taskq: submit called with %d arguments", PG_NARGS());
+	memcpy(args, fcinfo->args, sizeof(NullableDatum) * (N_ARGS - 1));
+	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
+	args[ARG_OWNER].isnull = false;
+	PG_RETURN_INT64(insert_job(args, fcinfo));
+}

@@ -1,0 +1,113 @@
+# taskq publishes on taskq_jobs only while a session may be listening: with
+# nobody listening a submit never takes PostgreSQL's NOTIFY lock, and a LISTEN
+# waits out the commits that decided not to publish, so no notification owed
+# to a listener is skipped.  A synchronous standby that never answers holds
+# commits in their last step (wait event SyncRep) long enough to watch; a
+# NOTIFY of a transaction stuck there holds the NOTIFY lock.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
+
+my $node = PostgreSQL::Test::Cluster->new('publish_to_listeners');
+$node->init(allows_streaming => 1);
+$node->append_conf('postgresql.conf', taskq_conf());
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
+sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+sql('SELECT pg_reload_conf()');
+
+# a session, its pid, and $sql sent without waiting for it
+sub in_background
+{
+	my ($sql) = @_;
+	my $s = $node->background_psql('postgres');
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	$s->query_until(qr/sent/, "\\echo sent\n$sql;\n") if defined $sql;
+	return ($s, $pid);
+}
+
+sub waits_on
+{
+	my ($pid, $event) = @_;
+	return $node->poll_query_until('postgres',
+		"SELECT wait_event = '$event' FROM pg_stat_activity WHERE pid = $pid");
+}
+
+# Cancelling a SyncRep wait ends the commit (locally committed, WARNING).
+sub release
+{
+	my ($pid) = @_;
+	sql("SELECT pg_cancel_backend($pid)");
+	return $node->poll_query_until('postgres',
+		"SELECT coalesce(wait_event, '') <> 'SyncRep' FROM pg_stat_activity WHERE pid = $pid");
+}
+
+# 1. Nobody listens: a submit does not queue behind the NOTIFY lock.
+my ($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+ok(waits_on($holder_pid, 'SyncRep'), 'a transaction that notified waits for the standby, holding the NOTIFY lock');
+my ($quiet, $quiet_pid) = in_background("SELECT taskq.submit('x', queue => 'quiet')");
+ok(waits_on($quiet_pid, 'SyncRep'),
+	'with nobody listening, a submit commits past the NOTIFY lock (it waits for the standby only)');
+
+# 2. LISTEN waits for that commit, which decided not to publish, to end.
+my ($listener, $listener_pid) = in_background('LISTEN taskq_jobs');
+ok(waits_on($listener_pid, 'Extension'), 'LISTEN taskq_jobs waits for the commit that did not publish');
+ok(release($quiet_pid), 'that commit ends');
+$listener->query_safe('SELECT 1');    # LISTEN is over once a next query runs
+pass('and then LISTEN returns');
+
+# 3. A listener is counted: the next submit publishes and queues for the lock.
+my ($loud, $loud_pid) = in_background("SELECT taskq.submit('x', queue => 'loud')");
+ok(waits_on($loud_pid, 'object'), 'with a listener, a submit waits for the NOTIFY lock to publish');
+ok(release($holder_pid), 'the NOTIFY lock holder ends');
+ok(waits_on($loud_pid, 'SyncRep'), 'the submit got the lock');
+ok(release($loud_pid), 'and ends');
+my $heard = $listener->query_safe('SELECT 1');
+like($heard, qr/"status": "pending", "queue": "loud"/, 'the listener heard the job submitted after it listened');
+unlike($heard, qr/"queue": "quiet"/, 'and nothing of the one committed before');
+
+# 4. Subtransactions: what a rolled back savepoint published is never sent.
+sql('ALTER SYSTEM RESET synchronous_standby_names');
+sql('SELECT pg_reload_conf()');
+sql(q{BEGIN;
+SELECT taskq.submit('x', queue => 'kept');
+SAVEPOINT s;
+SELECT taskq.submit('x', queue => 'undone');
+ROLLBACK TO s;
+SAVEPOINT t;
+SELECT taskq.submit('x', queue => 'kept too');
+RELEASE t;
+COMMIT});
+$heard = $listener->query_safe('SELECT 1');
+like($heard, qr/"queue": "kept".*"queue": "kept too"/s, 'the jobs of the transaction and of its released savepoint are heard, in order');
+unlike($heard, qr/undone/, 'the job of the rolled back savepoint is not');
+
+# 5. A listener that exits is no longer counted.
+$listener->quit;
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $listener_pid");
+sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+sql('SELECT pg_reload_conf()');
+($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+ok(waits_on($holder_pid, 'SyncRep'), 'the NOTIFY lock is held again');
+($quiet, $quiet_pid) = in_background("SELECT taskq.submit('x', queue => 'quiet again')");
+ok(waits_on($quiet_pid, 'SyncRep'), 'once the listener is gone, a submit no longer takes the NOTIFY lock');
+release($_) for ($holder_pid, $quiet_pid);
+$_->quit for ($holder, $quiet, $loud);
+
+sql('ALTER SYSTEM RESET synchronous_standby_names');
+sql('SELECT pg_reload_conf()');
+is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"), 'quiet, loud, kept, kept too, quiet again',
+	'every job committed, but the rolled back one');
+
+$node->stop;
+done_testing();
