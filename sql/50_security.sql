@@ -105,6 +105,16 @@ SELECT pg_temp.snap() = :'before' AS nothing_written;
 COMMIT;
 SELECT pg_temp.n(id) AS job, status, priority FROM taskq.jobs WHERE queue = 'regress_security' ORDER BY id;
 
+-- taskq._insert_job runs as its caller: EXECUTE on it alone writes nothing.
+BEGIN;
+GRANT EXECUTE ON FUNCTION taskq._insert_job(text, jsonb, taskq.priority, text, bigint[],
+    timestamptz, integer, interval, integer, integer, text, interval, regrole) TO taskq_alice;
+SET ROLE taskq_alice;
+SELECT pg_temp.try($$SELECT taskq._insert_job('security', '{}', 'normal', 'regress_security',
+    '{}', now(), NULL, NULL, 1, 0, NULL, NULL, 'taskq_boss')$$) AS as_boss;
+RESET ROLE;
+ROLLBACK;
+
 -- Every SECURITY DEFINER function of taskq pins search_path.
 SELECT p.oid::regprocedure AS unpinned FROM pg_proc p
 WHERE p.pronamespace = 'taskq'::regnamespace AND p.prosecdef

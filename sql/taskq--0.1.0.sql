@@ -404,7 +404,7 @@ $$;
 -- succeeded yet.  Called by taskq._insert_job (src/submit.c).
 CREATE FUNCTION taskq._check_parents(depends_on bigint[], owner regrole)
 RETURNS integer
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     parents_total integer;

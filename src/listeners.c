@@ -20,6 +20,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/async.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -218,27 +219,34 @@ listeners_at_exit(int code, Datum arg)
 
 /*
  * This session is about to LISTEN on taskq_jobs: count it, then wait out
- * the commits that read the count before it was raised.
+ * the commits that read the count before it was raised.  Every LISTEN
+ * waits, not only the first: one cancelled while waiting may be retried.
  */
 static void
 count_this_listener(void)
 {
-	if (counted)
-		return;
-	if (!exit_callback_set)
-		on_shmem_exit(listeners_at_exit, 0);
-	exit_callback_set = true;
-	pg_atomic_fetch_add_u32(&Listeners->count, 1);	/* a full barrier */
-	counted = true;
+	if (!counted)
+	{
+		if (!exit_callback_set)
+			on_shmem_exit(listeners_at_exit, 0);
+		exit_callback_set = true;
+		pg_atomic_fetch_add_u32(&Listeners->count, 1);	/* a full barrier */
+		counted = true;
+	}
+	else
+		pg_memory_barrier();
 
 	for (int i = 1; i <= MaxBackends; i++)
 	{
+		long		sleep_ms = 1;
+
 		while (i != MyBackendId && pg_atomic_read_u32(&Listeners->committing[i]) != 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 1L, PG_WAIT_EXTENSION);
+							 sleep_ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			sleep_ms = Min(sleep_ms * 2, 16);
 		}
 	}
 }
@@ -251,9 +259,11 @@ listeners_process_utility(PlannedStmt *pstmt, const char *queryString,
 {
 	Node	   *parsetree = pstmt->utilityStmt;
 
+	/* (only where PostgreSQL will let the LISTEN run: see standard_ProcessUtility) */
 	if (IsA(parsetree, ListenStmt) &&
 		strcmp(((ListenStmt *) parsetree)->conditionname, TASKQ_CHANNEL) == 0 &&
-		MyBackendId != InvalidBackendId)
+		MyBackendType == B_BACKEND && MyBackendId != InvalidBackendId &&
+		!InSecurityRestrictedOperation() && !RecoveryInProgress())
 		count_this_listener();
 
 	if (prev_process_utility)

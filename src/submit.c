@@ -306,18 +306,24 @@ lock_job_type_shared(Datum job_type)
 	(void) LockAcquire(&tag, ShareLock, false, false);
 }
 
-/* The role a C function acts as, as SECURITY DEFINER would (no cache: ALTER OWNER) */
-static Oid
-function_owner(Oid fn_oid)
+/*
+ * The owner of the function called, and the type of its priority argument
+ * (taskq.priority of this install).  No cache: ALTER FUNCTION OWNER.
+ */
+static void
+look_up_function(Oid fn_oid, Oid *owner, Oid *priority_type)
 {
 	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	Oid			owner;
+	Form_pg_proc proc;
 
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for function %u", fn_oid);
-	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	if (proc->pronargs <= ARG_PRIORITY)
+		elog(ERROR, "taskq: function %u has no priority argument", fn_oid);
+	*owner = proc->proowner;
+	*priority_type = proc->proargtypes.values[ARG_PRIORITY];
 	ReleaseSysCache(tuple);
-	return owner;
 }
 
 /* Insert the job row and its log row; its id, or 0 when a live job has its key. */
@@ -347,14 +353,16 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 }
 
 /*
- * Insert the job of args as the owner of the function called (fcinfo).  On
- * error the (sub)transaction's abort restores the user and pops the path.
+ * Insert the job of args; as the owner of the function called (fcinfo) when
+ * as_owner, as SECURITY DEFINER would, else as the current user.  On error
+ * the (sub)transaction's abort restores the user and pops the path.
  */
 static int64
-insert_job(NullableDatum *args, FunctionCallInfo fcinfo)
+insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 {
 	OverrideSearchPath catalog_only = {NIL, true, false, 0};
-	Oid			priority_type = get_fn_expr_argtype(fcinfo->flinfo, ARG_PRIORITY);
+	Oid			function_owner;
+	Oid			priority_type;
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		has_parents;
@@ -363,16 +371,16 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo)
 	bool		in_database = false;
 	int64		id = 0;
 
-	if (!OidIsValid(priority_type))
-		elog(ERROR, "taskq: could not determine the type of the priority argument");
+	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
 	check_job(args);
 	has_parents = !args[ARG_DEPENDS_ON].isnull &&
 		ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value)),
 					   ARR_DIMS(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value))) > 0;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(function_owner(fcinfo->flinfo->fn_oid),
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (as_owner)
+		SetUserIdAndSecContext(function_owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PushOverrideSearchPath(&catalog_only);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "taskq: SPI_connect failed");
@@ -436,7 +444,8 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo)
 /*
  * taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
- * owner): submit_many's job by job path.
+ * owner): submit_many's job by job path.  Runs as the current user (the
+ * owner, inside submit_many): EXECUTE on it alone grants nothing.
  */
 PG_FUNCTION_INFO_V1(taskq_insert_job);
 Datum
@@ -444,7 +453,7 @@ taskq_insert_job(PG_FUNCTION_ARGS)
 {
 	if (PG_NARGS() != N_ARGS)
 		elog(ERROR, "taskq: _insert_job called with %d arguments", PG_NARGS());
-	PG_RETURN_INT64(insert_job(fcinfo->args, fcinfo));
+	PG_RETURN_INT64(insert_job(fcinfo->args, fcinfo, false));
 }
 
 /*
@@ -463,5 +472,5 @@ taskq_submit(PG_FUNCTION_ARGS)
 	memcpy(args, fcinfo->args, sizeof(NullableDatum) * (N_ARGS - 1));
 	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
 	args[ARG_OWNER].isnull = false;
-	PG_RETURN_INT64(insert_job(args, fcinfo));
+	PG_RETURN_INT64(insert_job(args, fcinfo, true));
 }

@@ -36,7 +36,7 @@ def positive(s, what):
 
 check(not r["errors"], f"sections failed: {r['errors']}")
 for c, v in r["submission"]["single"].items():
-    for k in ("taskq_submit", "taskq_submit_notify_none", "raw_insert"):
+    for k in ("taskq_submit", "taskq_submit_listened", "taskq_submit_listened_flush_off", "raw_insert"):
         positive(v[k], f"submission {k} x{c}")
 for k, v in r["submission"]["batch"].items():
     positive(v, f"batch {k}")
