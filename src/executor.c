@@ -187,18 +187,6 @@ executor_tick(void)
 	}
 }
 
-static SPIPlanPtr
-prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "taskq: SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -211,27 +199,27 @@ prepare_plans(void)
 
 	if (claim_plan != NULL)
 		return;
-	claim_plan = prepare_kept(
+	claim_plan = taskq_prepare_kept(
 		"SELECT j.id, j.attempts, j.owner::oid, h.handler::oid, j.payload,"
 		"       coalesce((extract(epoch FROM j.timeout) * 1000)::int8, 0),"
 		"       j.cpu_units, j.memory_mb"
 		"  FROM taskq._claim(true, NULL, $1, $2, NULL, $3, $4, NULL) j"
 		"  LEFT JOIN taskq.handlers h ON h.job_type = j.job_type"
 		" ORDER BY j.effective_priority, j.run_at, j.id",
-		4, claim_args);
-	next_run_plan = prepare_kept("SELECT taskq._next_run_at()", 0, NULL);
-	lock_plan = prepare_kept(
+		4, claim_args, 0);
+	next_run_plan = taskq_prepare_kept("SELECT taskq._next_run_at()", 0, NULL, 0);
+	lock_plan = taskq_prepare_kept(
 		"SELECT j.id FROM taskq.jobs j"
 		" WHERE j.id = ANY ($1) AND j.status = 'running' AND j.worker = $2"
 		" ORDER BY j.id FOR NO KEY UPDATE OF j",
-		2, lock_args);
-	complete_plan = prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
-								 3, complete_args);
-	fail_plan = prepare_kept("SELECT taskq._fail($1, $2, $3, $4, $5, $6)",
-							 6, fail_args);
-	cancel_plan = prepare_kept(
-		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args);
-	constraints_plan = prepare_kept("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL);
+		2, lock_args, 0);
+	complete_plan = taskq_prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
+									   3, complete_args, 0);
+	fail_plan = taskq_prepare_kept("SELECT taskq._fail($1, $2, $3, $4, $5, $6)",
+								   6, fail_args, 0);
+	cancel_plan = taskq_prepare_kept(
+		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args, 0);
+	constraints_plan = taskq_prepare_kept("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, 0);
 }
 
 /* Log and swallow the error being handled; abort the transaction. */

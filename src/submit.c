@@ -65,16 +65,11 @@ static SPIPlanPtr insert_edges_plan = NULL;
 /* taskq.priority of the install the plans were made for (a new install has another) */
 static Oid	plans_priority_type = InvalidOid;
 
+/* generic plans: a custom plan per call would cost a planning per submit */
 static SPIPlanPtr
 keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-	if (plan == NULL)
-		elog(ERROR, "taskq: SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
+	return taskq_prepare_kept(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 }
 
 static void

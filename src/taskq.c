@@ -9,6 +9,7 @@
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -396,6 +397,19 @@ taskq_extension_ready(void)
 	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
 	/* dropped while we waited for the lock? */
 	return get_extension_oid("taskq", true) == ext;
+}
+
+/* An SPI plan kept for the session (SPI_prepare_cursor's cursor_options). */
+SPIPlanPtr
+taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+
+	if (plan == NULL)
+		elog(ERROR, "taskq: SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
 }
 
 /*

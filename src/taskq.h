@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
@@ -96,6 +97,8 @@ extern void taskq_wake_capacity_waiters(void);
 extern bool taskq_take_wake_request(TaskqWorkerSlot *slot);
 extern bool taskq_extension_ready(void);
 extern Oid	taskq_caller_role(void);
+extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
+									 int cursor_options);
 extern void taskq_wake_at_commit(void);
 extern bool taskq_publishing_now(bool terminal);
 extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
