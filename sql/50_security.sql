@@ -98,7 +98,7 @@ WHERE p.pronamespace = 'taskq'::regnamespace AND p.prokind = 'f'
   AND p.proname IN ('_claim', '_insert_job', '_succeed', '_succeeded', '_complete_batch', '_fail',
                     '_emit', '_cancel_job', '_release_dependents', '_lock_job', '_held_job',
                     '_recover', '_purge_finished', '_age_priorities', '_request_cancel',
-                    '_wake_on_commit', '_require_admin', '_check_resources')
+                    '_wake_on_commit', '_require_admin', '_check_parents')
 ORDER BY 1;
 RESET ROLE;
 SELECT pg_temp.snap() = :'before' AS nothing_written;

@@ -340,34 +340,6 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION taskq._check_resources(cpu_units integer, memory_mb integer) RETURNS void
-LANGUAGE plpgsql STABLE AS $$
-#variable_conflict use_column
-DECLARE
-    max_cpu integer := taskq._max_cpu_units();
-    max_mem integer := taskq._max_memory_mb();
-BEGIN
-    IF cpu_units IS NULL OR cpu_units <= 0 THEN
-        RAISE EXCEPTION 'cpu_units must be positive, got %', coalesce(cpu_units::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF memory_mb IS NULL OR memory_mb < 0 THEN
-        RAISE EXCEPTION 'memory_mb must not be negative, got %', coalesce(memory_mb::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF cpu_units > max_cpu THEN
-        RAISE EXCEPTION 'job needs % cpu_units but taskq.max_cpu_units is %', cpu_units, max_cpu
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Raise taskq.max_cpu_units or ask for fewer cpu_units.';
-    END IF;
-    IF memory_mb > max_mem THEN
-        RAISE EXCEPTION 'job needs % memory_mb but taskq.max_memory_mb is %', memory_mb, max_mem
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Raise taskq.max_memory_mb or ask for less memory_mb.';
-    END IF;
-END
-$$;
-
 CREATE FUNCTION taskq._check_name(what text, value text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE AS $$
 #variable_conflict use_column

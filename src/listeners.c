@@ -55,8 +55,7 @@ typedef struct HeldNotification
 
 static List *held = NIL;		/* in TopTransactionContext */
 static bool flag_raised = false;
-static bool counted = false;
-static bool exit_callback_set = false;
+static bool counted = false;	/* and listeners_at_exit registered */
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
@@ -227,14 +226,10 @@ count_this_listener(void)
 {
 	if (!counted)
 	{
-		if (!exit_callback_set)
-			on_shmem_exit(listeners_at_exit, 0);
-		exit_callback_set = true;
+		on_shmem_exit(listeners_at_exit, 0);
 		pg_atomic_fetch_add_u32(&Listeners->count, 1);	/* a full barrier */
 		counted = true;
 	}
-	else
-		pg_memory_barrier();
 
 	for (int i = 1; i <= MaxBackends; i++)
 	{

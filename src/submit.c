@@ -360,7 +360,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	Oid			priority_type;
 	Oid			save_userid;
 	int			save_sec_context;
-	bool		has_parents;
+	bool		has_parents = false;
 	int32		unfinished = 0;
 	bool		created = false;
 	bool		in_database = false;
@@ -368,9 +368,12 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 
 	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
 	check_job(args);
-	has_parents = !args[ARG_DEPENDS_ON].isnull &&
-		ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value)),
-					   ARR_DIMS(DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value))) > 0;
+	if (!args[ARG_DEPENDS_ON].isnull)
+	{
+		ArrayType  *parents = DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value);
+
+		has_parents = ArrayGetNItems(ARR_NDIM(parents), ARR_DIMS(parents)) > 0;
+	}
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	if (as_owner)

@@ -89,6 +89,7 @@ sql('ALTER SYSTEM RESET synchronous_standby_names');
 sql('SELECT pg_reload_conf()');
 sql(q{BEGIN;
 SELECT taskq.submit('x', queue => 'kept');
+NOTIFY taskq_jobs, 'plain notify';
 SAVEPOINT s;
 SELECT taskq.submit('x', queue => 'undone');
 ROLLBACK TO s;
@@ -99,6 +100,8 @@ COMMIT});
 $heard = $listener->query_safe('SELECT 1');
 like($heard, qr/"queue": "kept".*"queue": "kept too"/s, 'the jobs of the transaction and of its released savepoint are heard, in order');
 unlike($heard, qr/undone/, 'the job of the rolled back savepoint is not');
+like($heard, qr/plain notify.*"queue": "kept"/s,
+	'taskq\'s notifications come at commit, after a NOTIFY the transaction made later');
 
 # 5. A listener that exits is no longer counted.
 $listener->quit;
