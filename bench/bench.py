@@ -134,6 +134,10 @@ class Server:
         else:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def restart(self):
+        self.as_pg(["pg_ctl", "-D", self.data, "-l", self.logfile, "-m", "fast", "-w",
+                    "-t", "120", "restart"], quiet=True)
+
     def log_tail(self, n=40):
         try:
             with open(self.logfile) as f:
@@ -568,6 +572,12 @@ class Bench:
         n, p50, p95, p99, mx = self.conn.execute(self.PERCENTILES.format(query), params).fetchone()
         return {"jobs": n, "p50": p50, "p95": p95, "p99": p99, "max": mx}
 
+    def _with_percentiles(self, res, query, params=()):
+        """res (commit to start) plus the percentiles of query (from the submit
+        transaction's start) under from_start_*."""
+        res.update({"from_start_" + k: v for k, v in self._percentiles(query, params).items()})
+        return res
+
     def pickup_taskq(self, options=None):
         cfg, c = self.cfg, self.conn
         reset_taskq(c)
@@ -577,12 +587,18 @@ class Bench:
         wait_for(lambda: not c.execute(
             "SELECT EXISTS (SELECT 1 FROM taskq.jobs WHERE queue = 'pickup'"
             " AND status IN ('pending', 'running'))").fetchone()[0], "pickup jobs", 120, 0.05)
-        res = self._percentiles(
+        # the submit's commit: when it wrote the job's first log row (never updated)
+        res = self._with_percentiles(self._percentiles(
+            "SELECT extract(epoch FROM p.started_at - pg_xact_commit_timestamp(l.xmin)) * 1000"
+            "       AS ms"
+            "  FROM bench.pickup p"
+            "  CROSS JOIN LATERAL (SELECT l.xmin FROM taskq.job_logs l"
+            "                       WHERE l.job_id = p.job_id ORDER BY l.id LIMIT 1) l"),
             "SELECT extract(epoch FROM p.started_at - j.created_at) * 1000 AS ms"
             " FROM bench.pickup p JOIN taskq.jobs j ON j.id = p.job_id")
         res.update(submitted=r["transactions"], rate=cfg["pickup_rate"],
                    lag_max_ms=r["lag_max_ms"])
-        if res["jobs"] != r["transactions"]:
+        if res["jobs"] != r["transactions"] or res["from_start_jobs"] != res["jobs"]:
             raise RuntimeError(f"pickup: {res['jobs']} of {r['transactions']} jobs recorded")
         return res
 
@@ -597,6 +613,8 @@ class Bench:
             if '"ready"' not in line:
                 raise RuntimeError(f"{peer}-pickup did not start: {line}")
             if peer == "graphile":
+                with self.s.connect(db) as g:
+                    g.execute("TRUNCATE pickup_marks")
                 r = pgbench(self.s, db, "graphile_pickup.sql", 4, seconds=cfg["pickup_seconds"],
                             rate=cfg["pickup_rate"])
                 submitted, lag = r["transactions"], r["lag_max_ms"]
@@ -611,11 +629,24 @@ class Bench:
         if p.returncode != 0:
             raise RuntimeError(f"{peer}-pickup failed")
         res = json.loads(out.strip().splitlines()[-1])
-        buf = io.StringIO("".join(f"{peer}\t{run}\t{ms}\n" for ms in res["latencies_ms"]))
+        if peer == "graphile":
+            # commit to start: the add_job transaction's commit, from the mark it wrote
+            with self.s.connect(db) as g:
+                committed = dict(g.execute(
+                    "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8"
+                    "  FROM pickup_marks").fetchall())
+            latencies = {peer: [(started - committed[mark]) * 1000
+                                for mark, started in res["starts"]],
+                         peer + "_from_start": res["latencies_ms"]}
+        else:
+            latencies = {peer: res["latencies_ms"]}
         with self.conn.cursor().copy("COPY bench.peer_latency FROM STDIN") as cp:
-            cp.write(buf.getvalue())
-        pct = self._percentiles("SELECT ms FROM bench.peer_latency WHERE system = %s AND run = %s",
-                                (peer, run))
+            for system, values in latencies.items():
+                cp.write("".join(f"{system}\t{run}\t{ms}\n" for ms in values))
+        query = "SELECT ms FROM bench.peer_latency WHERE system = %s AND run = %s"
+        pct = self._percentiles(query, (peer, run))
+        if peer == "graphile":
+            self._with_percentiles(pct, query, (peer + "_from_start", run))
         pct.update(submitted=submitted, rate=cfg["pickup_rate"], lag_max_ms=lag)
         if pct["jobs"] != submitted:
             raise RuntimeError(f"{peer} pickup: {pct['jobs']} of {submitted} jobs ran")
@@ -638,8 +669,29 @@ class Bench:
             c.execute("ALTER SYSTEM RESET taskq.flush_after_notify")
             c.execute("SELECT pg_reload_conf()")
 
+    def _restart_server(self, track_commit_timestamp):
+        """Latency is measured from each submit's commit, which PostgreSQL records
+        only with track_commit_timestamp (a restart); the other scenarios run
+        without it."""
+        self.conn.execute(f"ALTER SYSTEM SET track_commit_timestamp = {track_commit_timestamp}")
+        self.conn.close()
+        self.s.restart()
+        self.conn = self.s.connect("bench")
+        wait_for(lambda: len(executors(self.conn)) == 2, "2 executors", 120, 0.1)
+
     def pickup(self):
+        self._restart_server("on")
+        try:
+            self._pickup()
+        finally:
+            self._restart_server("off")
+
+    def _pickup(self):
         out = {"rate": self.cfg["pickup_rate"], "seconds": self.cfg["pickup_seconds"]}
+        if self.peers is None:
+            with self.s.connect("bench_graphile") as g:
+                g.execute("CREATE TABLE IF NOT EXISTS pickup_marks"
+                          " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY)")
         systems = [("taskq", lambda run: self.pickup_taskq()),
                    ("taskq_listened", lambda run: self.pickup_listened()),
                    ("taskq_listened_flush_off", lambda run: self.pickup_listened_flush_off())]
@@ -648,7 +700,8 @@ class Bench:
                         for peer in ("graphile", "pgboss")]
         for name, fn in systems:
             runs = [fn(run) for run in self.runs()]
-            out[name] = {k: stats([r[k] for r in runs]) for k in ("p50", "p95", "p99", "max")}
+            out[name] = {k: stats([r[k] for r in runs]) for k in runs[0]
+                         if k.replace("from_start_", "") in ("p50", "p95", "p99", "max")}
             out[name]["jobs"] = [r["jobs"] for r in runs]
             out[name]["lag_max_ms"] = [r["lag_max_ms"] for r in runs]
             log(f"pickup {name}: p50 {med(out[name]['p50']):.2f} ms, "

@@ -144,8 +144,13 @@ async function graphileE2e(n) {
 async function graphilePickup() {
   await sql('delete from graphile_worker._private_jobs');
   const lat = [];
+  const starts = [];
   const runner = await graphileRunner({
-    pickup: async (payload) => { lat.push((nowS() - payload.t) * 1000); }
+    pickup: async (payload) => {
+      const now = nowS();
+      lat.push((now - payload.t) * 1000);
+      starts.push([payload.mark, now]);
+    }
   });
   emit({ ready: true });
   await stopSignal();
@@ -156,7 +161,7 @@ async function graphilePickup() {
     'graphile pickup jobs', 120000);
   await c.end();
   await runner.stop();
-  emit({ latencies_ms: lat, settings: GRAPHILE });
+  emit({ latencies_ms: lat, starts, settings: GRAPHILE });
 }
 
 // ------------------------------------------------------------------ pg-boss

@@ -82,10 +82,11 @@ def targets(r):
     pk = r.get("pickup", {}).get("taskq")
     if pk:
         p50, p99 = _med(pk["p50"]), _med(pk["p99"])
-        rows.append([f"pickup p50 ≤ 1 ms at {r['pickup']['rate']} jobs/s", f"{p50:.2f} ms",
-                     _verdict(p50 <= 1)])
-        rows.append([f"pickup p99 ≤ 3 ms at {r['pickup']['rate']} jobs/s", f"{p99:.2f} ms",
-                     _verdict(p99 <= 3)])
+        since = "commit to start" if "from_start_p50" in pk else "submit start to start"
+        rows.append([f"pickup p50 ≤ 1 ms at {r['pickup']['rate']} jobs/s",
+                     f"{p50:.2f} ms ({since})", _verdict(p50 <= 1)])
+        rows.append([f"pickup p99 ≤ 3 ms at {r['pickup']['rate']} jobs/s",
+                     f"{p99:.2f} ms ({since})", _verdict(p99 <= 3)])
     ch = r.get("churn")
     if ch:
         ok, text = churn_bounded(ch)
@@ -230,25 +231,40 @@ def render(r):
     p = r.get("pickup")
     if p:
         out.append("\n## 3. Pickup latency\n")
-        out.append(f"One job per transaction at a steady {p['rate']} jobs/s for {p['seconds']} s "
-                   "(pgbench -R, 4 clients; pg-boss: its own send() from Node, since it has no SQL "
-                   "API). taskq: the handler records clock_timestamp(); latency = that − the job's "
-                   "created_at (its submit transaction's start, so a little more than "
-                   "commit-to-start). graphile-worker: JS clock at task start − now() of the "
-                   "add_job transaction; pg-boss: JS clock at handler start − JS clock before "
-                   "send(). Percentiles by percentile_cont in SQL for all three.\n")
+        if "from_start_p50" not in p.get("taskq", {}):     # results from before 2026-12-06
+            out.append("Latency from the submit transaction's start (taskq: created_at; "
+                       "graphile-worker: now() in the payload; pg-boss: JS clock before send()) "
+                       "to the handler's start.\n")
+        else:
+            out.append(f"One job per transaction at a steady {p['rate']} jobs/s for {p['seconds']} s "
+                       "(pgbench -R, 4 clients; pg-boss: its own send() from Node, since it has no SQL "
+                       "API). Commit to start, as issue 7 asks: the server runs this scenario with "
+                       "track_commit_timestamp = on, and a job's latency is its handler's start − "
+                       "pg_xact_commit_timestamp() of the transaction that submitted it. taskq: the "
+                       "handler records clock_timestamp(); the submit's commit is that of the job's "
+                       "first log row. graphile-worker: the task records the JS clock; each add_job "
+                       "statement also inserts a row into pickup_marks, whose id the job carries. "
+                       "\"From submit start\" measures from the submit transaction's start instead "
+                       "(taskq: the job's created_at; graphile-worker: now() in the payload), so it "
+                       "adds the submit's own work and commit. pg-boss: JS clock at handler start − "
+                       "JS clock before send() (send's round trip included). Percentiles by "
+                       "percentile_cont in SQL for all three.\n")
         rows = []
         for k, label in (("taskq", "taskq (executors)"),
                          ("taskq_listened", "taskq while a session listens on taskq_jobs"),
                          ("taskq_listened_flush_off",
                           "taskq with a listener and taskq.flush_after_notify = off"),
                          ("graphile", "graphile-worker"),
-                         ("pgboss", "pg-boss")):
+                         ("pgboss", "pg-boss (send to start)")):
             if k in p:
                 v = p[k]
                 rows.append([label, _fmt(v["p50"], 2), _fmt(v["p95"], 2), _fmt(v["p99"], 2),
-                             _fmt(v["max"], 1), ", ".join(f"{j:,}" for j in v["jobs"])])
-        out.append(_table(["system", "p50 ms", "p95 ms", "p99 ms", "max ms", "jobs per run"], rows))
+                             _fmt(v["max"], 1),
+                             _fmt(v["from_start_p50"], 2) if "from_start_p50" in v else "",
+                             _fmt(v["from_start_p99"], 2) if "from_start_p99" in v else "",
+                             ", ".join(f"{j:,}" for j in v["jobs"])])
+        out.append(_table(["system", "p50 ms", "p95 ms", "p99 ms", "max ms",
+                           "from submit start: p50 ms", "p99 ms", "jobs per run"], rows))
         if "taskq" in p:
             for k in ("graphile", "pgboss"):
                 if k in p:

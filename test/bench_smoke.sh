@@ -47,6 +47,9 @@ for k in ("taskq_executors", "taskq_external_reference", "taskq_external_batch",
 p = r["pickup"]["taskq"]
 check(sum(p["jobs"]) > 0 and 0 < p["p50"]["median"] <= p["p99"]["median"],
       f"pickup percentiles: {p}")
+# commit to start is the shorter span: it leaves out the submit's own work
+check(0 < p["p50"]["median"] <= p["from_start_p50"]["median"],
+      f"pickup from commit vs from submit start: {p}")
 ch = r["churn"]
 check(ch["purged"] and ch["samples"][-1]["rows"]["jobs"] < 1000,
       "churn: the launcher did not purge finished jobs")
