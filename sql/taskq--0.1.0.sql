@@ -945,6 +945,7 @@ DECLARE
     qi integer;
     seen bigint[] := '{}';
     got integer;
+    wanted integer;
     -- the clock, not now(): an executor claims at the end of a long transaction
     t timestamptz := clock_timestamp();
     lane_floor record;
@@ -1004,6 +1005,7 @@ BEGIN
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
         FOR round IN 1..4 LOOP
             got := 0;
+            wanted := max_jobs - cardinality(picked);
             IF cardinality(limited) > 0 THEN
                 full_queues := ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
                                      WHERE slots[i] <= 0);
@@ -1020,7 +1022,7 @@ BEGIN
                       AND j.in_database = _claim.in_database
                       AND (round = 1 OR j.id <> ALL (seen))
                     ORDER BY j.run_at, j.id
-                    LIMIT max_jobs - cardinality(picked)
+                    LIMIT wanted
                     FOR NO KEY UPDATE OF j SKIP LOCKED;
             ELSE
                 -- An external worker naming its queues reads each queue's own
@@ -1044,7 +1046,7 @@ BEGIN
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
                     || ') AS c ORDER BY c.run_at, c.id LIMIT $10'
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
-                          seen, max_jobs - cardinality(picked);
+                          seen, wanted;
             END IF;
             LOOP
                 FETCH candidates INTO cand;
@@ -1074,7 +1076,8 @@ BEGIN
             END LOOP;
             CLOSE candidates;
             EXIT priorities WHEN big_job_waits;
-            EXIT WHEN got = 0 OR cardinality(picked) >= max_jobs;
+            -- fewer than asked for: none is left unlocked to look past
+            EXIT WHEN got < wanted OR cardinality(picked) >= max_jobs;
         END LOOP;
         EXIT WHEN cardinality(picked) >= max_jobs;
     END LOOP;

@@ -1,7 +1,8 @@
 /*
  * commit_flush.c
- *		A transaction that publishes on taskq_jobs flushes its commit record
- *		after its locks are released.
+ *		A transaction that publishes on taskq_jobs, or wakes the executors,
+ *		flushes its commit record after its locks are released and its
+ *		wake-ups are sent.
  *
  * PostgreSQL serializes notifying transactions: PreCommit_Notify takes a
  * cluster-wide lock that is released with the transaction's other locks,
@@ -14,6 +15,13 @@
  * COMMIT still returns only once the commit is durable; what changes is that
  * other sessions may see the transaction for the length of that flush before
  * it is.
+ *
+ * The same serves taskq.wake_before_flush: a commit that makes jobs runnable
+ * wakes an executor (XACT_EVENT_COMMIT) before the flush (released after the
+ * locks), so the executor claims while the submitter's fsync runs instead of
+ * after it.  No handler can run on a commit that is not durable yet: the
+ * claim commits synchronously first, and its commit record comes later in
+ * the WAL than the one it waits behind.
  *
  * Not under synchronous replication: PostgreSQL keeps a commit invisible
  * until the standbys confirm it, and the window would last as long as they
@@ -31,17 +39,18 @@
 #include "taskq.h"
 
 bool		taskq_flush_after_notify = true;
+bool		taskq_wake_before_flush = true;
 
-/* this transaction published (and taskq.flush_after_notify is on) */
+/* this transaction published or wakes executors (and the setting is on) */
 static bool flush_requested = false;
 
 /* >= 0: the synchronous_commit we lowered to off for this commit */
 static int	lowered_synchronous_commit = -1;
 
 void
-taskq_request_commit_flush(void)
+taskq_request_commit_flush(TaskqFlushReason reason)
 {
-	if (taskq_flush_after_notify)
+	if (reason == TASKQ_FLUSH_AFTER_NOTIFY ? taskq_flush_after_notify : taskq_wake_before_flush)
 		flush_requested = true;
 }
 

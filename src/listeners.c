@@ -85,7 +85,7 @@ static void
 send_now(const char *payload)
 {
 	Async_Notify(TASKQ_CHANNEL, payload);
-	taskq_request_commit_flush();
+	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 
 /* Publish payload on taskq_jobs when this transaction commits. */

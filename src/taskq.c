@@ -183,6 +183,11 @@ define_gucs(void)
 							 "COMMIT still waits for the flush; other sessions may see the transaction during it.  Not under synchronous replication.",
 							 &taskq_flush_after_notify, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("taskq.wake_before_flush",
+							 "A transaction that makes jobs runnable wakes an executor before its commit is flushed.",
+							 "COMMIT still waits for the flush; other sessions may see the transaction during it.  Not under synchronous replication.",
+							 &taskq_wake_before_flush, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.retention",
 							"How long finished jobs are kept before the launcher deletes them; -1 keeps them.",
 							NULL, &taskq_retention_s, 7 * 24 * 3600, -1, INT_MAX,
@@ -435,6 +440,7 @@ void
 taskq_wake_at_commit(void)
 {
 	wake_at_commit = true;
+	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_WAKE);
 }
 
 PG_FUNCTION_INFO_V1(taskq_wake_on_commit);

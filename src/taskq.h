@@ -136,7 +136,16 @@ extern Oid	taskq_current_owner;
 
 /* commit_flush.c: a publishing transaction flushes its commit after its locks */
 extern bool taskq_flush_after_notify;
-extern void taskq_request_commit_flush(void);
+extern bool taskq_wake_before_flush;
+
+/* why a commit's flush waits until its locks are released */
+typedef enum TaskqFlushReason
+{
+	TASKQ_FLUSH_AFTER_NOTIFY,	/* it published on taskq_jobs */
+	TASKQ_FLUSH_AFTER_WAKE		/* it wakes an executor */
+} TaskqFlushReason;
+
+extern void taskq_request_commit_flush(TaskqFlushReason reason);
 extern void taskq_commit_flush_init(void);
 
 /* listeners.c: notifications are sent only while a session may listen */
