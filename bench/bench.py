@@ -693,6 +693,8 @@ class Bench:
                 g.execute("CREATE TABLE IF NOT EXISTS pickup_marks"
                           " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY)")
         systems = [("taskq", lambda run: self.pickup_taskq()),
+                   ("taskq_wake_after_flush",
+                    lambda run: self.pickup_taskq("-c taskq.wake_before_flush=off")),
                    ("taskq_listened", lambda run: self.pickup_listened()),
                    ("taskq_listened_flush_off", lambda run: self.pickup_listened_flush_off())]
         if self.peers is None:

@@ -251,6 +251,7 @@ def render(r):
                        "percentile_cont in SQL for all three.\n")
         rows = []
         for k, label in (("taskq", "taskq (executors)"),
+                         ("taskq_wake_after_flush", "taskq with taskq.wake_before_flush = off"),
                          ("taskq_listened", "taskq while a session listens on taskq_jobs"),
                          ("taskq_listened_flush_off",
                           "taskq with a listener and taskq.flush_after_notify = off"),
