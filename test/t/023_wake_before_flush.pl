@@ -1,9 +1,11 @@
 # taskq.wake_before_flush: a commit that makes a job runnable wakes an
 # executor before its commit record is flushed, and COMMIT still returns only
-# after the flush.  commit_delay (a 100 ms sleep in the submitter's WAL
-# flush) makes the flush long enough to watch: with the setting on, the
+# after the flush.  commit_delay (a 100 ms sleep in every WAL flush, whoever
+# flushes) makes flushes long enough to watch: with the setting on, the
 # executor claims the job while the submitter is still flushing; off, only
-# after.  Under synchronous replication the job stays invisible until the
+# after.  Nothing else flushes meanwhile: the WAL writer is stopped (SIGSTOP),
+# the launcher, autovacuum, checkpoints and the background writer are idle,
+# and each job has finished before the next is submitted.  Under synchronous replication the job stays invisible until the
 # standby has it, as PostgreSQL keeps it.  Nobody listens, so no
 # notification is involved (019 covers those).
 use strict;
@@ -20,7 +22,15 @@ use TaskqNode;
 # standby; fsync on: commit_delay sleeps only when WAL is really flushed)
 my $node = PostgreSQL::Test::Cluster->new('wake_before_flush');
 $node->init(allows_streaming => 1);
-$node->append_conf('postgresql.conf', taskq_conf(fsync => 'on', 'taskq.workers' => 1));
+$node->append_conf(
+	'postgresql.conf',
+	taskq_conf(
+		fsync => 'on',
+		'taskq.workers' => 1,
+		autovacuum => 'off',
+		checkpoint_timeout => '1h',
+		bgwriter_lru_maxpages => 0,
+		wal_writer_delay => '10s'));
 $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
@@ -31,18 +41,23 @@ CREATE FUNCTION noop(payload jsonb) RETURNS void LANGUAGE sql AS '';
 SELECT taskq.register_handler('t', 'noop(jsonb)');
 });
 ok(executors_up($node, 1), 'the executor is up');
+sql("ALTER SYSTEM SET taskq.poll_interval = '10min'");
+sql('ALTER SYSTEM SET commit_delay = 100000');
+sql('ALTER SYSTEM SET commit_siblings = 0');
+sql('SELECT pg_reload_conf()');
+my $walwriter = sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'");
+ok(kill('STOP', $walwriter), 'the WAL writer is stopped');
 
-# Submit one job per transaction from a session whose WAL flushes sleep
-# 100 ms.  Per job: did the executor claim it before the submit's flush could
-# have ended (less than 100 ms after the submit began), and did that COMMIT
-# return only after its flush (100 ms or more after the submit began)?
+# Submit one job per transaction.  Whoever flushes a commit record (the
+# submitter, or the executor's claim after it) sleeps 100 ms first.  Per
+# job: did the executor claim it before the submit's flush could have ended
+# (less than 100 ms after the submit began), and did that COMMIT return only
+# after a flush (100 ms or more after the submit began)?
 sub submit_slowly
 {
 	my ($setting, $queue, $n) = @_;
 	my $out = sql(qq{
 SET taskq.wake_before_flush = $setting;
-SET commit_delay = 100000;
-SET commit_siblings = 0;
 CREATE TEMP TABLE returned (id bigint, at timestamptz);
 DO \$\$
 DECLARE
@@ -53,9 +68,12 @@ BEGIN
         COMMIT;
         INSERT INTO returned VALUES (job, clock_timestamp());
         COMMIT;
+        WHILE NOT EXISTS (SELECT FROM taskq.jobs WHERE id = job AND status = 'succeeded') LOOP
+            PERFORM pg_sleep(0.01);
+        END LOOP;
+        COMMIT;                        -- the next submit's created_at is its start
     END LOOP;
 END \$\$;
-SET commit_delay = 0;
 SELECT count(*) FILTER (WHERE j.started_at < j.created_at + interval '100 ms'),
        count(*) FILTER (WHERE r.at - j.created_at >= interval '100 ms')
   FROM returned r JOIN taskq.jobs j ON j.id = r.id;
@@ -63,19 +81,19 @@ SELECT count(*) FILTER (WHERE j.started_at < j.created_at + interval '100 ms'),
 	return split /\|/, $out;
 }
 
-# the executor finishes each job before the next submit, so it is idle and
-# waiting for a wake-up every time
+# the executor is idle and waiting for a wake-up at every submit
 my ($early, $flushed) = submit_slowly('on', 'on', 5);
 ok($early >= 1, "on: the executor claimed a job during its submit's flush ($early of 5)");
 is($flushed, 5, 'on: every COMMIT returned after its flush');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 0 FROM taskq.jobs WHERE status <> 'succeeded'");
 
 ($early, $flushed) = submit_slowly('off', 'off', 5);
 is($early, 0, 'off: no job is claimed before its commit is flushed');
 is($flushed, 5, 'off: every COMMIT returned after its flush');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 0 FROM taskq.jobs WHERE status <> 'succeeded'");
+
+ok(kill('CONT', $walwriter), 'the WAL writer goes on');
+sql('ALTER SYSTEM RESET taskq.poll_interval');
+sql('ALTER SYSTEM RESET commit_delay');
+sql('ALTER SYSTEM RESET commit_siblings');
 
 # under synchronous replication (a standby that never connects), PostgreSQL's order
 sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
