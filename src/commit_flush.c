@@ -19,9 +19,9 @@
  * The same serves taskq.wake_before_flush: a commit that makes jobs runnable
  * wakes an executor (XACT_EVENT_COMMIT) before the flush (released after the
  * locks), so the executor claims while the submitter's fsync runs instead of
- * after it.  No handler can run on a commit that is not durable yet: the
- * claim commits synchronously first, and its commit record comes later in
- * the WAL than the one it waits behind.
+ * after it.  No handler runs on a job whose submit is not durable yet: the
+ * executor runs it only once its claim's COMMIT has returned, and the claim's
+ * commit record comes later in the WAL than the submit's.
  *
  * Not under synchronous replication: PostgreSQL keeps a commit invisible
  * until the standbys confirm it, and the window would last as long as they

@@ -134,7 +134,7 @@ extern void taskq_register_launcher(void);
 extern int64 taskq_current_job;
 extern Oid	taskq_current_owner;
 
-/* commit_flush.c: a publishing transaction flushes its commit after its locks */
+/* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */
 extern bool taskq_flush_after_notify;
 extern bool taskq_wake_before_flush;
 

@@ -1,7 +1,8 @@
 # taskq publishes on taskq_jobs only while a session may be listening: with
 # nobody listening a submit never takes PostgreSQL's NOTIFY lock, and a LISTEN
 # waits out the commits that decided not to publish, so no notification owed
-# to a listener is skipped.  A synchronous standby that never answers holds
+# to a listener is skipped (taskq loaded without shared_preload_libraries
+# cannot tell, and always publishes).  A synchronous standby that never answers holds
 # commits in their last step (wait event SyncRep) long enough to watch; a
 # NOTIFY of a transaction stuck there holds the NOTIFY lock.
 use strict;
@@ -120,6 +121,27 @@ sql('ALTER SYSTEM RESET synchronous_standby_names');
 sql('SELECT pg_reload_conf()');
 is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"), 'quiet, loud, kept, kept too, quiet again',
 	'every job committed, but the rolled back one');
+$node->stop;
+
+# 6. Loaded without shared_preload_libraries, taskq cannot count listeners
+# and always publishes: with nobody listening, a submit queues for the lock.
+$node = PostgreSQL::Test::Cluster->new('not_preloaded');
+$node->init(allows_streaming => 1);
+$node->start;
+sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
+sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+sql('SELECT pg_reload_conf()');
+($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+ok(waits_on($holder_pid, 'SyncRep'), 'not preloaded: the NOTIFY lock is held');
+($loud, $loud_pid) = in_background("SELECT taskq.submit('x', queue => 'not preloaded')");
+ok(waits_on($loud_pid, 'object'), 'not preloaded: a submit waits for the NOTIFY lock though nobody listens');
+release($holder_pid);
+ok(waits_on($loud_pid, 'SyncRep'), 'and gets it once the holder ends');
+release($loud_pid);
+$_->quit for ($holder, $loud);
+sql('ALTER SYSTEM RESET synchronous_standby_names');
+sql('SELECT pg_reload_conf()');
+is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'not preloaded'"), '1', 'the job is committed');
 
 $node->stop;
 done_testing();
