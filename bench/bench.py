@@ -648,7 +648,7 @@ class Bench:
         if peer == "graphile":
             self._with_percentiles(pct, query, (peer + "_from_start", run))
         pct.update(submitted=submitted, rate=cfg["pickup_rate"], lag_max_ms=lag)
-        if pct["jobs"] != submitted:
+        if pct["jobs"] != submitted or pct.get("from_start_jobs", submitted) != submitted:
             raise RuntimeError(f"{peer} pickup: {pct['jobs']} of {submitted} jobs ran")
         return pct
 
@@ -673,11 +673,12 @@ class Bench:
         """Latency is measured from each submit's commit, which PostgreSQL records
         only with track_commit_timestamp (a restart); the other scenarios run
         without it."""
+        workers = int(self.conn.execute("SHOW taskq.workers").fetchone()[0])
         self.conn.execute(f"ALTER SYSTEM SET track_commit_timestamp = {track_commit_timestamp}")
         self.conn.close()
         self.s.restart()
         self.conn = self.s.connect("bench")
-        wait_for(lambda: len(executors(self.conn)) == 2, "2 executors", 120, 0.1)
+        wait_for(lambda: len(executors(self.conn)) == workers, f"{workers} executors", 120, 0.1)
 
     def pickup(self):
         self._restart_server("on")
@@ -687,7 +688,9 @@ class Bench:
             self._restart_server("off")
 
     def _pickup(self):
-        out = {"rate": self.cfg["pickup_rate"], "seconds": self.cfg["pickup_seconds"]}
+        out = {"rate": self.cfg["pickup_rate"], "seconds": self.cfg["pickup_seconds"],
+               "track_commit_timestamp": self.conn.execute(
+                   "SHOW track_commit_timestamp").fetchone()[0]}
         if self.peers is None:
             with self.s.connect("bench_graphile") as g:
                 g.execute("CREATE TABLE IF NOT EXISTS pickup_marks"

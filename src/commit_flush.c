@@ -19,9 +19,9 @@
  * The same serves taskq.wake_before_flush: a commit that makes jobs runnable
  * wakes an executor (XACT_EVENT_COMMIT) before the flush (released after the
  * locks), so the executor claims while the submitter's fsync runs instead of
- * after it.  No handler runs on a job whose submit is not durable yet: the
- * executor runs it only once its claim's COMMIT has returned, and the claim's
- * commit record comes later in the WAL than the submit's.
+ * after it.  No handler runs on a job whose submit is not durable yet: an
+ * executor flushes its claim's commit record, later in the WAL than the
+ * submit's, before it runs the claimed jobs (executor.c).
  *
  * Not under synchronous replication: PostgreSQL keeps a commit invisible
  * until the standbys confirm it, and the window would last as long as they
@@ -30,6 +30,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "replication/syncrep.h"
@@ -41,8 +42,9 @@
 bool		taskq_flush_after_notify = true;
 bool		taskq_wake_before_flush = true;
 
-/* this transaction published or wakes executors (and the setting is on) */
-static bool flush_requested = false;
+/* what this transaction does at commit that may defer its flush */
+static bool publishes = false;
+static bool wakes = false;
 
 /* >= 0: the synchronous_commit we lowered to off for this commit */
 static int	lowered_synchronous_commit = -1;
@@ -50,8 +52,34 @@ static int	lowered_synchronous_commit = -1;
 void
 taskq_request_commit_flush(TaskqFlushReason reason)
 {
-	if (reason == TASKQ_FLUSH_AFTER_NOTIFY ? taskq_flush_after_notify : taskq_wake_before_flush)
-		flush_requested = true;
+	if (reason == TASKQ_FLUSH_AFTER_NOTIFY)
+		publishes = true;
+	else
+		wakes = true;
+}
+
+/*
+ * Decided at pre-commit, with the settings of that moment.  A publishing
+ * commit follows flush_after_notify alone, so that off keeps PostgreSQL's
+ * order (the NOTIFY lock held through the flush) even when it also wakes.
+ * Without shared memory there is no executor to wake; without an xid there
+ * is no commit record to flush.
+ */
+static bool
+flush_after_locks(void)
+{
+	if (!TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return false;
+	if (publishes)
+		return taskq_flush_after_notify;
+	return wakes && taskq_wake_before_flush && TaskqState != NULL;
+}
+
+static void
+forget_requests(void)
+{
+	publishes = false;
+	wakes = false;
 }
 
 /* Does this commit wait for synchronous standbys (as configured)? */
@@ -77,7 +105,7 @@ commit_flush_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 			/* the last step before the commit record: lower it for this commit only */
-			if (flush_requested && synchronous_commit > SYNCHRONOUS_COMMIT_OFF &&
+			if (synchronous_commit > SYNCHRONOUS_COMMIT_OFF && flush_after_locks() &&
 				!synchronous_replication_wanted())
 			{
 				lowered_synchronous_commit = synchronous_commit;
@@ -88,7 +116,7 @@ commit_flush_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			restore_synchronous_commit();
-			flush_requested = false;
+			forget_requests();
 			break;
 		default:
 			break;
@@ -105,7 +133,7 @@ commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
 	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel)
 		return;
 	lowered = lowered_synchronous_commit >= 0;
-	flush_requested = false;
+	forget_requests();
 	restore_synchronous_commit();
 	if (lowered && isCommit)
 	{

@@ -15,6 +15,7 @@
 
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/prepare.h"
@@ -951,6 +952,12 @@ execute_once(void)
 			return sleep_ms;
 	}
 
+	/*
+	 * A claim is durable before its handlers run, whatever synchronous_commit
+	 * the executor has: the attempt counts first, and the jobs' submits (which
+	 * may wake us before their own flush) come earlier in the WAL.
+	 */
+	XLogFlush(XactLastCommitEnd);
 	claimed_batch = run_batch(claimed_batch, &sleep_ms);
 	/* the claimed batch lives in next_batch_cxt: make it the current one */
 	swap = batch_cxt;

@@ -129,6 +129,10 @@ taskq_xact_callback(XactEvent event, void *arg)
 			taskq_scan_floors_forget();
 			wake_at_commit = false;
 			break;
+		case XACT_EVENT_PREPARE:
+			/* its COMMIT PREPARED may come from any session: polling finds its jobs */
+			wake_at_commit = false;
+			break;
 		default:
 			break;
 	}
