@@ -3,8 +3,8 @@
  * ALTER DATABASE ... RENAME of taskq.database.
  *
  * Both commands refuse to run while other sessions are connected to the
- * database.  A ProcessUtility hook (in every backend, since taskq is in
- * shared_preload_libraries) stops the workers first: they are told to stop
+ * database.  taskq's ProcessUtility hook (taskq.c; in every backend, since
+ * taskq is in shared_preload_libraries) stops the workers first: they are told to stop
  * now, without the shutdown grace, and the command waits (a few seconds at
  * most) until they are gone.  The launcher then fails to reconnect and backs
  * off (see launcher.c) until the database exists again.
@@ -17,12 +17,9 @@
 #include "nodes/parsenodes.h"
 #include "pgstat.h"
 #include "storage/latch.h"
-#include "tcop/utility.h"
 #include "utils/wait_event.h"
 
 #include "taskq.h"
-
-static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* SIGTERM every taskq worker and wait up to 10 s for them to exit. */
 static void
@@ -56,12 +53,10 @@ stop_workers(void)
 	}
 }
 
-static void
-taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
-					  ProcessUtilityContext context, ParamListInfo params,
-					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+/* Before DROP DATABASE or RENAME of taskq.database runs, stop the workers. */
+void
+taskq_guard_database(Node *stmt)
 {
-	Node	   *stmt = pstmt->utilityStmt;
 	const char *dbname = NULL;
 
 	if (IsA(stmt, DropdbStmt))
@@ -72,18 +67,4 @@ taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	if (dbname != NULL && TaskqState != NULL && taskq_database != NULL &&
 		strcmp(dbname, taskq_database) == 0)
 		stop_workers();
-
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
-}
-
-void
-taskq_install_database_guard(void)
-{
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = taskq_process_utility;
 }

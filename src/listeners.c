@@ -29,7 +29,6 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/shmem.h"
-#include "tcop/utility.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
@@ -57,7 +56,6 @@ static List *held = NIL;		/* in TopTransactionContext */
 static bool flag_raised = false;
 static bool counted = false;	/* and listeners_at_exit registered */
 
-static ProcessUtility_hook_type prev_process_utility = NULL;
 
 Size
 taskq_listeners_size(void)
@@ -246,27 +244,16 @@ count_this_listener(void)
 	}
 }
 
-static void
-listeners_process_utility(PlannedStmt *pstmt, const char *queryString,
-						  bool readOnlyTree, ProcessUtilityContext context,
-						  ParamListInfo params, QueryEnvironment *queryEnv,
-						  DestReceiver *dest, QueryCompletion *qc)
+/* A LISTEN taskq_jobs about to run (called from taskq.c's ProcessUtility hook) */
+void
+taskq_listeners_utility(Node *stmt)
 {
-	Node	   *parsetree = pstmt->utilityStmt;
-
 	/* (only where PostgreSQL will let the LISTEN run: see standard_ProcessUtility) */
-	if (IsA(parsetree, ListenStmt) &&
-		strcmp(((ListenStmt *) parsetree)->conditionname, TASKQ_CHANNEL) == 0 &&
+	if (IsA(stmt, ListenStmt) &&
+		strcmp(((ListenStmt *) stmt)->conditionname, TASKQ_CHANNEL) == 0 &&
 		MyBackendType == B_BACKEND && MyBackendId != InvalidBackendId &&
 		!InSecurityRestrictedOperation() && !RecoveryInProgress())
 		count_this_listener();
-
-	if (prev_process_utility)
-		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
-							 queryEnv, dest, qc);
-	else
-		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
-								queryEnv, dest, qc);
 }
 
 /*
@@ -279,6 +266,4 @@ taskq_listeners_init(void)
 {
 	RegisterXactCallback(listeners_xact_callback, NULL);
 	RegisterSubXactCallback(listeners_subxact_callback, NULL);
-	prev_process_utility = ProcessUtility_hook;
-	ProcessUtility_hook = listeners_process_utility;
 }

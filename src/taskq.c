@@ -54,6 +54,7 @@ TaskqShared *TaskqState = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility = NULL;
 
 /* set by taskq._wake_on_commit(); acted on by the commit callback */
 static bool wake_at_commit = false;
@@ -215,6 +216,26 @@ define_gucs(void)
 	MarkGUCPrefixReserved("taskq");
 }
 
+/*
+ * The utility statements taskq watches, before they run: DROP and RENAME of
+ * taskq.database (database_guard.c) and LISTEN taskq_jobs (listeners.c).
+ */
+static void
+taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+					  ProcessUtilityContext context, ParamListInfo params,
+					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	taskq_guard_database(pstmt->utilityStmt);
+	taskq_listeners_utility(pstmt->utilityStmt);
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
+							 queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+								queryEnv, dest, qc);
+}
+
 void
 _PG_init(void)
 {
@@ -233,7 +254,8 @@ _PG_init(void)
 
 	taskq_listeners_init();
 	taskq_register_launcher();
-	taskq_install_database_guard();
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = taskq_process_utility;
 }
 
 /* Free this process's slot and the capacity it held; runs at process exit. */

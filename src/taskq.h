@@ -120,7 +120,7 @@ extern void taskq_scan_floors_at_subabort(void);
 extern bool taskq_scan_floors_noted(void);
 
 /* database_guard.c */
-extern void taskq_install_database_guard(void);
+extern void taskq_guard_database(Node *stmt);
 
 /* metrics.c */
 extern void taskq_sample_counters(void);
@@ -153,5 +153,6 @@ extern void taskq_notify(const char *payload);
 extern Size taskq_listeners_size(void);
 extern void taskq_listeners_attach(void);
 extern void taskq_listeners_init(void);
+extern void taskq_listeners_utility(Node *stmt);
 
 #endif							/* TASKQ_H */
