@@ -1,7 +1,9 @@
 -- Scan floors (src/scan_floor.c): a claim starts reading each priority of its
 -- lane of the runnable index at the floor and raises it to the first pending
 -- job.  Every path that leaves a job pending below the floor must lower it,
--- or that job would never be claimed.  External jobs only, so no executor interferes.
+-- or that job would never be claimed.  External jobs only, so no executor interferes;
+-- run_at in the past stays under taskq.aging_interval (5 min), so the launcher
+-- cannot move a job to another priority mid-test.
 SET taskq.notify_level = 'none';
 CREATE FUNCTION pg_temp.floor_id() RETURNS bigint LANGUAGE sql AS
     $$ SELECT id FROM taskq._scan_floors('taskq.jobs', false, ARRAY['normal']::taskq.priority[]) $$;
@@ -19,7 +21,7 @@ SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1
 SELECT pg_temp.floor_id() = :c AS floor_at_c;
 
 -- A job submitted with a run_at in the past sorts before c: it lowers the floor.
-SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '1 hour') AS d \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '1 minute') AS d \gset
 SELECT pg_temp.floor_id() = :d AS floor_lowered_to_d;
 SELECT id = :d AS claimed_d FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 
@@ -58,7 +60,7 @@ SELECT id = :old_low AS claimed_aged FROM taskq.claim(ARRAY['regress_floor'], 'f
 -- The raise itself: a key committed after the claim read the floor (so maybe
 -- after its snapshot was taken) caps the raise.
 SELECT pg_temp.floor_seen() AS seen \gset
-SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '3 hours') AS late \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '2 minutes') AS late \gset
 SELECT taskq._raise_scan_floor('taskq.jobs', false, 'normal', :seen, 'infinity', 0);
 SELECT pg_temp.floor_id() = :late AS raise_capped_by_late_commit;
 -- under REPEATABLE READ the snapshot may be older than the floor read: no raise
@@ -74,14 +76,14 @@ SELECT id = :late AS claimed_late FROM taskq.claim(ARRAY['regress_floor'], 'floo
 SELECT count(*) FROM taskq.claim(ARRAY['regress_floor_empty'], 'floor-worker', 1);
 SELECT pg_temp.floor_id() = :c AS floor_at_c;
 BEGIN;
-SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 hours') AS own \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '3 minutes') AS own \gset
 SELECT id = :own AS claimed_own FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 COMMIT;
 
 -- A claim's raise of the floor waits for its transaction to commit: the
 -- probe saw the transaction's own claims, which a rollback undoes.
-SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '5 hours') AS ra \gset
-SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '5 hours') AS rb \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 minutes') AS ra \gset
+SELECT taskq.submit('floor_ext', queue => 'regress_floor', run_at => now() - interval '4 minutes') AS rb \gset
 BEGIN;
 SELECT id = :ra AS claimed_ra FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);
 SELECT id = :rb AS claimed_rb FROM taskq.claim(ARRAY['regress_floor'], 'floor-worker', 1);

@@ -930,14 +930,24 @@ CREATE FUNCTION taskq._claim(in_database boolean, queues text[], worker text, ma
                              only_owner regrole)
 RETURNS SETOF taskq.jobs
 -- jit off: the candidate scan's estimated cost (the whole backlog) passes
--- jit_above_cost, and compiling it took 10-20 ms of every claim (bench/)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET jit = off AS $$
+-- jit_above_cost, and compiling it took 10-20 ms of every claim (bench/).
+-- enable_sort off: a generic plan cannot tell how small LIMIT is, and sorted
+-- the whole backlog instead of reading the index in claim order.
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET jit = off SET enable_sort = off AS $$
 #variable_conflict use_column
 DECLARE
     paused text[];
     limited text[];
     slots integer[];
-    cand record;
+    c_ids bigint[];
+    c_queues text[];
+    c_cpu integer[];
+    c_mem integer[];
+    c_run timestamptz[];
+    c_cpu_max integer;
+    c_mem_max integer;
+    c_cpu_sum bigint;
+    c_mem_sum bigint;
     picked bigint[] := '{}';
     cpu_left integer := cpu_budget;
     mem_left integer := memory_budget;
@@ -950,7 +960,6 @@ DECLARE
     t timestamptz := clock_timestamp();
     lane_floor record;
     head record;
-    candidates refcursor;
     big_job_waits boolean := false;
     prio taskq.priority;
     full_queues text[] := '{}';
@@ -1010,28 +1019,42 @@ BEGIN
                 full_queues := ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
                                      WHERE slots[i] <= 0);
             END IF;
+            -- The candidates come as arrays from one statement: fetching them
+            -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
-                OPEN candidates FOR
-                    SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
-                    FROM taskq.jobs j
-                    WHERE j.status = 'pending' AND j.run_at <= t
-                      AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
-                      AND (queues IS NULL OR j.queue = ANY (queues))
-                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
-                      AND (only_owner IS NULL OR j.owner = only_owner)
-                      AND j.in_database = _claim.in_database
-                      AND (round = 1 OR j.id <> ALL (seen))
-                    ORDER BY j.run_at, j.id
-                    LIMIT wanted
-                    FOR NO KEY UPDATE OF j SKIP LOCKED;
+                SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.run_at, c.id),
+                       array_agg(c.cpu_units ORDER BY c.run_at, c.id),
+                       array_agg(c.memory_mb ORDER BY c.run_at, c.id),
+                       array_agg(c.run_at ORDER BY c.run_at, c.id),
+                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb)
+                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+                          FROM taskq.jobs j
+                         WHERE j.status = 'pending' AND j.run_at <= t
+                           AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
+                           AND (queues IS NULL OR j.queue = ANY (queues))
+                           AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                           AND (only_owner IS NULL OR j.owner = only_owner)
+                           AND j.in_database = _claim.in_database
+                           AND (round = 1 OR j.id <> ALL (seen))
+                         ORDER BY j.run_at, j.id
+                         LIMIT wanted
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
             ELSE
                 -- An external worker naming its queues reads each queue's own
                 -- range of jobs_runnable_queue_idx, never other queues' backlog:
                 -- one subquery per queue, its name a literal, so that the plan is
                 -- made for it (a generic plan, taking any queue for as common as
                 -- the average one, may read the lane index past a big backlog).
-                OPEN candidates FOR EXECUTE
-                    'SELECT c.id, c.queue, c.cpu_units, c.memory_mb, c.run_at FROM ('
+                EXECUTE
+                    'SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), ''{}''),'
+                    '       array_agg(c.queue ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.cpu_units ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
+                    '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb)'
+                    '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at'
                            '  FROM taskq.jobs j'
@@ -1044,37 +1067,46 @@ BEGIN
                            ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
-                    || ') AS c ORDER BY c.run_at, c.id LIMIT $10'
+                    || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
+                    INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
                           seen, wanted;
             END IF;
-            LOOP
-                FETCH candidates INTO cand;
-                EXIT WHEN NOT FOUND;
-                got := got + 1;
-                seen := seen || cand.id;
-                qi := array_position(limited, cand.queue);
-                IF qi IS NOT NULL AND slots[qi] <= 0 THEN
-                    CONTINUE;
+            got := cardinality(c_ids);
+            seen := seen || c_ids;
+            IF got > 0 AND NOT (c_queues && limited)
+               AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
+                    OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
+                -- the common case: every candidate fits, no queue limit applies
+                picked := picked || c_ids;
+                IF NOT in_database THEN
+                    cpu_left := cpu_left - c_cpu_sum;
+                    mem_left := mem_left - c_mem_sum;
                 END IF;
-                -- An executor runs its batch one job at a time, so each job must fit the
-                -- budget on its own; an external worker runs its jobs side by side.
-                IF (in_database AND (cand.cpu_units > cpu_budget OR cand.memory_mb > memory_budget))
-                   OR (NOT in_database AND (cand.cpu_units > cpu_left OR cand.memory_mb > mem_left)) THEN
-                    IF in_database AND cand.run_at < t - big_wait THEN
-                        big_job_waits := true;
-                        EXIT;
+            ELSE
+                FOR i IN 1..got LOOP
+                    qi := array_position(limited, c_queues[i]);
+                    IF qi IS NOT NULL AND slots[qi] <= 0 THEN
+                        CONTINUE;
                     END IF;
-                    CONTINUE;
-                END IF;
-                picked := picked || cand.id;
-                cpu_left := cpu_left - cand.cpu_units;
-                mem_left := mem_left - cand.memory_mb;
-                IF qi IS NOT NULL THEN
-                    slots[qi] := slots[qi] - 1;
-                END IF;
-            END LOOP;
-            CLOSE candidates;
+                    -- An executor runs its batch one job at a time, so each job must fit the
+                    -- budget on its own; an external worker runs its jobs side by side.
+                    IF (in_database AND (c_cpu[i] > cpu_budget OR c_mem[i] > memory_budget))
+                       OR (NOT in_database AND (c_cpu[i] > cpu_left OR c_mem[i] > mem_left)) THEN
+                        IF in_database AND c_run[i] < t - big_wait THEN
+                            big_job_waits := true;
+                            EXIT;
+                        END IF;
+                        CONTINUE;
+                    END IF;
+                    picked := picked || c_ids[i];
+                    cpu_left := cpu_left - c_cpu[i];
+                    mem_left := mem_left - c_mem[i];
+                    IF qi IS NOT NULL THEN
+                        slots[qi] := slots[qi] - 1;
+                    END IF;
+                END LOOP;
+            END IF;
             EXIT priorities WHEN big_job_waits;
             -- fewer than asked for: none is left unlocked to look past
             EXIT WHEN got < wanted OR cardinality(picked) >= max_jobs;

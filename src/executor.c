@@ -31,6 +31,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -114,6 +115,8 @@ static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
+/* most jobs a batch may claim for its handlers' writes to fit the subxid cache */
+static int	subxid_batch_cap = PGPROC_MAX_CACHED_SUBXIDS;
 static int	isolate_batches = 0;	/* run this many next batches one job each */
 static char batch_error[512];	/* why the last batch transaction failed */
 
@@ -747,6 +750,35 @@ record_cancellations(List *jobs)
 	}
 }
 
+/*
+ * Each handler that writes commits a subtransaction id into the batch's
+ * transaction, and PostgreSQL caches only PGPROC_MAX_CACHED_SUBXIDS of them
+ * per backend: past that every snapshot in the server must look subtransaction
+ * ids up in pg_subtrans, which slows the whole server.  A batch whose cache is
+ * full gives its remaining jobs back (not counted as attempts), and the next
+ * batches claim only as many jobs as the last one's handlers left room for.
+ */
+static bool
+subxid_cache_full(void)
+{
+	return MyProc->subxidStatus.overflowed ||
+		MyProc->subxidStatus.count >= PGPROC_MAX_CACHED_SUBXIDS;
+}
+
+static void
+limit_batch_to_subxid_cache(int ran)
+{
+	int			used = MyProc->subxidStatus.overflowed ?
+		PGPROC_MAX_CACHED_SUBXIDS + 1 : MyProc->subxidStatus.count;
+
+	if (ran == 0)
+		return;
+	if (used == 0)
+		subxid_batch_cap = INT_MAX;	/* handlers that do not write: no limit */
+	else
+		subxid_batch_cap = Max(1, (int) ((int64) PGPROC_MAX_CACHED_SUBXIDS * ran / used));
+}
+
 /* Mark which claimed jobs we still hold, locking their rows to the end. */
 static void
 lock_held_jobs(List *jobs)
@@ -793,6 +825,7 @@ run_batch(List *jobs, long *sleep_ms)
 	PG_TRY();
 	{
 		ListCell   *lc;
+		int			ran = 0;
 
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -820,10 +853,19 @@ run_batch(List *jobs, long *sleep_ms)
 				job->outcome = OUTCOME_GIVEN_BACK;
 				job->error = "not started before shutdown";
 			}
+			else if (subxid_cache_full())
+			{
+				job->outcome = OUTCOME_GIVEN_BACK;
+				job->error = "its batch had used every cached subtransaction id";
+			}
 			else
+			{
 				run_job(job);
+				ran++;
+			}
 		}
 		disable_timeout(tick_timeout, false);
+		limit_batch_to_subxid_cache(ran);
 		taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
 		pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
 
@@ -969,7 +1011,7 @@ execute_once(void)
 	/* aim for ~50 ms batches: one job at a time when jobs are slow */
 	if (avg_job_ms > 0)
 		batch_limit = Min(Max((int) (50.0 / avg_job_ms), 1), batch_limit * 2);
-	batch_limit = Max(1, Min(batch_limit, taskq_batch_size));
+	batch_limit = Max(1, Min(batch_limit, Min(taskq_batch_size, subxid_batch_cap)));
 	if (isolate_batches > 0)
 	{
 		isolate_batches--;

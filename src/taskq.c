@@ -33,7 +33,7 @@ int			taskq_max_cpu_units = 4;
 int			taskq_max_memory_mb = 1024;
 int			taskq_poll_interval_ms = 1000;
 int			taskq_shutdown_grace_ms = 10000;
-int			taskq_batch_size = 64;
+int			taskq_batch_size = 256;
 
 static int	taskq_notify_level = 2;
 static double taskq_notify_queue_limit = 0.5;
@@ -168,10 +168,9 @@ define_gucs(void)
 							"How long running jobs may finish after SIGTERM before they are cancelled.",
 							NULL, &taskq_shutdown_grace_ms, 10000, 0, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	/* at most 64: PostgreSQL caches 64 subtransaction ids per transaction */
 	DefineCustomIntVariable("taskq.batch_size",
 							"Most jobs an executor claims and completes in one transaction.",
-							NULL, &taskq_batch_size, 64, 1, 64,
+							NULL, &taskq_batch_size, 256, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("taskq.notify_level",
 							 "Which status changes are published on channel taskq_jobs.",
