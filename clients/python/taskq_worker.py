@@ -28,6 +28,7 @@ the protocol, which any language can implement.
 import json
 import logging
 import os
+import queue
 import secrets
 import select
 import signal
@@ -35,7 +36,6 @@ import socket
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable, Dict, Iterable, List, Optional, Union
@@ -220,6 +220,7 @@ class Worker:
         self._completions: List[tuple] = []
         self._completions_cond = threading.Condition()
         self._wake_r, self._wake_w = os.pipe()
+        self._wake_pending = False
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._local = threading.local()
@@ -260,7 +261,10 @@ class Worker:
 
     def _wake(self) -> None:
         with self._running_lock:
-            if self._wake_w >= 0:
+            # one byte in the pipe wakes the claim loop; it clears the flag
+            # after it has emptied the pipe, then looks at what changed
+            if self._wake_w >= 0 and not self._wake_pending:
+                self._wake_pending = True
                 try:
                     os.write(self._wake_w, b"x")
                 except BlockingIOError:  # pipe full: a wake-up is already pending
@@ -290,7 +294,14 @@ class Worker:
         log.info("worker %s: serving queues %s, job types %s", self.name,
                  "(all)" if self.queues is None else ",".join(self.queues),
                  ",".join(sorted(self._handlers)))
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="taskq-job")
+        # concurrency threads take claimed jobs from a local queue (no future
+        # per job: for short jobs that cost as much as the job)
+        local_queue: "queue.SimpleQueue[Optional[Job]]" = queue.SimpleQueue()
+        job_threads = [threading.Thread(target=self._job_thread, args=(local_queue,),
+                                        name=f"taskq-job_{i}", daemon=True)
+                       for i in range(self.concurrency)]
+        for t in job_threads:
+            t.start()
         beat_stop = threading.Event()
         beater = threading.Thread(target=self._heartbeat_loop, args=(beat_stop,),
                                   name="taskq-heartbeat", daemon=True)
@@ -302,11 +313,14 @@ class Worker:
         claimer = _Connection(self.conninfo, self._conn_kwargs)
         listener = _Connection(self.conninfo, self._conn_kwargs)
         try:
-            self._loop(pool, claimer, listener)
+            self._loop(local_queue, claimer, listener)
         finally:
             self._stopping.set()
             # Graceful: running jobs finish and are recorded; heartbeats go on meanwhile.
-            pool.shutdown(wait=True)
+            for _ in job_threads:
+                local_queue.put(None)   # after every job already queued
+            for t in job_threads:
+                t.join()
             # then the buffered successes, while their leases are still heartbeat-fresh
             completer_stop.set()
             with self._completions_cond:
@@ -326,7 +340,7 @@ class Worker:
                 self._wake_r = self._wake_w = -1
             log.info("worker %s: stopped", self.name)
 
-    def _loop(self, pool: ThreadPoolExecutor, claimer: "_Connection",
+    def _loop(self, local_queue: "queue.SimpleQueue[Optional[Job]]", claimer: "_Connection",
               listener: "_Connection") -> None:
         maybe_more = True          # a claim may find work right now
         next_poll = 0.0            # claim by then even without news (monotonic)
@@ -366,7 +380,7 @@ class Worker:
                     for job in jobs:
                         with self._running_lock:
                             self._running[job.id] = job
-                        pool.submit(self._execute, job)
+                        local_queue.put(job)
                     if maybe_more and free > len(jobs):
                         continue
 
@@ -385,6 +399,9 @@ class Worker:
                         pass
                 except BlockingIOError:
                     pass
+                # after the read: a wake-up asked from now on writes again
+                with self._running_lock:
+                    self._wake_pending = False
             if listening and any(fd != self._wake_r for fd in ready):
                 try:
                     if self._drain_notifications(listener.conn):
@@ -444,8 +461,16 @@ class Worker:
                 self._thread_conns.append(conn)
         return conn
 
+    def _job_thread(self, local_queue: "queue.SimpleQueue[Optional[Job]]") -> None:
+        """Run the jobs of the local queue, one at a time, until a None."""
+        while True:
+            job = local_queue.get()
+            if job is None:
+                return
+            self._execute(job)
+
     def _execute(self, job: Job) -> None:
-        """Run one job in a pool thread and record its outcome."""
+        """Run one job in a job thread and record its outcome."""
         try:
             job.started_at = time.monotonic()
             fn = self._handlers.get(job.job_type)
@@ -472,12 +497,16 @@ class Worker:
                 self._buffer_completion(job, text)
             else:
                 self._finish(job, "complete", text)
-        except Exception:  # a bug here must not kill the pool thread silently
+        except Exception:  # a bug here must not kill the job thread silently
             log.exception("worker %s: job %d: unexpected error", self.name, job.id)
         finally:
             with self._running_lock:
                 self._running.pop(job.id, None)
-            self._wake()
+                held = len(self._running)
+            # the claim loop sleeps while the local queue is over half full
+            # (see _room): waking it for every job cost more than the jobs
+            if held - self.concurrency <= self.prefetch // 2:
+                self._wake()
 
     def _finish(self, job: Job, action: str, value: Optional[str], retryable: bool = True) -> None:
         """complete or fail job; a job this worker no longer holds is left alone."""
@@ -536,11 +565,14 @@ class Worker:
                 return
         with self._completions_cond:
             self._completions.append((job, text, time.monotonic()))
-            self._completions_cond.notify()
+            # the completer waits for a first success, then for a full batch
+            # or the first one's complete_delay
+            if len(self._completions) in (1, self.complete_batch):
+                self._completions_cond.notify()
 
     def _complete_loop(self, stop: threading.Event) -> None:
         """Record buffered successes: a batch when full, when its oldest has
-        waited complete_delay, or at stop (after the pool is drained)."""
+        waited complete_delay, or at stop (after the job threads are done)."""
         conn = _Connection(self.conninfo, self._conn_kwargs)
         cond = self._completions_cond
         try:
