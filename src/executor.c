@@ -488,6 +488,12 @@ check_job_runnable(ClaimedJob *job)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("no handler is registered for this job's type any more")));
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(job->handler)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the handler function registered for this job's type (OID %u) was dropped",
+						job->handler),
+				 errhint("Register a handler again with taskq.register_handler().")));
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->owner)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -319,5 +319,18 @@ is( sql(
 		  WHERE l.locktype = 'advisory'"),
 	'0', 'the executor holds no advisory lock');
 
+# A handler function dropped while its job waits: the job fails for good, and says why.
+sql(q{CREATE FUNCTION soon_gone(payload jsonb) RETURNS void LANGUAGE sql AS 'SELECT NULL';
+      SELECT taskq.register_handler('soon_gone', 'soon_gone(jsonb)');
+      SELECT taskq.pause('default')});
+my $orphan = sql("SELECT taskq.submit('soon_gone', '{}', max_attempts => 3)");
+sql("DROP FUNCTION soon_gone(jsonb); SELECT taskq.resume('default')");
+is(sql("SELECT taskq.wait('{$orphan}', '60 s')"), 't', 'the job of a dropped handler finished');
+is(sql("SELECT status || ' ' || attempts FROM taskq.jobs WHERE id = $orphan"), 'failed 1',
+	'it failed at its first attempt, without retries');
+like(sql("SELECT last_error FROM taskq.jobs WHERE id = $orphan"),
+	qr/handler function registered for this job's type \(OID \d+\) was dropped/,
+	'and the error names the cause');
+
 $node->stop;
 done_testing();
