@@ -15,7 +15,7 @@ failed=0
 count_results() {
     local ok bad
     ok=$(grep -cE '(\.\.\. ok|\.\. ok$|^ok [0-9]+ +[-+] )' "$1")
-    bad=$(grep -cE '(\.\.\. FAILED|\.\. (Failed|Dubious)|^not ok [0-9]+ +[-+] |^# FAILED)' "$1")
+    bad=$(grep -cE '(^FAILED: |\.\.\. FAILED|\.\. (Failed|Dubious)|^not ok [0-9]+ +[-+] |^# FAILED)' "$1")
     passed=$((passed + ok))
     failed=$((failed + bad))
 }

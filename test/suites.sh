@@ -35,7 +35,11 @@ if [ -n "$specs" ]; then
 fi
 
 if ls test/pgtap/*.sql >/dev/null 2>&1; then
-    pg_prove -d "$db" test/pgtap/*.sql
+    if command -v pg_prove >/dev/null; then
+        pg_prove -d "$db" test/pgtap/*.sql
+    else
+        echo "FAILED: pg_prove is missing (scripts/deps.sh installs it)"
+    fi
 fi
 
 for t in test/python/test_*.py; do

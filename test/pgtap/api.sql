@@ -55,7 +55,7 @@ SELECT index_is_unique('taskq', 'jobs', 'jobs_idempotency_idx', 'a live idempote
 SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = 'taskq.jobs_runnable_idx'::regclass),
           '(status = ''pending''::taskq.job_status)', 'the claim index holds pending jobs only');
 SELECT has_index('taskq', 'job_dependencies', 'job_dependencies_depends_on_idx', 'dependents of a job are found by index');
-SELECT has_index('taskq', 'job_logs', 'job_logs_job_id_idx', 'a job''s logs are found by index');
+SELECT col_is_pk('taskq', 'job_logs', ARRAY['job_id', 'id'], 'a job''s logs are found by the primary key, in order');
 SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = ('taskq.' || t)::regclass),
           'row-level security is enabled on taskq.' || t)
 FROM unnest(ARRAY['jobs', 'job_logs', 'job_dependencies']) t;
