@@ -100,16 +100,18 @@ CREATE TABLE taskq.job_dependencies (
 CREATE INDEX job_dependencies_depends_on_idx ON taskq.job_dependencies (depends_on, job_id);
 
 CREATE TABLE taskq.job_logs (
-    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id        bigint GENERATED ALWAYS AS IDENTITY,
     job_id    bigint NOT NULL,
     logged_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     status    taskq.job_status NOT NULL,
     attempt   integer NOT NULL,
     message   text NOT NULL,
     error     text,
-    details   jsonb
+    details   jsonb,
+    -- one index for both: a job's history is read by job_id, in id order
+    -- (a second index cost every logged transition an insert)
+    PRIMARY KEY (job_id, id)
 );
-CREATE INDEX job_logs_job_id_idx ON taskq.job_logs (job_id);
 
 CREATE TABLE taskq.handlers (
     job_type      text PRIMARY KEY CHECK (job_type <> ''),
@@ -1100,8 +1102,10 @@ BEGIN
                         CONTINUE;
                     END IF;
                     picked := picked || c_ids[i];
-                    cpu_left := cpu_left - c_cpu[i];
-                    mem_left := mem_left - c_mem[i];
+                    IF NOT in_database THEN
+                        cpu_left := cpu_left - c_cpu[i];
+                        mem_left := mem_left - c_mem[i];
+                    END IF;
                     IF qi IS NOT NULL THEN
                         slots[qi] := slots[qi] - 1;
                     END IF;
@@ -1237,7 +1241,7 @@ BEGIN
            SET status = CASE WHEN give_back OR (f.retryable AND j.attempts < j.max_attempts)
                              THEN 'pending' ELSE 'failed' END::taskq.job_status,
                attempts = CASE WHEN give_back THEN j.attempts - 1 ELSE j.attempts END,
-               run_at = CASE WHEN give_back THEN clock_timestamp()
+               run_at = CASE WHEN give_back THEN j.run_at          -- keeps its place in line
                              WHEN f.retryable AND j.attempts < j.max_attempts
                              THEN clock_timestamp() + taskq._retry_delay(j.backoff, j.attempts)
                              ELSE j.run_at END,

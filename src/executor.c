@@ -783,6 +783,8 @@ limit_batch_to_subxid_cache(int ran)
 		subxid_batch_cap = INT_MAX;	/* handlers that do not write: no limit */
 	else
 		subxid_batch_cap = Max(1, (int) ((int64) PGPROC_MAX_CACHED_SUBXIDS * ran / used));
+	/* from the claim this transaction makes next */
+	batch_limit = Max(1, Min(batch_limit, subxid_batch_cap));
 }
 
 /* Mark which claimed jobs we still hold, locking their rows to the end. */
@@ -791,6 +793,7 @@ lock_held_jobs(List *jobs)
 {
 	Datum		args[2];
 	int			n;
+	int64	   *locked;
 	ListCell   *lc;
 
 	foreach(lc, jobs)
@@ -799,19 +802,33 @@ lock_held_jobs(List *jobs)
 	args[1] = CStringGetTextDatum(worker_name);
 	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: locking claimed jobs failed");
+
+	/* the locked ids come in id order: look each job up by bisection */
+	locked = palloc(sizeof(int64) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		locked[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 1, &isnull));
+	}
 	foreach(lc, jobs)
 	{
 		ClaimedJob *job = lfirst(lc);
+		uint64		lo = 0;
+		uint64		hi = SPI_processed;
 
 		job->outcome = OUTCOME_NONE;
-		for (uint64 i = 0; i < SPI_processed; i++)
+		while (lo < hi)
 		{
-			bool		isnull;
+			uint64		mid = lo + (hi - lo) / 2;
 
-			if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-											SPI_tuptable->tupdesc, 1, &isnull)) == job->id)
-				job->held = true;
+			if (locked[mid] < job->id)
+				lo = mid + 1;
+			else
+				hi = mid;
 		}
+		job->held = lo < SPI_processed && locked[lo] == job->id;
 	}
 }
 

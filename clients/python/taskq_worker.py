@@ -484,7 +484,7 @@ class Worker:
             except Permanent as e:
                 self._finish(job, "fail", str(e) or "permanent failure", False)
                 return
-            except Exception as e:
+            except BaseException as e:  # sys.exit() in a handler ends its job, not its thread
                 self._finish(job, "fail", _describe(e), True)
                 return
             try:
@@ -497,7 +497,7 @@ class Worker:
                 self._buffer_completion(job, text)
             else:
                 self._finish(job, "complete", text)
-        except Exception:  # a bug here must not kill the job thread silently
+        except BaseException:  # a bug here must not kill the job thread
             log.exception("worker %s: job %d: unexpected error", self.name, job.id)
         finally:
             with self._running_lock:

@@ -47,8 +47,7 @@ sub run_jobs
 	           (SELECT jsonb_agg(jsonb_build_object('job_type', t) ORDER BY n)
 	              FROM unnest('{$types}'::text[]) WITH ORDINALITY AS x(t, n)))});
 	sql("SELECT taskq.resume('default')");
-	return sql(q{SELECT taskq.wait(array_agg(id), '120 s') FROM taskq.jobs
-	             WHERE status NOT IN ('succeeded', 'failed', 'cancelled')});
+	return sql(q{SELECT taskq.wait(coalesce(array_agg(id), '{}'), '120 s') FROM taskq.jobs});
 }
 
 sub types { my ($n, $t) = @_; return join(',', ($t) x $n); }
@@ -70,9 +69,13 @@ is(sql(q{SELECT count(*) || '/' || count(DISTINCT job) FROM written}), '300/300'
 	'every writing handler ran exactly once');
 is(sql(q{SELECT max(n) FROM (SELECT count(*) AS n FROM written GROUP BY batch) b}), '64',
 	'no batch committed more than 64 writing handlers');
-cmp_ok(sql(q{SELECT count(*) FROM taskq.job_logs
-             WHERE message LIKE 'given back%' AND error LIKE '%every cached subtransaction id%'}),
-	'>', 0, 'the batch that filled the cache gave its other jobs back');
+my $given_back = sql(q{SELECT count(*) FROM taskq.job_logs
+                        WHERE message LIKE 'given back%' AND error LIKE '%every cached subtransaction id%'});
+cmp_ok($given_back, '>', 0, 'the batch that filled the cache gave its other jobs back');
+# 44 read-only and 212 writing jobs filled the first batch: 148 went back; the
+# claim in the same transaction shrank to what the batch left room for (108),
+# then to 64.  Batches that kept their size would give back 192 each time.
+cmp_ok($given_back, '<', 250, "and the next batches shrank ($given_back given back)");
 is(sql(q{SELECT count(*) FROM taskq.jobs j
           WHERE EXISTS (SELECT 1 FROM taskq.job_logs l WHERE l.job_id = j.id AND l.message LIKE 'given back%')
             AND (j.status <> 'succeeded' OR j.attempts <> 1)}), '0',
