@@ -771,6 +771,13 @@ subxid_cache_full(void)
 		MyProc->subxidStatus.count >= PGPROC_MAX_CACHED_SUBXIDS;
 }
 
+/* batch_limit within taskq.batch_size and the subxid cache's room */
+static void
+clamp_batch_limit(void)
+{
+	batch_limit = Max(1, Min(batch_limit, Min(taskq_batch_size, subxid_batch_cap)));
+}
+
 static void
 limit_batch_to_subxid_cache(int ran)
 {
@@ -783,8 +790,7 @@ limit_batch_to_subxid_cache(int ran)
 		subxid_batch_cap = INT_MAX;	/* handlers that do not write: no limit */
 	else
 		subxid_batch_cap = Max(1, (int) ((int64) PGPROC_MAX_CACHED_SUBXIDS * ran / used));
-	/* from the claim this transaction makes next */
-	batch_limit = Max(1, Min(batch_limit, subxid_batch_cap));
+	clamp_batch_limit();		/* from the claim this transaction makes next */
 }
 
 /* Mark which claimed jobs we still hold, locking their rows to the end. */
@@ -1034,7 +1040,7 @@ execute_once(void)
 	/* aim for ~50 ms batches: one job at a time when jobs are slow */
 	if (avg_job_ms > 0)
 		batch_limit = Min(Max((int) (50.0 / avg_job_ms), 1), batch_limit * 2);
-	batch_limit = Max(1, Min(batch_limit, Min(taskq_batch_size, subxid_batch_cap)));
+	clamp_batch_limit();
 	if (isolate_batches > 0)
 	{
 		isolate_batches--;
@@ -1091,7 +1097,7 @@ TaskqExecutorMain(Datum main_arg)
 	next_batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq next batch",
 										   ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("taskq executor");
-	batch_limit = Min(batch_limit, taskq_batch_size);
+	clamp_batch_limit();
 
 	while (!got_sigterm)
 	{

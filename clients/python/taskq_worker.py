@@ -411,6 +411,11 @@ class Worker:
                     listener.close()
                     listening = False
 
+    def _local_queue_over_half(self, held: int) -> bool:
+        """With held jobs running or waiting, is the local queue over half full?
+        The claim loop claims nothing then (and sleeps)."""
+        return held - self.concurrency > self.prefetch // 2
+
     def _room(self) -> int:
         """How many jobs to claim now: free threads and local-queue places, none
         while the local queue is over half full or successes pile up unrecorded."""
@@ -418,7 +423,7 @@ class Worker:
             held = len(self._running)
         with self._completions_cond:
             unrecorded = len(self._completions)
-        if held - self.concurrency > self.prefetch // 2:
+        if self._local_queue_over_half(held):
             return 0
         return max(0, self.concurrency + self.prefetch - held
                    - max(0, unrecorded - self.complete_batch))
@@ -503,9 +508,8 @@ class Worker:
             with self._running_lock:
                 self._running.pop(job.id, None)
                 held = len(self._running)
-            # the claim loop sleeps while the local queue is over half full
-            # (see _room): waking it for every job cost more than the jobs
-            if held - self.concurrency <= self.prefetch // 2:
+            # waking the claim loop for every job cost more than the jobs
+            if not self._local_queue_over_half(held):
                 self._wake()
 
     def _finish(self, job: Job, action: str, value: Optional[str], retryable: bool = True) -> None:

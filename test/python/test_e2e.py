@@ -48,8 +48,8 @@ LIB_TYPES = ["e2e_ok", "e2e_permanent", "e2e_flaky", "e2e_not_json", "e2e_none",
              "e2e_slow"]
 
 tag = f"{os.getpid()}_{random.randrange(1 << 30):x}"
-QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE = (
-    f"e2e_{k}_{tag}" for k in ("main", "bad", "lib", "poll", "batch"))
+QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE, EXIT_QUEUE = (
+    f"e2e_{k}_{tag}" for k in ("main", "bad", "lib", "poll", "batch", "exit"))
 RUNS = f"taskq_e2e_runs_{tag}"
 
 START = time.monotonic()
@@ -350,6 +350,27 @@ def test_library(conn):
     check(done and n == 10 and listens == 0 and not thread.is_alive(),
           f"listen=False works by polling ({n}/10 succeeded, {listens} LISTEN)")
 
+    # A handler that calls sys.exit(): its job fails, its (only) thread goes on.
+    exiter = taskq_worker.Worker("", queues=[EXIT_QUEUE], concurrency=1, lease=10,
+                                 poll_interval=0.2)
+    exiter.register("e2e_exit", lambda payload, job: sys.exit(3))
+    exiter.register("e2e_ok", ok)
+    gone = one(conn, "SELECT taskq.submit('e2e_exit', queue => %s, max_attempts => 1)",
+               (EXIT_QUEUE,))[0]
+    after = one(conn, "SELECT taskq.submit('e2e_ok', '{\"x\": 9}', queue => %s)",
+                (EXIT_QUEUE,))[0]
+    thread = threading.Thread(target=exiter.run, name="exit-worker", daemon=True)
+    thread.start()
+    done = one(conn, "SELECT taskq.wait(%s, %s::interval)", ([gone, after], f"{remaining(30)} s"))[0]
+    exiter.stop()
+    thread.join(remaining(20))
+    got = {i: one(conn, "SELECT status::text, last_error FROM taskq.jobs WHERE id = %s", (i,))
+           for i in (gone, after)}
+    check(done and got[gone][0] == "failed" and "SystemExit" in (got[gone][1] or ""),
+          f"sys.exit() in a handler fails its job ({got[gone][0]})")
+    check(got[after][0] == "succeeded" and not thread.is_alive(),
+          f"and the worker's only job thread runs the next job ({got[after][0]})")
+
 
 def test_batching(conn):
     say("part 2b: batched claims and completions")
@@ -531,7 +552,7 @@ def test_e2e(conn, logdir, procs):
 # ---------------------------------------------------------------- main
 
 def cleanup(conn):
-    queues = [QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE]
+    queues = [QUEUE, BAD_QUEUE, LIB_QUEUE, POLL_QUEUE, BATCH_QUEUE, EXIT_QUEUE]
     conn.execute("DELETE FROM taskq.job_logs WHERE job_id IN "
                  "(SELECT id FROM taskq.jobs WHERE queue = ANY (%s))", (queues,))
     conn.execute("DELETE FROM taskq.jobs WHERE queue = ANY (%s)", (queues,))

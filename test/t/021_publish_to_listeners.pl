@@ -22,9 +22,17 @@ $node->start;
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 
+# A synchronous standby that never answers: commits stop in their last step.
+sub standby_stalls
+{
+	my ($on) = @_;
+	sql($on ? "ALTER SYSTEM SET synchronous_standby_names = 'nobody'"
+		: 'ALTER SYSTEM RESET synchronous_standby_names');
+	sql('SELECT pg_reload_conf()');
+}
+
 sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
-sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
-sql('SELECT pg_reload_conf()');
+standby_stalls(1);
 
 # a session, its pid, and $sql sent without waiting for it
 sub in_background
@@ -43,6 +51,13 @@ sub waits_on
 		"SELECT wait_event = '$event' FROM pg_stat_activity WHERE pid = $pid");
 }
 
+# A session whose transaction notified and now waits for the standby,
+# holding PostgreSQL's NOTIFY lock.
+sub hold_notify_lock
+{
+	return in_background('BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT');
+}
+
 # Cancelling a SyncRep wait ends the commit (locally committed, WARNING).
 sub release
 {
@@ -53,7 +68,7 @@ sub release
 }
 
 # 1. Nobody listens: a submit does not queue behind the NOTIFY lock.
-my ($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+my ($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'a transaction that notified waits for the standby, holding the NOTIFY lock');
 my ($quiet, $quiet_pid) = in_background("SELECT taskq.submit('x', queue => 'quiet')");
 ok(waits_on($quiet_pid, 'SyncRep'),
@@ -86,8 +101,7 @@ like($heard, qr/"status": "pending", "queue": "loud"/, 'the listener heard the j
 $_->quit for ($holder, $loud);
 
 # 4. Subtransactions: what a rolled back savepoint published is never sent.
-sql('ALTER SYSTEM RESET synchronous_standby_names');
-sql('SELECT pg_reload_conf()');
+standby_stalls(0);
 sql(q{BEGIN;
 SELECT taskq.submit('x', queue => 'kept');
 NOTIFY taskq_jobs, 'plain notify';
@@ -108,17 +122,15 @@ like($heard, qr/plain notify.*"queue": "kept"/s,
 $listener->quit;
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $listener_pid");
-sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
-sql('SELECT pg_reload_conf()');
-($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+standby_stalls(1);
+($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'the NOTIFY lock is held again');
 ($quiet, $quiet_pid) = in_background("SELECT taskq.submit('x', queue => 'quiet again')");
 ok(waits_on($quiet_pid, 'SyncRep'), 'once the listener is gone, a submit no longer takes the NOTIFY lock');
 release($_) for ($holder_pid, $quiet_pid);
 $_->quit for ($holder, $quiet);
 
-sql('ALTER SYSTEM RESET synchronous_standby_names');
-sql('SELECT pg_reload_conf()');
+standby_stalls(0);
 is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"), 'quiet, loud, kept, kept too, quiet again',
 	'every job committed, but the rolled back one');
 $node->stop;
@@ -129,9 +141,8 @@ $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init(allows_streaming => 1);
 $node->start;
 sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
-sql("ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
-sql('SELECT pg_reload_conf()');
-($holder, $holder_pid) = in_background("BEGIN; INSERT INTO holder VALUES (1); NOTIFY other_channel; COMMIT");
+standby_stalls(1);
+($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'not preloaded: the NOTIFY lock is held');
 ($loud, $loud_pid) = in_background("SELECT taskq.submit('x', queue => 'not preloaded')");
 ok(waits_on($loud_pid, 'object'), 'not preloaded: a submit waits for the NOTIFY lock though nobody listens');
@@ -139,8 +150,7 @@ release($holder_pid);
 ok(waits_on($loud_pid, 'SyncRep'), 'and gets it once the holder ends');
 release($loud_pid);
 $_->quit for ($holder, $loud);
-sql('ALTER SYSTEM RESET synchronous_standby_names');
-sql('SELECT pg_reload_conf()');
+standby_stalls(0);
 is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'not preloaded'"), '1', 'the job is committed');
 
 $node->stop;

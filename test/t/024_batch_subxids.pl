@@ -80,6 +80,8 @@ is(sql(q{SELECT count(*) FROM taskq.jobs j
           WHERE EXISTS (SELECT 1 FROM taskq.job_logs l WHERE l.job_id = j.id AND l.message LIKE 'given back%')
             AND (j.status <> 'succeeded' OR j.attempts <> 1)}), '0',
 	'the jobs given back ran later, uncounted');
+is(sql(q{SELECT count(*) FROM taskq.jobs WHERE run_at <> created_at}), '0',
+	'and kept their run_at (their place in line)');
 
 $node->stop;
 done_testing();
