@@ -248,9 +248,14 @@ $$;
 
 -- Publish one transition on channel taskq_jobs; the payload is the contract
 -- of DESIGN.md (Notifications): {"id", "status", "queue", "job_type", "attempt"}.
+-- A job made pending also announces its queue on taskq_work.
 CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer)
 RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_publish' LANGUAGE C VOLATILE STRICT;
+
+-- A resumed queue: {"status": "resumed", "queue"} on taskq_jobs, its name on taskq_work.
+CREATE FUNCTION taskq._publish_resumed(queue text) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_publish_resumed' LANGUAGE C VOLATILE STRICT;
 
 -- Log one transition per job and publish it on channel taskq_jobs.
 -- errors[i] is the error of ids[i] (NULL when there is none).
@@ -820,8 +825,7 @@ BEGIN
     PERFORM taskq._wake_on_commit();
     -- its pending jobs changed no status: tell listening workers to claim
     IF taskq._publishing(false) THEN
-        PERFORM pg_catalog.pg_notify('taskq_jobs',
-                                     pg_catalog.json_build_object('status', 'resumed', 'queue', queue)::text);
+        PERFORM taskq._publish_resumed(queue);
     END IF;
 END
 $$;

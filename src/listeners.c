@@ -1,20 +1,24 @@
 /*
- * listeners.c: taskq publishes on taskq_jobs only while a session may be
- * listening on it.
+ * listeners.c: taskq publishes on its channels only while a session may be
+ * listening on them.
+ *
+ * taskq_jobs carries every transition; taskq_work carries only the name of
+ * a queue that got claimable work, once per committing transaction, for
+ * external workers that need nothing else.
  *
  * Every notifying commit passes PostgreSQL's cluster-wide NOTIFY lock one at
  * a time, even when nobody listens: with 4 or more submitting clients that
  * lock, not the INSERTs, set the pace (bench/README.md).  So taskq counts the
- * sessions that ran LISTEN taskq_jobs (taskq is preloaded: every backend sees
- * the statement), keeps a transaction's notifications until it commits, and
- * sends them at PRE_COMMIT only when that count is not zero.  A session stays
- * counted until it exits (UNLISTEN may roll back; counting too many only
- * costs a NOTIFY).
+ * sessions that ran LISTEN on each channel (taskq is preloaded: every backend
+ * sees the statement), keeps a transaction's notifications until it commits,
+ * and sends those of a channel at PRE_COMMIT only when its count is not
+ * zero.  A session stays counted until it exits (UNLISTEN may roll back;
+ * counting too many only costs a NOTIFY).
  *
  * No listener misses a notification PostgreSQL owes it, one of a transaction
  * that commits after its LISTEN did: a committing transaction raises its flag
- * before it reads the count and lowers it only once its commit is done;
- * LISTEN raises the count before it reads the flags and waits for each raised
+ * before it reads the counts and lowers it only once its commit is done;
+ * LISTEN raises its count before it reads the flags and waits for each raised
  * flag to fall.  So a commit that read zero is over before LISTEN returns.
  */
 #include "postgres.h"
@@ -34,11 +38,18 @@
 
 #include "taskq.h"
 
-#define TASKQ_CHANNEL "taskq_jobs"
+typedef enum TaskqChannel
+{
+	CHANNEL_JOBS,				/* taskq_jobs: every transition */
+	CHANNEL_WORK,				/* taskq_work: a queue got claimable work */
+	NUM_CHANNELS
+} TaskqChannel;
+
+static const char *const channel_names[NUM_CHANNELS] = {"taskq_jobs", "taskq_work"};
 
 typedef struct TaskqListeners
 {
-	pg_atomic_uint32 count;		/* sessions that ran LISTEN taskq_jobs */
+	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on it */
 	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];	/* by BackendId */
 } TaskqListeners;
 
@@ -52,9 +63,11 @@ typedef struct HeldNotification
 	char		payload[FLEXIBLE_ARRAY_MEMBER];
 } HeldNotification;
 
-static List *held = NIL;		/* in TopTransactionContext */
+/* by channel, in TopTransactionContext */
+static List *held[NUM_CHANNELS] = {NIL, NIL};
 static bool flag_raised = false;
-static bool counted = false;	/* and listeners_at_exit registered */
+static bool counted[NUM_CHANNELS] = {false, false};
+static bool exit_callback_registered = false;
 
 
 Size
@@ -73,22 +86,40 @@ taskq_listeners_attach(void)
 	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_size(), &found);
 	if (!found)
 	{
-		pg_atomic_init_u32(&Listeners->count, 0);
+		for (int c = 0; c < NUM_CHANNELS; c++)
+			pg_atomic_init_u32(&Listeners->count[c], 0);
 		for (int i = 0; i <= MaxBackends; i++)
 			pg_atomic_init_u32(&Listeners->committing[i], 0);
 	}
 }
 
 static void
-send_now(const char *payload)
+send_now(TaskqChannel channel, const char *payload)
 {
-	Async_Notify(TASKQ_CHANNEL, payload);
+	Async_Notify(channel_names[channel], payload);
 	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 
-/* Publish payload on taskq_jobs when this transaction commits. */
-void
-taskq_notify(const char *payload)
+static bool
+is_held(TaskqChannel channel, const char *payload)
+{
+	ListCell   *lc;
+
+	foreach(lc, held[channel])
+	{
+		if (strcmp(((HeldNotification *) lfirst(lc))->payload, payload) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Publish payload on channel when this transaction commits.  unique: not
+ * when this transaction holds it already (a held one at a shallower
+ * subtransaction outlives this one; one at the same level shares its fate).
+ */
+static void
+hold(TaskqChannel channel, const char *payload, bool unique)
 {
 	HeldNotification *n;
 	Size		len = strlen(payload) + 1;
@@ -96,22 +127,53 @@ taskq_notify(const char *payload)
 
 	if (Listeners == NULL || MyBackendId == InvalidBackendId)
 	{
-		send_now(payload);
+		send_now(channel, payload);
 		return;
 	}
+	if (unique && is_held(channel, payload))
+		return;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	n = palloc(offsetof(HeldNotification, payload) + len);
 	n->nest_level = GetCurrentTransactionNestLevel();
 	memcpy(n->payload, payload, len);
-	held = lappend(held, n);
+	held[channel] = lappend(held[channel], n);
 	MemoryContextSwitchTo(old);
+}
+
+/* Publish payload on taskq_jobs when this transaction commits. */
+void
+taskq_notify(const char *payload)
+{
+	hold(CHANNEL_JOBS, payload, false);
+}
+
+/*
+ * Announce on taskq_work, when this transaction commits, that queue has
+ * claimable work: once per transaction and queue, however many jobs.
+ */
+void
+taskq_announce_work(const char *queue)
+{
+	hold(CHANNEL_WORK, queue, true);
+}
+
+static bool
+holds_any(void)
+{
+	for (int c = 0; c < NUM_CHANNELS; c++)
+	{
+		if (held[c] != NIL)
+			return true;
+	}
+	return false;
 }
 
 /* (the list and its cells die with TopTransactionContext) */
 static void
 forget_held(void)
 {
-	held = NIL;
+	for (int c = 0; c < NUM_CHANNELS; c++)
+		held[c] = NIL;
 }
 
 static void
@@ -125,21 +187,29 @@ lower_flag(void)
 static void
 send_or_drop_held(void)
 {
-	ListCell   *lc;
+	bool		dropped = false;
 
 	pg_atomic_write_u32(&Listeners->committing[MyBackendId], 1);
 	flag_raised = true;
 	pg_memory_barrier();
-	if (pg_atomic_read_u32(&Listeners->count) == 0)
+	for (int c = 0; c < NUM_CHANNELS; c++)
 	{
-		/* nobody to tell; the flag stays up until the commit is done */
-		forget_held();
-		return;
+		ListCell   *lc;
+
+		if (held[c] == NIL)
+			continue;
+		if (pg_atomic_read_u32(&Listeners->count[c]) == 0)
+		{
+			dropped = true;
+			continue;
+		}
+		foreach(lc, held[c])
+			send_now(c, ((HeldNotification *) lfirst(lc))->payload);
 	}
-	foreach(lc, held)
-		send_now(((HeldNotification *) lfirst(lc))->payload);
 	forget_held();
-	lower_flag();
+	/* nobody to tell on some channel: the flag stays up until the commit is done */
+	if (!dropped)
+		lower_flag();
 }
 
 static void
@@ -148,16 +218,17 @@ listeners_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (held != NIL)
+			if (holds_any())
 				send_or_drop_held();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* PostgreSQL itself refuses to PREPARE a transaction that notified */
+			for (int c = 0; c < NUM_CHANNELS; c++)
 			{
 				ListCell   *lc;
 
-				foreach(lc, held)
-					send_now(((HeldNotification *) lfirst(lc))->payload);
+				foreach(lc, held[c])
+					send_now(c, ((HeldNotification *) lfirst(lc))->payload);
 			}
 			forget_held();
 			break;
@@ -179,28 +250,30 @@ listeners_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 						   SubTransactionId parentSubid, void *arg)
 {
 	int			level = GetCurrentTransactionNestLevel();
-	ListCell   *lc;
 
-	if (held == NIL)
-		return;
-	if (event == SUBXACT_EVENT_ABORT_SUB)
+	for (int c = 0; c < NUM_CHANNELS; c++)
 	{
-		foreach(lc, held)
-		{
-			HeldNotification *n = lfirst(lc);
+		ListCell   *lc;
 
-			if (n->nest_level >= level)
-				held = foreach_delete_current(held, lc);
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			foreach(lc, held[c])
+			{
+				HeldNotification *n = lfirst(lc);
+
+				if (n->nest_level >= level)
+					held[c] = foreach_delete_current(held[c], lc);
+			}
 		}
-	}
-	else if (event == SUBXACT_EVENT_COMMIT_SUB)
-	{
-		foreach(lc, held)
+		else if (event == SUBXACT_EVENT_COMMIT_SUB)
 		{
-			HeldNotification *n = lfirst(lc);
+			foreach(lc, held[c])
+			{
+				HeldNotification *n = lfirst(lc);
 
-			if (n->nest_level >= level)
-				n->nest_level = level - 1;
+				if (n->nest_level >= level)
+					n->nest_level = level - 1;
+			}
 		}
 	}
 }
@@ -209,24 +282,31 @@ static void
 listeners_at_exit(int code, Datum arg)
 {
 	lower_flag();
-	if (counted)
-		pg_atomic_fetch_sub_u32(&Listeners->count, 1);
-	counted = false;
+	for (int c = 0; c < NUM_CHANNELS; c++)
+	{
+		if (counted[c])
+			pg_atomic_fetch_sub_u32(&Listeners->count[c], 1);
+		counted[c] = false;
+	}
 }
 
 /*
- * This session is about to LISTEN on taskq_jobs: count it, then wait out
- * the commits that read the count before it was raised.  Every LISTEN
- * waits, not only the first: one cancelled while waiting may be retried.
+ * This session is about to LISTEN on channel: count it, then wait out the
+ * commits that read the count before it was raised.  Every LISTEN waits,
+ * not only the first: one cancelled while waiting may be retried.
  */
 static void
-count_this_listener(void)
+count_this_listener(TaskqChannel channel)
 {
-	if (!counted)
+	if (!exit_callback_registered)
 	{
 		on_shmem_exit(listeners_at_exit, 0);
-		pg_atomic_fetch_add_u32(&Listeners->count, 1);	/* a full barrier */
-		counted = true;
+		exit_callback_registered = true;
+	}
+	if (!counted[channel])
+	{
+		pg_atomic_fetch_add_u32(&Listeners->count[channel], 1);	/* a full barrier */
+		counted[channel] = true;
 	}
 
 	for (int i = 1; i <= MaxBackends; i++)
@@ -244,16 +324,21 @@ count_this_listener(void)
 	}
 }
 
-/* A LISTEN taskq_jobs about to run (called from taskq.c's ProcessUtility hook) */
+/* A LISTEN about to run (called from taskq.c's ProcessUtility hook) */
 void
 taskq_listeners_utility(Node *stmt)
 {
+	if (!IsA(stmt, ListenStmt))
+		return;
 	/* (only where PostgreSQL will let the LISTEN run: see standard_ProcessUtility) */
-	if (IsA(stmt, ListenStmt) &&
-		strcmp(((ListenStmt *) stmt)->conditionname, TASKQ_CHANNEL) == 0 &&
-		MyBackendType == B_BACKEND && MyBackendId != InvalidBackendId &&
-		!InSecurityRestrictedOperation() && !RecoveryInProgress())
-		count_this_listener();
+	if (MyBackendType != B_BACKEND || MyBackendId == InvalidBackendId ||
+		InSecurityRestrictedOperation() || RecoveryInProgress())
+		return;
+	for (int c = 0; c < NUM_CHANNELS; c++)
+	{
+		if (strcmp(((ListenStmt *) stmt)->conditionname, channel_names[c]) == 0)
+			count_this_listener(c);
+	}
 }
 
 /*

@@ -35,7 +35,14 @@ int			taskq_poll_interval_ms = 1000;
 int			taskq_shutdown_grace_ms = 10000;
 int			taskq_batch_size = 256;
 
-static int	taskq_notify_level = 2;
+typedef enum NotifyLevel
+{
+	NOTIFY_NONE,
+	NOTIFY_TERMINAL,
+	NOTIFY_ALL
+} NotifyLevel;
+
+static int	taskq_notify_level = NOTIFY_ALL;
 static double taskq_notify_queue_limit = 0.5;
 static int	taskq_retention_s = 7 * 24 * 3600;
 static int	taskq_aging_interval_s = 300;
@@ -44,9 +51,9 @@ static int	taskq_backoff_base_ms = 1000;
 static int	taskq_backoff_max_s = 3600;
 
 static const struct config_enum_entry notify_level_options[] = {
-	{"none", 0, false},
-	{"terminal", 1, false},
-	{"all", 2, false},
+	{"none", NOTIFY_NONE, false},
+	{"terminal", NOTIFY_TERMINAL, false},
+	{"all", NOTIFY_ALL, false},
 	{NULL, 0, false}
 };
 
@@ -174,8 +181,8 @@ define_gucs(void)
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("taskq.notify_level",
 							 "Which status changes are published on channel taskq_jobs.",
-							 "none, terminal (succeeded, failed, cancelled) or all.",
-							 &taskq_notify_level, 2, notify_level_options,
+							 "none, terminal (succeeded, failed, cancelled) or all; none also stops the announcements on taskq_work.",
+							 &taskq_notify_level, NOTIFY_ALL, notify_level_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("taskq.notify_queue_limit",
 							 "Above this fraction of the NOTIFY queue in use, taskq stops publishing status changes.",
@@ -541,10 +548,13 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
 }
 
 /*
- * taskq._publishing(terminal boolean): is a transition of this kind published
- * now?  taskq.notify_level decides the kind; above taskq.notify_queue_limit
- * nothing is, so a listener that never reads slows nothing down and a full
- * queue fails no transaction.  Usage is read once per transaction.
+ * taskq._publishing(terminal boolean): may a transition of this kind be
+ * published now?  taskq.notify_level decides what goes on taskq_jobs, but a
+ * job made pending is announced on taskq_work at every level but none, so
+ * only none refuses a non-terminal transition here (taskq_publish_transition
+ * sorts them).  Above taskq.notify_queue_limit nothing is published, so a
+ * listener that never reads slows nothing down and a full queue fails no
+ * transaction.  Usage is read once per transaction.
  */
 bool
 taskq_publishing_now(bool terminal)
@@ -552,7 +562,7 @@ taskq_publishing_now(bool terminal)
 	static LocalTransactionId checked_in = InvalidLocalTransactionId;
 	static bool queue_has_room = true;
 
-	if (taskq_notify_level == 0 || (taskq_notify_level == 1 && !terminal))
+	if (taskq_notify_level == NOTIFY_NONE)
 		return false;
 	if (checked_in != MyProc->lxid)
 	{
@@ -573,32 +583,46 @@ taskq_publishing(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(taskq_publishing_now(PG_GETARG_BOOL(0)));
 }
 
+static bool
+is_terminal_status(const char *status)
+{
+	return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
 /*
- * taskq._publish(id, status, queue, job_type, attempt): NOTIFY one
- * transition on channel taskq_jobs with the payload of DESIGN.md.  In C
- * because it runs once per job per transition: json_build_object looked up
- * the type of every argument at every call.  STRICT: every caller passes
- * columns that are NOT NULL.
+ * Publish one transition: on taskq_jobs with the payload of DESIGN.md, as
+ * taskq.notify_level says, and for a job made pending the queue's name on
+ * taskq_work.  In C because it runs once per job per transition:
+ * json_build_object looked up the type of every argument at every call.
  */
 void
 taskq_publish_transition(int64 id, const char *status, const char *queue,
 						 const char *job_type, int attempt)
 {
-	StringInfoData buf;
-
 	PreventCommandDuringRecovery("NOTIFY");
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", id);
-	escape_json(&buf, status);
-	appendStringInfoString(&buf, ", \"queue\": ");
-	escape_json(&buf, queue);
-	appendStringInfoString(&buf, ", \"job_type\": ");
-	escape_json(&buf, job_type);
-	appendStringInfo(&buf, ", \"attempt\": %d}", attempt);
-	taskq_notify(buf.data);
-	pfree(buf.data);
+	if (strcmp(status, "pending") == 0)
+		taskq_announce_work(queue);
+	if (taskq_notify_level == NOTIFY_ALL ||
+		(taskq_notify_level == NOTIFY_TERMINAL && is_terminal_status(status)))
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", id);
+		escape_json(&buf, status);
+		appendStringInfoString(&buf, ", \"queue\": ");
+		escape_json(&buf, queue);
+		appendStringInfoString(&buf, ", \"job_type\": ");
+		escape_json(&buf, job_type);
+		appendStringInfo(&buf, ", \"attempt\": %d}", attempt);
+		taskq_notify(buf.data);
+		pfree(buf.data);
+	}
 }
 
+/* taskq._publish(id, status, queue, job_type, attempt).  STRICT: every
+ * caller passes columns that are NOT NULL. */
 PG_FUNCTION_INFO_V1(taskq_publish);
 Datum
 taskq_publish(PG_FUNCTION_ARGS)
@@ -606,6 +630,31 @@ taskq_publish(PG_FUNCTION_ARGS)
 	taskq_publish_transition(PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
 							 text_to_cstring(PG_GETARG_TEXT_PP(2)),
 							 text_to_cstring(PG_GETARG_TEXT_PP(3)), PG_GETARG_INT32(4));
+	PG_RETURN_VOID();
+}
+
+/*
+ * taskq._publish_resumed(queue): a resumed queue's pending jobs changed no
+ * status, but listening workers should claim them now.
+ */
+PG_FUNCTION_INFO_V1(taskq_publish_resumed);
+Datum
+taskq_publish_resumed(PG_FUNCTION_ARGS)
+{
+	char	   *queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	PreventCommandDuringRecovery("NOTIFY");
+	taskq_announce_work(queue);
+	if (taskq_notify_level == NOTIFY_ALL)
+	{
+		StringInfoData buf;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "{\"status\": \"resumed\", \"queue\": ");
+		escape_json(&buf, queue);
+		appendStringInfoChar(&buf, '}');
+		taskq_notify(buf.data);
+	}
 	PG_RETURN_VOID();
 }
 

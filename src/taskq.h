@@ -150,6 +150,7 @@ extern void taskq_commit_flush_init(void);
 
 /* listeners.c: notifications are sent only while a session may listen */
 extern void taskq_notify(const char *payload);
+extern void taskq_announce_work(const char *queue);
 extern Size taskq_listeners_size(void);
 extern void taskq_listeners_attach(void);
 extern void taskq_listeners_init(void);

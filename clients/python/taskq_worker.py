@@ -159,7 +159,7 @@ class Worker:
     heartbeat      seconds between lease extensions (default lease / 3)
     poll_interval  seconds between claims when no notification arrives
     max_batch      most jobs taken by one claim (default concurrency + prefetch)
-    listen         LISTEN on taskq_jobs to claim new work at once; use False
+    listen         LISTEN on taskq_work to claim new work at once; use False
                    behind a transaction-pooling pooler (polling only)
     prefetch       jobs claimed beyond concurrency, waiting in a local queue
                    (their leases are heartbeated meanwhile); a claim is made
@@ -350,7 +350,7 @@ class Worker:
         while not self._stopping.is_set():
             if self.listen and not listening and time.monotonic() >= listen_backoff.ready_at:
                 try:
-                    listener.execute("LISTEN taskq_jobs")
+                    listener.execute("LISTEN taskq_work")
                 except psycopg.Error as e:
                     if not _transient(e):
                         raise
@@ -429,7 +429,8 @@ class Worker:
                    - max(0, unrecorded - self.complete_batch))
 
     def _drain_notifications(self, conn: psycopg.Connection) -> bool:
-        """Read the pending notifications; true if one announces claimable work."""
+        """Read the pending notifications; true if one announces work in a
+        queue this worker serves (taskq_work's payload is the queue's name)."""
         pgconn = conn.pgconn
         pgconn.consume_input()
         relevant = False
@@ -437,12 +438,7 @@ class Worker:
             n = pgconn.notifies()
             if n is None:
                 return relevant
-            try:
-                note = json.loads(n.extra.decode())
-            except ValueError:
-                continue
-            if note.get("status") in ("pending", "resumed") and (
-                    self.queues is None or note.get("queue") in self.queues):
+            if self.queues is None or n.extra.decode() in self.queues:
                 relevant = True
 
     def _claim(self, claimer: "_Connection", n: int) -> List[Job]:

@@ -286,7 +286,7 @@ def test_library(conn):
     thread.start()
     wait_for("the worker to LISTEN", lambda: one(
         conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-              "AND query = 'LISTEN taskq_jobs'", (f"taskq worker {worker.name}"[:63],))[0] > 0, 20)
+              "AND query = 'LISTEN taskq_work'", (f"taskq worker {worker.name}"[:63],))[0] > 0, 20)
     ids = {}
     for jt in LIB_TYPES:
         ids[jt] = one(conn, "SELECT taskq.submit(%s, %s, queue => %s, backoff => '0 s', "

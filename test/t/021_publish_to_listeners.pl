@@ -1,10 +1,11 @@
-# taskq publishes on taskq_jobs only while a session may be listening: with
-# nobody listening a submit never takes PostgreSQL's NOTIFY lock, and a LISTEN
-# waits out the commits that decided not to publish, so no notification owed
-# to a listener is skipped (taskq loaded without shared_preload_libraries
-# cannot tell, and always publishes).  A synchronous standby that never answers holds
-# commits in their last step (wait event SyncRep) long enough to watch; a
-# NOTIFY of a transaction stuck there holds the NOTIFY lock.
+# taskq publishes on taskq_jobs and on taskq_work only while a session may be
+# listening on that channel: with nobody listening a submit never takes
+# PostgreSQL's NOTIFY lock, and a LISTEN waits out the commits that decided
+# not to publish, so no notification owed to a listener is skipped (taskq
+# loaded without shared_preload_libraries cannot tell, and always publishes).
+# A synchronous standby that never answers holds commits in their last step
+# (wait event SyncRep) long enough to watch; a NOTIFY of a transaction stuck
+# there holds the NOTIFY lock.
 use strict;
 use warnings;
 
@@ -130,12 +131,44 @@ ok(waits_on($quiet_pid, 'SyncRep'), 'once the listener is gone, a submit no long
 release($_) for ($holder_pid, $quiet_pid);
 $_->quit for ($holder, $quiet);
 
+# 6. taskq_work, the workers' channel, is counted on its own: with only a
+# listener there, a claim (a transition published on taskq_jobs only) sends
+# nothing, and a submit announces its queue once, however many jobs.
+my $worker = $node->background_psql('postgres');
+$worker->query_safe('LISTEN taskq_work');
+($holder, $holder_pid) = hold_notify_lock();
+ok(waits_on($holder_pid, 'SyncRep'), 'the NOTIFY lock is held once more');
+my ($claimer, $claimer_pid) =
+  in_background("SELECT count(*) FROM taskq.claim(ARRAY['quiet'], 'w', 1, '1 min')");
+ok(waits_on($claimer_pid, 'SyncRep'),
+	'with a listener on taskq_work only, a claim commits past the NOTIFY lock');
+my ($batch, $batch_pid) = in_background(
+	q{SELECT count(*) FROM taskq.submit_many('[{"job_type": "x", "queue": "work"}, {"job_type": "x", "queue": "work"}, {"job_type": "x", "queue": "work"}]')});
+ok(waits_on($batch_pid, 'object'), 'a submit waits for the NOTIFY lock to announce its queue');
+release($holder_pid);
+ok(waits_on($batch_pid, 'SyncRep'), 'the submit got the lock');
+
+# That commit sent on taskq_work but dropped its taskq_jobs notifications:
+# a LISTEN taskq_jobs still waits for it.
+my $late = $node->background_psql('postgres', on_error_stop => 0);
+$late->query_safe("SET statement_timeout = '300ms'");
+$late->query('LISTEN taskq_jobs');
+like($late->{stderr}, qr/statement timeout/,
+	'LISTEN taskq_jobs waits for a commit that published on taskq_work only');
+release($_) for ($batch_pid, $claimer_pid);
+$heard = $worker->query_safe('SELECT 1');
+my @announced = $heard =~ /Asynchronous notification "taskq_work" with payload "(.*?)"/g;
+is("@announced", 'work', 'the taskq_work listener heard the queue once, for three jobs');
+unlike($heard, qr/taskq_jobs/, 'and nothing of taskq_jobs');
+$_->quit for ($holder, $claimer, $batch, $late, $worker);
+
 standby_stalls(0);
-is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"), 'quiet, loud, kept, kept too, quiet again',
+is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"),
+	'quiet, loud, kept, kept too, quiet again, work, work, work',
 	'every job committed, but the rolled back one');
 $node->stop;
 
-# 6. Loaded without shared_preload_libraries, taskq cannot count listeners
+# 7. Loaded without shared_preload_libraries, taskq cannot count listeners
 # and always publishes: with nobody listening, a submit queues for the lock.
 $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init(allows_streaming => 1);
