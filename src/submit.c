@@ -59,6 +59,7 @@ enum
 
 static SPIPlanPtr find_live_key_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr insert_keyed_plan = NULL;
 static SPIPlanPtr check_parents_plan = NULL;
 static SPIPlanPtr insert_edges_plan = NULL;
 
@@ -75,7 +76,8 @@ keep_plan(const char *sql, int nargs, Oid *argtypes)
 static void
 forget_plans(void)
 {
-	SPIPlanPtr *plans[] = {&find_live_key_plan, &insert_plan, &check_parents_plan, &insert_edges_plan};
+	SPIPlanPtr *plans[] = {&find_live_key_plan, &insert_plan, &insert_keyed_plan,
+	&check_parents_plan, &insert_edges_plan};
 
 	for (int i = 0; i < lengthof(plans); i++)
 	{
@@ -86,6 +88,37 @@ forget_plans(void)
 	plans_priority_type = InvalidOid;
 }
 
+/*
+ * The job and its first log row.  %s: nothing, or for a job with an
+ * idempotency key the clause that makes it give way to a live job with the
+ * same key.  Only then: ON CONFLICT makes every insert speculative (a lock,
+ * a second WAL record), and a job without a key cannot conflict.
+ */
+static const char insert_job_sql[] =
+	"WITH j AS ("
+	"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status,"
+	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,"
+	"      idempotency_key, owner, unfinished_parents, in_database)"
+	"  SELECT $1, $2, $3, $3,"
+	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4,"
+	"         coalesce($5, q.default_max_attempts, 3),"
+	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval,"
+	"                  interval '1 second'),"
+	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13,"
+	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2)"
+	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1"
+	"  %s"
+	"  RETURNING j.id, j.status, j.in_database"
+	"), logged AS ("
+	"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)"
+	"  SELECT j.id, j.status, 0, 'submitted' FROM j"
+	") SELECT j.id, j.in_database FROM j";
+
+static const char insert_job_unless_key_live[] =
+	"ON CONFLICT (owner, idempotency_key)"
+	"    WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
+	"    DO NOTHING";
+
 static void
 prepare_plans(Oid priority_type)
 {
@@ -94,6 +127,7 @@ prepare_plans(Oid priority_type)
 		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID};
 	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
 	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
+	char	   *sql;
 
 	if (plans_priority_type == priority_type)
 		return;
@@ -105,29 +139,12 @@ prepare_plans(Oid priority_type)
 		"   AND j.status IN ('blocked', 'pending', 'running')",
 		lengthof(key_types), key_types);
 
-	/* the job and its first log row in one statement */
-	insert_plan = keep_plan(
-		"WITH j AS ("
-		"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status,"
-		"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,"
-		"      idempotency_key, owner, unfinished_parents, in_database)"
-		"  SELECT $1, $2, $3, $3,"
-		"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4,"
-		"         coalesce($5, q.default_max_attempts, 3),"
-		"         coalesce($6, current_setting('taskq.backoff_base', true)::interval,"
-		"                  interval '1 second'),"
-		"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13,"
-		"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2)"
-		"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1"
-		"  ON CONFLICT (owner, idempotency_key)"
-		"      WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
-		"      DO NOTHING"
-		"  RETURNING j.id, j.status, j.in_database"
-		"), logged AS ("
-		"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)"
-		"  SELECT j.id, j.status, 0, 'submitted' FROM j"
-		") SELECT j.id, j.in_database FROM j",
-		lengthof(insert_types), insert_types);
+	sql = psprintf(insert_job_sql, "");
+	insert_plan = keep_plan(sql, lengthof(insert_types), insert_types);
+	pfree(sql);
+	sql = psprintf(insert_job_sql, insert_job_unless_key_live);
+	insert_keyed_plan = keep_plan(sql, lengthof(insert_types), insert_types);
+	pfree(sql);
 
 	check_parents_plan = keep_plan("SELECT taskq._check_parents($1, $2)",
 								   lengthof(parents_types), parents_types);
@@ -340,7 +357,8 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 	}
 	values[lengthof(from_args)] = Int32GetDatum(unfinished);
 	nulls[lengthof(from_args)] = ' ';
-	if (!run_plan(insert_plan, values, nulls, 1, &id, &isnull))
+	if (!run_plan(args[ARG_IDEMPOTENCY_KEY].isnull ? insert_plan : insert_keyed_plan,
+				  values, nulls, 1, &id, &isnull))
 		return 0;
 	*in_database = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											  2, &isnull));
