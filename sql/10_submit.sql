@@ -188,7 +188,12 @@ SELECT n, pg_temp.try(stmt) AS error FROM (VALUES
  (40, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "after": [0.5]}]')$$),
  (41, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "cpu_units": "many"}]')$$),
  (42, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "depends_on": [null]}]')$$),
- (43, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "payload": [1]}]')$$)
+ (43, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "payload": [1]}]')$$),
+ (44, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit"}, {"job_type": " \t", "queue": "regress_submit"}]')$$),
+ (45, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "\n"}]')$$),
+ (46, $$SELECT taskq.submit_many(jsonb_build_array(jsonb_build_object('job_type', repeat('é', 201), 'queue', 'regress_submit')))$$),
+ (47, $$SELECT taskq.submit_many(jsonb_build_array(jsonb_build_object('job_type', 'submit bad', 'queue', repeat('q', 201))))$$),
+ (48, $$SELECT taskq.submit_many('[{"job_type": "submit bad", "queue": "regress_submit", "payload": null}]')$$)
 ) AS t(n, stmt) ORDER BY n;
 SELECT n, pg_temp.try_ids(stmt) AS error FROM (VALUES
  (1, $$SELECT taskq.submit('submit bad', queue => 'regress_submit', depends_on => ARRAY[pg_temp.id('gone')])$$),

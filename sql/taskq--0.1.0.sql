@@ -165,6 +165,10 @@ CREATE FUNCTION taskq._wake_on_commit() RETURNS void
 CREATE FUNCTION taskq._request_cancel(job_id bigint, worker text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'taskq_request_cancel' LANGUAGE C VOLATILE STRICT;
 
+-- Jobs of submit_many that need no per-job check (submit.c)
+CREATE FUNCTION taskq._plain_batch(jobs jsonb) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'taskq_plain_batch' LANGUAGE C IMMUTABLE STRICT;
+
 CREATE FUNCTION taskq._max_cpu_units() RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_max_cpu_units_sql' LANGUAGE C STABLE;
 CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
@@ -475,7 +479,7 @@ BEGIN
     -- Fast path: a batch of independent, valid jobs is inserted set-wise.
     -- Anything else (dependencies, idempotency keys, an invalid job) goes
     -- job by job below, which also raises the precise error.
-    IF NOT EXISTS (
+    IF taskq._plain_batch(jobs) OR NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(jobs) e
         WHERE jsonb_typeof(e) <> 'object'
            OR e ?| ARRAY['after', 'depends_on', 'idempotency_key']

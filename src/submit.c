@@ -157,28 +157,39 @@ prepare_plans(Oid priority_type)
 	plans_priority_type = priority_type;
 }
 
+/* blank: empty or only spaces, tabs, CRs and LFs */
+static bool
+name_is_blank(const char *s, int len)
+{
+	for (int i = 0; i < len; i++)
+	{
+		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
+			return false;
+	}
+	return true;
+}
+
+static bool
+name_is_too_long(const char *s, int len)
+{
+	return pg_mbstrlen_with_len(s, len) > 200;
+}
+
 static void
 check_name(const char *what, NullableDatum arg)
 {
 	text	   *value;
-	const char *s;
-	int			len;
-	bool		blank = true;
 
 	if (arg.isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", what)));
 	value = DatumGetTextPP(arg.value);
-	s = VARDATA_ANY(value);
-	len = VARSIZE_ANY_EXHDR(value);
-	for (int i = 0; i < len && blank; i++)
-		blank = s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n';
-	if (blank)
+	if (name_is_blank(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be empty", what)));
-	if (pg_mbstrlen_with_len(s, len) > 200)
+	if (name_is_too_long(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s is longer than 200 characters", what)));
@@ -489,4 +500,97 @@ taskq_submit(PG_FUNCTION_ARGS)
 	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
 	args[ARG_OWNER].isnull = false;
 	PG_RETURN_INT64(insert_job(args, fcinfo, true));
+}
+
+/*
+ * Is a JSON value a good job_type or queue?  Only a string qualifies here:
+ * submit_many's SQL check takes any scalar, and decides the rest.
+ */
+static bool
+is_good_name(JsonbValue *v)
+{
+	return v->type == jbvString &&
+		!name_is_blank(v->val.string.val, v->val.string.len) &&
+		!name_is_too_long(v->val.string.val, v->val.string.len);
+}
+
+static bool
+key_is(JsonbValue *key, const char *name)
+{
+	return key->val.string.len == strlen(name) &&
+		memcmp(key->val.string.val, name, key->val.string.len) == 0;
+}
+
+/* a job of submit_many with at most job_type, queue, payload and priority */
+static bool
+is_plain_job(JsonbContainer *job)
+{
+	JsonbIterator *it = JsonbIteratorInit(job);
+	JsonbValue	key;
+	JsonbValue	value;
+	JsonbIteratorToken token;
+	bool		has_job_type = false;
+
+	/* skipNested: a nested object or array comes whole, as jbvBinary */
+	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
+	{
+		if (token != WJB_KEY)
+			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
+		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
+			return false;
+		if (key_is(&key, "job_type"))
+		{
+			if (!is_good_name(&value))
+				return false;
+			has_job_type = true;
+		}
+		else if (key_is(&key, "queue"))
+		{
+			if (!is_good_name(&value))
+				return false;
+		}
+		else if (key_is(&key, "payload"))
+		{
+			if (value.type != jbvBinary || !JsonContainerIsObject(value.val.binary.data))
+				return false;
+		}
+		else if (key_is(&key, "priority"))
+		{
+			if (value.type != jbvString)
+				return false;
+		}
+		else
+			return false;
+	}
+	return has_job_type;
+}
+
+/*
+ * taskq._plain_batch(jobs jsonb): is jobs an array of plain jobs, objects
+ * of at most job_type, queue, payload and priority, with a good job_type and
+ * queue and an object payload?  Such a batch needs none of submit_many's
+ * per-job checks in SQL, which took about a fifth of a batch's time.  False
+ * says nothing: the SQL check decides then.
+ */
+PG_FUNCTION_INFO_V1(taskq_plain_batch);
+Datum
+taskq_plain_batch(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
+	JsonbIterator *it;
+	JsonbValue	job;
+	JsonbIteratorToken token;
+
+	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
+		PG_RETURN_BOOL(false);
+	it = JsonbIteratorInit(&jobs->root);
+	while ((token = JsonbIteratorNext(&it, &job, true)) != WJB_DONE)
+	{
+		if (token != WJB_ELEM)
+			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
+		if (job.type != jbvBinary || !JsonContainerIsObject(job.val.binary.data) ||
+			!is_plain_job(job.val.binary.data))
+			PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }
