@@ -124,6 +124,16 @@ SELECT count(*) AS ids, count(DISTINCT id) AS distinct_ids FROM taskq.submit_man
 SELECT count(*) AS jobs, count(DISTINCT payload) AS payloads, count(DISTINCT created_at) AS transactions
 FROM taskq.jobs WHERE queue = 'regress_submit_bulk';
 SELECT count(*) AS empty_batch FROM taskq.submit_many('[]');
+-- the set-wise path takes given values, and JSON nulls as the defaults
+SELECT count(*) AS setwise FROM taskq.submit_many('[
+    {"job_type": "submit setwise", "queue": "regress_submit_setwise", "priority": "low",
+     "max_attempts": 4, "timeout": "5 s", "cpu_units": 2, "memory_mb": 3, "backoff": "7 s",
+     "run_at": "2100-01-01 00:00:00+00"},
+    {"job_type": "submit setwise", "queue": "regress_submit_setwise", "priority": null,
+     "max_attempts": null, "timeout": null, "backoff": null, "run_at": null}]');
+SELECT priority, effective_priority, max_attempts, timeout, cpu_units, memory_mb, backoff,
+       run_at = '2100-01-01 00:00:00+00' AS run_2100, run_at = created_at AS run_now
+FROM taskq.jobs WHERE queue = 'regress_submit_setwise' ORDER BY id;
 -- parents succeeding release the batch's children, level by level
 SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_submit_batch'], 'wk', 100) ORDER BY id;
 SELECT count(taskq.complete(id)) AS completed FROM taskq.jobs

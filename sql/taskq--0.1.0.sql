@@ -461,6 +461,8 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
+    default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
+                                         interval '1 second');
     ids bigint[] := '{}';
     spec jsonb;
     n integer := 0;
@@ -501,24 +503,24 @@ BEGIN
            FROM (SELECT DISTINCT e->>'job_type' AS t FROM jsonb_array_elements(jobs) e ORDER BY 1) s;
         RETURN QUERY
         WITH spec AS (
-            SELECT e, ord FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
+            -- (casts inside coalesce: a key that is absent costs none)
+            SELECT e, ord, coalesce(e->>'queue', 'default') AS queue,
+                   coalesce((e->>'priority')::taskq.priority, 'normal') AS priority
+              FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
                                     in_database)
-            SELECT coalesce(e->>'queue', 'default'), e->>'job_type',
-                   coalesce(e->>'priority', 'normal')::taskq.priority,
-                   coalesce(e->>'priority', 'normal')::taskq.priority,
+            SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
                    coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
-                   coalesce((e->>'backoff')::interval,
-                            current_setting('taskq.backoff_base', true)::interval, interval '1 second'),
+                   coalesce((e->>'backoff')::interval, default_backoff),
                    coalesce((e->>'timeout')::interval, q.default_timeout),
                    coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type')
               FROM spec
-              LEFT JOIN taskq.queues q ON q.name = coalesce(spec.e->>'queue', 'default')
+              LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
             RETURNING id, queue, job_type
         ), logged AS (
