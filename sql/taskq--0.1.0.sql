@@ -84,6 +84,9 @@ CREATE INDEX jobs_runnable_idx ON taskq.jobs (in_database, effective_priority, r
 -- External workers claiming named queues read only those queues' entries.
 CREATE INDEX jobs_runnable_queue_idx ON taskq.jobs (queue, effective_priority, run_at, id)
     WHERE status = 'pending' AND NOT in_database;
+-- (The executors lock their batch by id with status::text = 'running': with
+-- status = 'running' the generic plan read this index whole, which grows with
+-- every job running anywhere, and ANDed it with the primary key's bitmap.)
 CREATE INDEX jobs_running_idx ON taskq.jobs (lease_expires_at)
     WHERE status = 'running';
 CREATE INDEX jobs_finished_idx ON taskq.jobs (finished_at)

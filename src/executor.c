@@ -213,8 +213,8 @@ prepare_plans(void)
 		4, claim_args, 0);
 	next_run_plan = taskq_prepare_kept("SELECT taskq._next_run_at()", 0, NULL, 0);
 	lock_plan = taskq_prepare_kept(
-		"SELECT j.id FROM taskq.jobs j"
-		" WHERE j.id = ANY ($1) AND j.status = 'running' AND j.worker = $2"
+		"SELECT j.id FROM taskq.jobs j"	/* status::text: see jobs_running_idx */
+		" WHERE j.id = ANY ($1) AND j.status::text = 'running' AND j.worker = $2"
 		" ORDER BY j.id FOR NO KEY UPDATE OF j",
 		2, lock_args, 0);
 	complete_plan = taskq_prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
