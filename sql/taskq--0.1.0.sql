@@ -179,7 +179,7 @@ CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
 
 -- Is a transition (terminal or not) published on taskq_jobs now?  Per
 -- taskq.notify_level, and never above taskq.notify_queue_limit.
-CREATE FUNCTION taskq._publishing(terminal boolean) RETURNS boolean
+CREATE FUNCTION taskq._publishing(status text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'taskq_publishing' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._notify_queue_limit() RETURNS float8
     AS 'MODULE_PATHNAME', 'taskq_notify_queue_limit_sql' LANGUAGE C STABLE;
@@ -283,7 +283,7 @@ BEGIN
     )
     SELECT count(taskq._publish(t.id, t.status::text, t.queue, t.job_type, t.attempts))
     FROM t
-    WHERE taskq._publishing(t.status IN ('succeeded', 'failed', 'cancelled'))
+    WHERE taskq._publishing(t.status::text)
     INTO sent;
 END
 $$;
@@ -532,7 +532,7 @@ BEGIN
         ), notified AS (
             SELECT count(taskq._publish(i.id, 'pending', i.queue, i.job_type, 0)) AS n
               FROM inserted i
-             WHERE taskq._publishing(false)
+             WHERE taskq._publishing('pending')
         )
         SELECT i.id FROM inserted i, notified ORDER BY i.id;
         IF EXISTS (SELECT 1 FROM taskq.handlers h
@@ -833,7 +833,7 @@ BEGIN
     ON CONFLICT (name) DO UPDATE SET paused = false, updated_at = now();
     PERFORM taskq._wake_on_commit();
     -- its pending jobs changed no status: tell listening workers to claim
-    IF taskq._publishing(false) THEN
+    IF taskq._publishing('pending') THEN
         PERFORM taskq._publish_resumed(queue);
     END IF;
 END
@@ -1151,7 +1151,7 @@ BEGIN
         SELECT count(taskq._publish(taken.id, 'running', taken.queue, taken.job_type,
                                     taken.attempts)) AS n
           FROM taken
-         WHERE taskq._publishing(false)
+         WHERE taskq._publishing('running')
     )
     SELECT taken.* FROM taken, notified;
 END
@@ -1200,7 +1200,7 @@ BEGIN
     ), notified AS (
         SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts)) AS n
           FROM u
-         WHERE taskq._publishing(true)
+         WHERE taskq._publishing('succeeded')
     )
     SELECT array_agg(u.id) INTO done FROM u, notified;
     IF done IS NOT NULL THEN

@@ -454,7 +454,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 
 	if (created)
 	{
-		if (taskq_publishing_now(false))
+		if (taskq_publishing_now(unfinished > 0 ? "blocked" : "pending"))
 			taskq_publish_transition(id, unfinished > 0 ? "blocked" : "pending",
 									 TextDatumGetCString(args[ARG_QUEUE].value),
 									 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0);

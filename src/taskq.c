@@ -547,22 +547,30 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(taskq_current_job);
 }
 
+static bool
+is_terminal_status(const char *status)
+{
+	return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
 /*
- * taskq._publishing(terminal boolean): may a transition of this kind be
- * published now?  taskq.notify_level decides what goes on taskq_jobs, but a
- * job made pending is announced on taskq_work at every level but none, so
- * only none refuses a non-terminal transition here (taskq_publish_transition
- * sorts them).  Above taskq.notify_queue_limit nothing is published, so a
- * listener that never reads slows nothing down and a full queue fails no
- * transaction.  Usage is read once per transaction.
+ * taskq._publishing(status): may a transition to status be published now?
+ * taskq.notify_level decides what goes on taskq_jobs; a job made pending is
+ * announced on taskq_work at every level but none.  Above
+ * taskq.notify_queue_limit nothing is published, so a listener that never
+ * reads slows nothing down and a full queue fails no transaction.  Usage is
+ * read once per transaction.
  */
 bool
-taskq_publishing_now(bool terminal)
+taskq_publishing_now(const char *status)
 {
 	static LocalTransactionId checked_in = InvalidLocalTransactionId;
 	static bool queue_has_room = true;
 
-	if (taskq_notify_level == NOTIFY_NONE)
+	if (taskq_notify_level == NOTIFY_NONE ||
+		(taskq_notify_level == NOTIFY_TERMINAL && !is_terminal_status(status) &&
+		 strcmp(status, "pending") != 0))
 		return false;
 	if (checked_in != MyProc->lxid)
 	{
@@ -580,14 +588,7 @@ PG_FUNCTION_INFO_V1(taskq_publishing);
 Datum
 taskq_publishing(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(taskq_publishing_now(PG_GETARG_BOOL(0)));
-}
-
-static bool
-is_terminal_status(const char *status)
-{
-	return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
-		strcmp(status, "cancelled") == 0;
+	PG_RETURN_BOOL(taskq_publishing_now(text_to_cstring(PG_GETARG_TEXT_PP(0))));
 }
 
 /*

@@ -100,7 +100,7 @@ extern Oid	taskq_caller_role(void);
 extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
 									 int cursor_options);
 extern void taskq_wake_at_commit(void);
-extern bool taskq_publishing_now(bool terminal);
+extern bool taskq_publishing_now(const char *status);
 extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
 									 const char *job_type, int attempt);
 

@@ -166,9 +166,31 @@ standby_stalls(0);
 is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"),
 	'quiet, loud, kept, kept too, quiet again, work, work, work',
 	'every job committed, but the rolled back one');
+
+# 7. taskq.notify_level = terminal keeps taskq_jobs to the ends of jobs;
+# taskq_work still announces new work.  none silences both.
+my $jobs_listener = $node->background_psql('postgres');
+$jobs_listener->query_safe('LISTEN taskq_jobs');
+$worker = $node->background_psql('postgres');
+$worker->query_safe('LISTEN taskq_work');
+sql(q{SET taskq.notify_level = terminal;
+SELECT taskq.submit('x', queue => 'terminal');
+SELECT count(taskq.complete(id)) FROM taskq.claim(ARRAY['terminal'], 'w', 1, '1 min')});
+$heard = $jobs_listener->query_safe('SELECT 1');
+like($heard, qr/"status": "succeeded", "queue": "terminal"/,
+	'notify_level terminal: the job\'s success is published on taskq_jobs');
+unlike($heard, qr/"status": "(pending|running)"/, 'its other transitions are not');
+like($worker->query_safe('SELECT 1'), qr/"taskq_work" with payload "terminal"/,
+	'taskq_work announced the job');
+sql(q{SET taskq.notify_level = none;
+SELECT taskq.submit('x', queue => 'none');
+SELECT count(taskq.complete(id)) FROM taskq.claim(ARRAY['none'], 'w', 1, '1 min')});
+unlike($jobs_listener->query_safe('SELECT 1') . $worker->query_safe('SELECT 1'),
+	qr/Asynchronous notification/, 'notify_level none: nothing on either channel');
+$_->quit for ($jobs_listener, $worker);
 $node->stop;
 
-# 7. Loaded without shared_preload_libraries, taskq cannot count listeners
+# 8. Loaded without shared_preload_libraries, taskq cannot count listeners
 # and always publishes: with nobody listening, a submit queues for the lock.
 $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init(allows_streaming => 1);
