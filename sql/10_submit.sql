@@ -124,6 +124,13 @@ SELECT count(*) AS ids, count(DISTINCT id) AS distinct_ids FROM taskq.submit_man
 SELECT count(*) AS jobs, count(DISTINCT payload) AS payloads, count(DISTINCT created_at) AS transactions
 FROM taskq.jobs WHERE queue = 'regress_submit_bulk';
 SELECT count(*) AS empty_batch FROM taskq.submit_many('[]');
+-- a batch of plain jobs (no per-job checks in SQL) keeps priority and payload
+SELECT count(*) AS plain FROM taskq.submit_many('[
+    {"job_type": "submit plain", "queue": "regress_submit_plain", "priority": "high",
+     "payload": {}},
+    {"job_type": "submit plain", "queue": "regress_submit_plain", "payload": {"n": [1]}}]');
+SELECT priority, effective_priority, payload FROM taskq.jobs
+WHERE queue = 'regress_submit_plain' ORDER BY id;
 -- the set-wise path takes given values, and JSON nulls as the defaults
 SELECT count(*) AS setwise FROM taskq.submit_many('[
     {"job_type": "submit setwise", "queue": "regress_submit_setwise", "priority": "low",

@@ -177,10 +177,11 @@ CREATE FUNCTION taskq._max_cpu_units() RETURNS integer
 CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_max_memory_mb_sql' LANGUAGE C STABLE;
 
--- Is a transition (terminal or not) published on taskq_jobs now?  Per
--- taskq.notify_level, and never above taskq.notify_queue_limit.
+-- May a transition to status be published now (on taskq_jobs, or for a job
+-- made pending on taskq_work)?  Per taskq.notify_level, and never above
+-- taskq.notify_queue_limit.
 CREATE FUNCTION taskq._publishing(status text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'taskq_publishing' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'taskq_publishing_status' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._notify_queue_limit() RETURNS float8
     AS 'MODULE_PATHNAME', 'taskq_notify_queue_limit_sql' LANGUAGE C STABLE;
 
@@ -255,16 +256,18 @@ $$;
 
 -- Publish one transition on channel taskq_jobs; the payload is the contract
 -- of DESIGN.md (Notifications): {"id", "status", "queue", "job_type", "attempt"}.
--- A job made pending also announces its queue on taskq_work.
-CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer)
+-- A job made pending for external workers (not in_database) also announces
+-- its queue on taskq_work.
+CREATE FUNCTION taskq._publish(id bigint, status text, queue text, job_type text, attempt integer,
+                               in_database boolean)
 RETURNS void
-    AS 'MODULE_PATHNAME', 'taskq_publish' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'taskq_publish_job' LANGUAGE C VOLATILE STRICT;
 
 -- A resumed queue: {"status": "resumed", "queue"} on taskq_jobs, its name on taskq_work.
 CREATE FUNCTION taskq._publish_resumed(queue text) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_publish_resumed' LANGUAGE C VOLATILE STRICT;
 
--- Log one transition per job and publish it on channel taskq_jobs.
+-- Log one transition per job and publish it (taskq._publish).
 -- errors[i] is the error of ids[i] (NULL when there is none).
 CREATE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
 RETURNS void
@@ -274,14 +277,16 @@ DECLARE
     sent bigint;
 BEGIN
     WITH t AS (
-        SELECT j.id, j.status, j.attempts, j.queue, j.job_type, errors[u.ord] AS error
+        SELECT j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database,
+               errors[u.ord] AS error
         FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
         JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids)  -- (see _complete_batch)
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message, error)
         SELECT t.id, t.status, t.attempts, message, t.error FROM t
     )
-    SELECT count(taskq._publish(t.id, t.status::text, t.queue, t.job_type, t.attempts))
+    SELECT count(taskq._publish(t.id, t.status::text, t.queue, t.job_type, t.attempts,
+                                t.in_database))
     FROM t
     WHERE taskq._publishing(t.status::text)
     INTO sent;
@@ -525,12 +530,12 @@ BEGIN
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
-            RETURNING id, queue, job_type
+            RETURNING id, queue, job_type, in_database
         ), logged AS (
             INSERT INTO taskq.job_logs (job_id, status, attempt, message)
             SELECT i.id, 'pending', 0, 'submitted' FROM inserted i
         ), notified AS (
-            SELECT count(taskq._publish(i.id, 'pending', i.queue, i.job_type, 0)) AS n
+            SELECT count(taskq._publish(i.id, 'pending', i.queue, i.job_type, 0, i.in_database)) AS n
               FROM inserted i
              WHERE taskq._publishing('pending')
         )
@@ -1149,7 +1154,7 @@ BEGIN
         SELECT taken.id, 'running', taken.attempts, 'claimed by ' || _claim.worker FROM taken
     ), notified AS (
         SELECT count(taskq._publish(taken.id, 'running', taken.queue, taken.job_type,
-                                    taken.attempts)) AS n
+                                    taken.attempts, taken.in_database)) AS n
           FROM taken
          WHERE taskq._publishing('running')
     )
@@ -1193,12 +1198,13 @@ BEGIN
           FROM unnest(ids, results) AS r(id, result)
          WHERE j.id = r.id AND j.id = ANY (ids)
            AND j.status = 'running' AND j.worker = _complete_batch.worker
-        RETURNING j.id, j.attempts, j.queue, j.job_type
+        RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
         SELECT u.id, 'succeeded', u.attempts, 'succeeded' FROM u
     ), notified AS (
-        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts)) AS n
+        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
+                                    u.in_database)) AS n
           FROM u
          WHERE taskq._publishing('succeeded')
     )

@@ -1,8 +1,8 @@
 /*
  * commit_flush.c
- *		A transaction that publishes on taskq_jobs, or wakes the executors,
- *		flushes its commit record after its locks are released and its
- *		wake-ups are sent.
+ *		A transaction that publishes (on taskq_jobs or taskq_work), or
+ *		wakes the executors, flushes its commit record after its locks are
+ *		released and its wake-ups are sent.
  *
  * PostgreSQL serializes notifying transactions: PreCommit_Notify takes a
  * cluster-wide lock that is released with the transaction's other locks,

@@ -17,9 +17,11 @@
  *
  * No listener misses a notification PostgreSQL owes it, one of a transaction
  * that commits after its LISTEN did: a committing transaction raises its flag
- * before it reads the counts and lowers it only once its commit is done;
- * LISTEN raises its count before it reads the flags and waits for each raised
- * flag to fall.  So a commit that read zero is over before LISTEN returns.
+ * for each channel it holds notifications for before it reads the counts,
+ * and lowers the flag of a channel it dropped only once its commit is done;
+ * LISTEN raises its channel's count before it reads the flags and waits for
+ * each raised flag of its channel to fall.  So a commit that read zero is
+ * over before LISTEN returns.
  */
 #include "postgres.h"
 
@@ -50,7 +52,8 @@ static const char *const channel_names[NUM_CHANNELS] = {"taskq_jobs", "taskq_wor
 typedef struct TaskqListeners
 {
 	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on it */
-	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];	/* by BackendId */
+	/* by BackendId: bit 1 << channel, raised while a commit may drop its notifications */
+	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];
 } TaskqListeners;
 
 /* NULL when taskq is not preloaded: then every notification is sent */
@@ -187,9 +190,15 @@ lower_flag(void)
 static void
 send_or_drop_held(void)
 {
-	bool		dropped = false;
+	uint32		holding = 0;
+	uint32		dropped = 0;
 
-	pg_atomic_write_u32(&Listeners->committing[MyBackendId], 1);
+	for (int c = 0; c < NUM_CHANNELS; c++)
+	{
+		if (held[c] != NIL)
+			holding |= 1 << c;
+	}
+	pg_atomic_write_u32(&Listeners->committing[MyBackendId], holding);
 	flag_raised = true;
 	pg_memory_barrier();
 	for (int c = 0; c < NUM_CHANNELS; c++)
@@ -200,16 +209,18 @@ send_or_drop_held(void)
 			continue;
 		if (pg_atomic_read_u32(&Listeners->count[c]) == 0)
 		{
-			dropped = true;
+			dropped |= 1 << c;
 			continue;
 		}
 		foreach(lc, held[c])
 			send_now(c, ((HeldNotification *) lfirst(lc))->payload);
 	}
 	forget_held();
-	/* nobody to tell on some channel: the flag stays up until the commit is done */
-	if (!dropped)
+	/* nobody to tell on a channel: its flag stays up until the commit is done */
+	if (dropped == 0)
 		lower_flag();
+	else if (dropped != holding)
+		pg_atomic_write_u32(&Listeners->committing[MyBackendId], dropped);
 }
 
 static void
@@ -292,7 +303,8 @@ listeners_at_exit(int code, Datum arg)
 
 /*
  * This session is about to LISTEN on channel: count it, then wait out the
- * commits that read the count before it was raised.  Every LISTEN waits,
+ * commits that read the count before it was raised and dropped what they
+ * held for channel.  Every LISTEN waits,
  * not only the first: one cancelled while waiting may be retried.
  */
 static void
@@ -313,7 +325,8 @@ count_this_listener(TaskqChannel channel)
 	{
 		long		sleep_ms = 1;
 
-		while (i != MyBackendId && pg_atomic_read_u32(&Listeners->committing[i]) != 0)
+		while (i != MyBackendId &&
+			   (pg_atomic_read_u32(&Listeners->committing[i]) & (1 << channel)) != 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);

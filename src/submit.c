@@ -10,6 +10,9 @@
  * (generic plans, kept) under a search_path of pg_catalog alone, so objects
  * a caller plants in its own schemas can never capture them.  Parent checks,
  * which need taskq's locking rules, stay in SQL (taskq._check_parents).
+ *
+ * Also taskq._plain_batch, which lets submit_many skip its per-job checks in
+ * SQL for a batch of plain jobs.
  */
 #include "postgres.h"
 
@@ -89,35 +92,30 @@ forget_plans(void)
 }
 
 /*
- * The job and its first log row.  %s: nothing, or for a job with an
+ * The job and its first log row; on_conflict: nothing, or for a job with an
  * idempotency key the clause that makes it give way to a live job with the
  * same key.  Only then: ON CONFLICT makes every insert speculative (a lock,
  * a second WAL record), and a job without a key cannot conflict.
  */
-static const char insert_job_sql[] =
-	"WITH j AS ("
-	"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status,"
-	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at,"
-	"      idempotency_key, owner, unfinished_parents, in_database)"
-	"  SELECT $1, $2, $3, $3,"
-	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4,"
-	"         coalesce($5, q.default_max_attempts, 3),"
-	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval,"
-	"                  interval '1 second'),"
-	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13,"
-	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2)"
-	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1"
-	"  %s"
-	"  RETURNING j.id, j.status, j.in_database"
-	"), logged AS ("
-	"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)"
-	"  SELECT j.id, j.status, 0, 'submitted' FROM j"
-	") SELECT j.id, j.in_database FROM j";
-
-static const char insert_job_unless_key_live[] =
-	"ON CONFLICT (owner, idempotency_key)"
-	"    WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
-	"    DO NOTHING";
+#define INSERT_JOB_SQL(on_conflict) \
+	"WITH j AS (" \
+	"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
+	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at," \
+	"      idempotency_key, owner, unfinished_parents, in_database)" \
+	"  SELECT $1, $2, $3, $3," \
+	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4," \
+	"         coalesce($5, q.default_max_attempts, 3)," \
+	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval," \
+	"                  interval '1 second')," \
+	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13," \
+	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2)" \
+	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \
+	"  " on_conflict \
+	"  RETURNING j.id, j.status, j.in_database" \
+	"), logged AS (" \
+	"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)" \
+	"  SELECT j.id, j.status, 0, 'submitted' FROM j" \
+	") SELECT j.id, j.in_database FROM j"
 
 static void
 prepare_plans(Oid priority_type)
@@ -127,7 +125,6 @@ prepare_plans(Oid priority_type)
 		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID};
 	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
 	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
-	char	   *sql;
 
 	if (plans_priority_type == priority_type)
 		return;
@@ -139,12 +136,11 @@ prepare_plans(Oid priority_type)
 		"   AND j.status IN ('blocked', 'pending', 'running')",
 		lengthof(key_types), key_types);
 
-	sql = psprintf(insert_job_sql, "");
-	insert_plan = keep_plan(sql, lengthof(insert_types), insert_types);
-	pfree(sql);
-	sql = psprintf(insert_job_sql, insert_job_unless_key_live);
-	insert_keyed_plan = keep_plan(sql, lengthof(insert_types), insert_types);
-	pfree(sql);
+	insert_plan = keep_plan(INSERT_JOB_SQL(""), lengthof(insert_types), insert_types);
+	insert_keyed_plan = keep_plan(INSERT_JOB_SQL(
+		"ON CONFLICT (owner, idempotency_key)"
+		"    WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
+		"    DO NOTHING"), lengthof(insert_types), insert_types);
 
 	check_parents_plan = keep_plan("SELECT taskq._check_parents($1, $2)",
 								   lengthof(parents_types), parents_types);
@@ -454,10 +450,13 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 
 	if (created)
 	{
-		if (taskq_publishing_now(unfinished > 0 ? "blocked" : "pending"))
-			taskq_publish_transition(id, unfinished > 0 ? "blocked" : "pending",
+		const char *status = unfinished > 0 ? "blocked" : "pending";
+
+		if (taskq_publishing_now(status))
+			taskq_publish_transition(id, status,
 									 TextDatumGetCString(args[ARG_QUEUE].value),
-									 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0);
+									 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0,
+									 in_database);
 		/*
 		 * Executors run only jobs with a handler; waking them for any other
 		 * job made each of them scan the whole backlog for nothing (bench/).

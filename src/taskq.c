@@ -35,15 +35,8 @@ int			taskq_poll_interval_ms = 1000;
 int			taskq_shutdown_grace_ms = 10000;
 int			taskq_batch_size = 256;
 
-typedef enum NotifyLevel
-{
-	NOTIFY_NONE,
-	NOTIFY_TERMINAL,
-	NOTIFY_ALL
-} NotifyLevel;
-
-static int	taskq_notify_level = NOTIFY_ALL;
-static double taskq_notify_queue_limit = 0.5;
+int			taskq_notify_level = NOTIFY_ALL;
+double		taskq_notify_queue_limit = 0.5;
 static int	taskq_retention_s = 7 * 24 * 3600;
 static int	taskq_aging_interval_s = 300;
 static int	taskq_big_job_wait_ms = 30000;
@@ -190,7 +183,7 @@ define_gucs(void)
 							 &taskq_notify_queue_limit, 0.5, 0.0, 1.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("taskq.flush_after_notify",
-							 "A transaction that publishes on taskq_jobs flushes its commit after releasing PostgreSQL's NOTIFY lock.",
+							 "A transaction that publishes on taskq_jobs or taskq_work flushes its commit after releasing PostgreSQL's NOTIFY lock.",
 							 "COMMIT still waits for the flush; other sessions may see the transaction during it.  Not under synchronous replication.",
 							 &taskq_flush_after_notify, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
@@ -224,7 +217,7 @@ define_gucs(void)
 
 /*
  * The utility statements taskq watches, before they run: DROP and RENAME of
- * taskq.database (database_guard.c) and LISTEN taskq_jobs (listeners.c).
+ * taskq.database (database_guard.c) and LISTEN on taskq's channels (listeners.c).
  */
 static void
 taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -545,118 +538,6 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
 	if (taskq_current_job == 0)
 		PG_RETURN_NULL();
 	PG_RETURN_INT64(taskq_current_job);
-}
-
-static bool
-is_terminal_status(const char *status)
-{
-	return strcmp(status, "succeeded") == 0 || strcmp(status, "failed") == 0 ||
-		strcmp(status, "cancelled") == 0;
-}
-
-/*
- * taskq._publishing(status): may a transition to status be published now?
- * taskq.notify_level decides what goes on taskq_jobs; a job made pending is
- * announced on taskq_work at every level but none.  Above
- * taskq.notify_queue_limit nothing is published, so a listener that never
- * reads slows nothing down and a full queue fails no transaction.  Usage is
- * read once per transaction.
- */
-bool
-taskq_publishing_now(const char *status)
-{
-	static LocalTransactionId checked_in = InvalidLocalTransactionId;
-	static bool queue_has_room = true;
-
-	if (taskq_notify_level == NOTIFY_NONE ||
-		(taskq_notify_level == NOTIFY_TERMINAL && !is_terminal_status(status) &&
-		 strcmp(status, "pending") != 0))
-		return false;
-	if (checked_in != MyProc->lxid)
-	{
-		LOCAL_FCINFO(usage_fcinfo, 0);
-
-		InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
-		queue_has_room = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo)) <
-			taskq_notify_queue_limit;
-		checked_in = MyProc->lxid;
-	}
-	return queue_has_room;
-}
-
-PG_FUNCTION_INFO_V1(taskq_publishing);
-Datum
-taskq_publishing(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_BOOL(taskq_publishing_now(text_to_cstring(PG_GETARG_TEXT_PP(0))));
-}
-
-/*
- * Publish one transition: on taskq_jobs with the payload of DESIGN.md, as
- * taskq.notify_level says, and for a job made pending the queue's name on
- * taskq_work.  In C because it runs once per job per transition:
- * json_build_object looked up the type of every argument at every call.
- */
-void
-taskq_publish_transition(int64 id, const char *status, const char *queue,
-						 const char *job_type, int attempt)
-{
-	PreventCommandDuringRecovery("NOTIFY");
-	if (strcmp(status, "pending") == 0)
-		taskq_announce_work(queue);
-	if (taskq_notify_level == NOTIFY_ALL ||
-		(taskq_notify_level == NOTIFY_TERMINAL && is_terminal_status(status)))
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		appendStringInfo(&buf, "{\"id\": " INT64_FORMAT ", \"status\": ", id);
-		escape_json(&buf, status);
-		appendStringInfoString(&buf, ", \"queue\": ");
-		escape_json(&buf, queue);
-		appendStringInfoString(&buf, ", \"job_type\": ");
-		escape_json(&buf, job_type);
-		appendStringInfo(&buf, ", \"attempt\": %d}", attempt);
-		taskq_notify(buf.data);
-		pfree(buf.data);
-	}
-}
-
-/* taskq._publish(id, status, queue, job_type, attempt).  STRICT: every
- * caller passes columns that are NOT NULL. */
-PG_FUNCTION_INFO_V1(taskq_publish);
-Datum
-taskq_publish(PG_FUNCTION_ARGS)
-{
-	taskq_publish_transition(PG_GETARG_INT64(0), text_to_cstring(PG_GETARG_TEXT_PP(1)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(2)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(3)), PG_GETARG_INT32(4));
-	PG_RETURN_VOID();
-}
-
-/*
- * taskq._publish_resumed(queue): a resumed queue's pending jobs changed no
- * status, but listening workers should claim them now.
- */
-PG_FUNCTION_INFO_V1(taskq_publish_resumed);
-Datum
-taskq_publish_resumed(PG_FUNCTION_ARGS)
-{
-	char	   *queue = text_to_cstring(PG_GETARG_TEXT_PP(0));
-
-	PreventCommandDuringRecovery("NOTIFY");
-	taskq_announce_work(queue);
-	if (taskq_notify_level == NOTIFY_ALL)
-	{
-		StringInfoData buf;
-
-		initStringInfo(&buf);
-		appendStringInfoString(&buf, "{\"status\": \"resumed\", \"queue\": ");
-		escape_json(&buf, queue);
-		appendStringInfoChar(&buf, '}');
-		taskq_notify(buf.data);
-	}
-	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(taskq_notify_queue_limit_sql);

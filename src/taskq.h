@@ -100,9 +100,6 @@ extern Oid	taskq_caller_role(void);
 extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
 									 int cursor_options);
 extern void taskq_wake_at_commit(void);
-extern bool taskq_publishing_now(const char *status);
-extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
-									 const char *job_type, int attempt);
 
 /* resources.c: capacity accounting */
 extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
@@ -141,12 +138,26 @@ extern bool taskq_wake_before_flush;
 /* why a commit's flush waits until its locks are released */
 typedef enum TaskqFlushReason
 {
-	TASKQ_FLUSH_AFTER_NOTIFY,	/* it published on taskq_jobs */
+	TASKQ_FLUSH_AFTER_NOTIFY,	/* it published on taskq_jobs or taskq_work */
 	TASKQ_FLUSH_AFTER_WAKE		/* it wakes an executor */
 } TaskqFlushReason;
 
 extern void taskq_request_commit_flush(TaskqFlushReason reason);
 extern void taskq_commit_flush_init(void);
+
+/* publish.c: what is published on taskq_jobs and taskq_work */
+typedef enum TaskqNotifyLevel
+{
+	NOTIFY_NONE,
+	NOTIFY_TERMINAL,
+	NOTIFY_ALL
+} TaskqNotifyLevel;
+
+extern int	taskq_notify_level;
+extern double taskq_notify_queue_limit;
+extern bool taskq_publishing_now(const char *status);
+extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
+									 const char *job_type, int attempt, bool in_database);
 
 /* listeners.c: notifications are sent only while a session may listen */
 extern void taskq_notify(const char *payload);
