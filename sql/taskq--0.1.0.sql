@@ -267,6 +267,10 @@ RETURNS void
 CREATE FUNCTION taskq._publish_resumed(queue text) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_publish_resumed' LANGUAGE C VOLATILE STRICT;
 
+-- The queue's name on taskq_work: its jobs became claimable by external workers.
+CREATE FUNCTION taskq._announce_work(queue text) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_announce_work_sql' LANGUAGE C VOLATILE STRICT;
+
 -- Log one transition per job and publish it (taskq._publish).
 -- errors[i] is the error of ids[i] (NULL when there is none).
 CREATE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
@@ -919,6 +923,8 @@ $$;
 CREATE FUNCTION taskq.unregister_handler(job_type text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
+DECLARE
+    claimable text[];
 BEGIN
     PERFORM taskq._require_admin('unregister a handler');
     PERFORM taskq._check_name('job_type', job_type);
@@ -929,9 +935,17 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     -- waiting jobs of this type go back to external workers
-    UPDATE taskq.jobs j SET in_database = false, updated_at = now()
-     WHERE j.job_type = unregister_handler.job_type AND j.status IN ('blocked', 'pending')
-       AND j.in_database;
+    WITH moved AS (
+        UPDATE taskq.jobs j SET in_database = false, updated_at = now()
+         WHERE j.job_type = unregister_handler.job_type AND j.status IN ('blocked', 'pending')
+           AND j.in_database
+        RETURNING j.queue, j.status
+    )
+    SELECT array_agg(DISTINCT moved.queue) FILTER (WHERE moved.status = 'pending')
+      INTO claimable FROM moved;
+    IF claimable IS NOT NULL AND taskq._publishing('pending') THEN
+        PERFORM taskq._announce_work(q) FROM unnest(claimable) AS q;
+    END IF;
 END
 $$;
 

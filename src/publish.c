@@ -138,3 +138,17 @@ taskq_publish_resumed(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_VOID();
 }
+
+/*
+ * taskq._announce_work(queue), when _publishing('pending'): jobs of queue
+ * became claimable by external workers without a transition of their own
+ * (their handler was unregistered).
+ */
+PG_FUNCTION_INFO_V1(taskq_announce_work_sql);
+Datum
+taskq_announce_work_sql(PG_FUNCTION_ARGS)
+{
+	PreventCommandDuringRecovery("NOTIFY");
+	taskq_announce_work(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}

@@ -172,12 +172,24 @@ is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"),
 	'quiet, loud, kept, kept too, quiet again, work, work, work',
 	'every job committed, but the rolled back one');
 
-# 7. taskq.notify_level = terminal keeps taskq_jobs to the ends of jobs;
+# 7. taskq_work announces only work for external workers: not a job the
+# executors will run, but that job once its handler is unregistered.
+$worker = $node->background_psql('postgres');
+$worker->query_safe('LISTEN taskq_work');
+sql(q{CREATE FUNCTION noop(jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT taskq.pause('moved');
+SELECT taskq.register_handler('moving', 'noop(jsonb)');
+SELECT taskq.submit('moving', queue => 'moved')});
+unlike($worker->query_safe('SELECT 1'), qr/Asynchronous notification/,
+	'a job with a handler is not announced on taskq_work');
+sql(q{SELECT taskq.unregister_handler('moving')});
+like($worker->query_safe('SELECT 1'), qr/"taskq_work" with payload "moved"/,
+	'unregistering its handler announces it');
+
+# 8. taskq.notify_level = terminal keeps taskq_jobs to the ends of jobs;
 # taskq_work still announces new work.  none silences both.
 my $jobs_listener = $node->background_psql('postgres');
 $jobs_listener->query_safe('LISTEN taskq_jobs');
-$worker = $node->background_psql('postgres');
-$worker->query_safe('LISTEN taskq_work');
 sql(q{SET taskq.notify_level = terminal;
 SELECT taskq.submit('x', queue => 'terminal');
 SELECT count(taskq.complete(id)) FROM taskq.claim(ARRAY['terminal'], 'w', 1, '1 min')});
@@ -195,7 +207,7 @@ unlike($jobs_listener->query_safe('SELECT 1') . $worker->query_safe('SELECT 1'),
 $_->quit for ($jobs_listener, $worker);
 $node->stop;
 
-# 8. Loaded without shared_preload_libraries, taskq cannot count listeners
+# 9. Loaded without shared_preload_libraries, taskq cannot count listeners
 # and always publishes: with nobody listening, a submit queues for the lock.
 $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init(allows_streaming => 1);
