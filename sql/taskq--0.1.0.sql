@@ -179,9 +179,10 @@ CREATE FUNCTION taskq._max_memory_mb() RETURNS integer
 
 -- May a transition to status be published now (on taskq_jobs, or for a job
 -- made pending on taskq_work)?  Per taskq.notify_level, and never above
--- taskq.notify_queue_limit.
+-- taskq.notify_queue_limit (read once per transaction).  STABLE: with a
+-- constant status, a statement asks once, not once per job.
 CREATE FUNCTION taskq._publishing(status text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'taskq_publishing_status' LANGUAGE C VOLATILE STRICT;
+    AS 'MODULE_PATHNAME', 'taskq_publishing_status' LANGUAGE C STABLE STRICT;
 CREATE FUNCTION taskq._notify_queue_limit() RETURNS float8
     AS 'MODULE_PATHNAME', 'taskq_notify_queue_limit_sql' LANGUAGE C STABLE;
 

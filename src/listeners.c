@@ -152,23 +152,13 @@ taskq_notify(const char *payload)
 
 /*
  * Announce on taskq_work, when this transaction commits, that queue has
- * claimable work: once per transaction and queue, however many jobs.
+ * claimable work: once per transaction and queue, however many jobs
+ * (PostgreSQL would fold the copies too; holding one spares an entry per job).
  */
 void
 taskq_announce_work(const char *queue)
 {
 	hold(CHANNEL_WORK, queue, true);
-}
-
-static bool
-holds_any(void)
-{
-	for (int c = 0; c < NUM_CHANNELS; c++)
-	{
-		if (held[c] != NIL)
-			return true;
-	}
-	return false;
 }
 
 /* (the list and its cells die with TopTransactionContext) */
@@ -188,6 +178,15 @@ lower_flag(void)
 }
 
 static void
+send_held(TaskqChannel channel)
+{
+	ListCell   *lc;
+
+	foreach(lc, held[channel])
+		send_now(channel, ((HeldNotification *) lfirst(lc))->payload);
+}
+
+static void
 send_or_drop_held(void)
 {
 	uint32		holding = 0;
@@ -198,22 +197,19 @@ send_or_drop_held(void)
 		if (held[c] != NIL)
 			holding |= 1 << c;
 	}
+	if (holding == 0)
+		return;
 	pg_atomic_write_u32(&Listeners->committing[MyBackendId], holding);
 	flag_raised = true;
 	pg_memory_barrier();
 	for (int c = 0; c < NUM_CHANNELS; c++)
 	{
-		ListCell   *lc;
-
 		if (held[c] == NIL)
 			continue;
 		if (pg_atomic_read_u32(&Listeners->count[c]) == 0)
-		{
 			dropped |= 1 << c;
-			continue;
-		}
-		foreach(lc, held[c])
-			send_now(c, ((HeldNotification *) lfirst(lc))->payload);
+		else
+			send_held(c);
 	}
 	forget_held();
 	/* nobody to tell on a channel: its flag stays up until the commit is done */
@@ -229,18 +225,12 @@ listeners_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (holds_any())
-				send_or_drop_held();
+			send_or_drop_held();
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* PostgreSQL itself refuses to PREPARE a transaction that notified */
 			for (int c = 0; c < NUM_CHANNELS; c++)
-			{
-				ListCell   *lc;
-
-				foreach(lc, held[c])
-					send_now(c, ((HeldNotification *) lfirst(lc))->payload);
-			}
+				send_held(c);
 			forget_held();
 			break;
 		case XACT_EVENT_COMMIT:
