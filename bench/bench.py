@@ -335,7 +335,7 @@ class Bench:
         cfg, c = self.cfg, self.conn
         out = {"single": {}, "batch": {}}
         for clients in cfg["submit_clients"]:
-            taskq_tps, heard_tps, serial_tps, raw_tps = [], [], [], []
+            taskq_tps, heard_tps, serial_tps, raw_tps, same_tps = [], [], [], [], []
             for _ in self.runs():
                 reset_taskq(c)
                 c.execute("TRUNCATE bench.raw_jobs")
@@ -357,18 +357,25 @@ class Bench:
                 checkpoint(c)
                 raw_tps.append(pgbench(self.s, "bench", "raw_insert.sql", clients,
                                        seconds=cfg["submit_seconds"])["tps"])
+                c.execute("TRUNCATE bench.same_jobs, bench.same_logs")
+                checkpoint(c)
+                same_tps.append(pgbench(self.s, "bench", "same_writes_submit.sql", clients,
+                                        seconds=cfg["submit_seconds"])["tps"])
             out["single"][str(clients)] = {"taskq_submit": stats(taskq_tps),
                                            "taskq_submit_listened": stats(heard_tps),
                                            "taskq_submit_listened_flush_off": stats(serial_tps),
-                                           "raw_insert": stats(raw_tps)}
+                                           "raw_insert": stats(raw_tps),
+                                           "same_writes": stats(same_tps)}
             log(f"submit x{clients}: taskq {med(stats(taskq_tps)):.0f} tps "
                 f"(with a listener: {med(stats(heard_tps)):.0f}, "
                 f"and flush_after_notify=off: {med(stats(serial_tps)):.0f}), "
-                f"raw INSERT {med(stats(raw_tps)):.0f} tps")
+                f"raw INSERT {med(stats(raw_tps)):.0f} tps, "
+                f"the same writes in plain SQL {med(stats(same_tps)):.0f} tps")
 
         methods = {
             "taskq_submit_many": ("bench", self._batch_submit_many),
             "raw_batch_insert": ("bench", self._batch_raw_insert),
+            "same_writes_batch": ("bench", self._batch_same_writes),
             "raw_copy": ("bench", self._batch_copy),
         }
         if self.peers is None:
@@ -412,6 +419,23 @@ class Bench:
         return self._timed_batches(
             conn, lambda k: k.execute(sql, (doc,)).fetchall(),
             prepare=lambda k: k.execute("TRUNCATE bench.raw_jobs"))
+
+    def _batch_same_writes(self, conn):
+        doc = jobs_json(1000, "bench_submit", "submit")
+        sql = """WITH j AS (
+                     INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,
+                         status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner)
+                     SELECT e->>'queue', e->>'job_type', 'normal', 'normal', 'pending', e->'payload',
+                            3, '1 second', 1, 0, now(), 'postgres'
+                       FROM jsonb_array_elements(%s::jsonb) e
+                     RETURNING id, status),
+                 logged AS (
+                     INSERT INTO bench.same_logs (job_id, status, attempt, message)
+                     SELECT id, status, 0, 'submitted' FROM j)
+                 SELECT id FROM j"""
+        return self._timed_batches(
+            conn, lambda k: k.execute(sql, (doc,)).fetchall(),
+            prepare=lambda k: k.execute("TRUNCATE bench.same_jobs, bench.same_logs"))
 
     def _batch_copy(self, conn):
         row = "\t".join(["submit", "bench_submit", "normal", "normal", "pending",
@@ -513,6 +537,29 @@ class Bench:
             raise RuntimeError(f"raw cycle: {done} rows done, expected {tx * clients * per_job}")
         return r["tps"] * per_job
 
+    def same_writes_cycle(self, n, clients, batch):
+        """pgbench writing what the executors write for n jobs (no handler, no
+        NOTIFY), on copies of taskq's tables with their indexes; jobs/s."""
+        c = self.conn
+        c.execute("TRUNCATE bench.same_jobs, bench.same_logs")
+        c.execute("INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,"
+                  " status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner,"
+                  " in_database)"
+                  " SELECT 'e2e', 'bench_noop', 'normal', 'normal', 'pending', %s::jsonb, 3,"
+                  " '1 second', 1, 0, now(), 'postgres', true FROM generate_series(1, %s)",
+                  (json.dumps(PAYLOAD), n))
+        c.execute("VACUUM ANALYZE bench.same_jobs")
+        checkpoint(c)
+        tx = n // (clients * batch)
+        r = pgbench(self.s, "bench", "same_writes_cycle.sql", clients, transactions=tx,
+                    defines={"batch": batch})
+        done = c.execute("SELECT count(*) FROM bench.same_jobs WHERE status = 'succeeded'"
+                         ).fetchone()[0]
+        if done != tx * clients * batch:
+            raise RuntimeError(f"same-writes cycle: {done} rows succeeded, "
+                               f"expected {tx * clients * batch}")
+        return r["tps"] * batch
+
     def end_to_end(self):
         cfg, n = self.cfg, self.cfg["e2e_jobs"]
         parts = self.e2e_parts
@@ -547,8 +594,13 @@ class Bench:
                                                   for _ in self.runs()])
             out[f"raw_cycle_batch64_c{clients}"] = stats([self.raw_cycle(n, clients, 64)
                                                           for _ in self.runs()])
+            # the executors' batch (taskq.batch_size's default)
+            out[f"same_writes_batch256_c{clients}"] = stats(
+                [self.same_writes_cycle(n, clients, 256) for _ in self.runs()])
             log(f"e2e raw cycle x{clients}: {med(out[f'raw_cycle_c{clients}']):.0f} jobs/s, "
-                f"batched 64: {med(out[f'raw_cycle_batch64_c{clients}']):.0f} jobs/s")
+                f"batched 64: {med(out[f'raw_cycle_batch64_c{clients}']):.0f} jobs/s, "
+                f"taskq's writes batched 256: "
+                f"{med(out[f'same_writes_batch256_c{clients}']):.0f} jobs/s")
         if self.peers is None and "peers" in parts:
             for peer, cmd in (("graphile", "graphile-e2e"), ("pgboss", "pgboss-e2e")):
                 runs, settings = [], None

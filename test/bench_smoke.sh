@@ -36,13 +36,15 @@ def positive(s, what):
 
 check(not r["errors"], f"sections failed: {r['errors']}")
 for c, v in r["submission"]["single"].items():
-    for k in ("taskq_submit", "taskq_submit_listened", "taskq_submit_listened_flush_off", "raw_insert"):
+    for k in ("taskq_submit", "taskq_submit_listened", "taskq_submit_listened_flush_off", "raw_insert",
+              "same_writes"):
         positive(v[k], f"submission {k} x{c}")
 for k, v in r["submission"]["batch"].items():
     positive(v, f"batch {k}")
+check("same_writes_batch" in r["submission"]["batch"], "batch: no same_writes_batch")
 e = r["end_to_end"]
 for k in ("taskq_executors", "taskq_external_reference", "taskq_external_batch",
-          "raw_cycle_c2", "raw_cycle_batch64_c2"):
+          "raw_cycle_c2", "raw_cycle_batch64_c2", "same_writes_batch256_c2"):
     positive(e[k], f"end to end {k}")
 p = r["pickup"]["taskq"]
 check(sum(p["jobs"]) > 0 and 0 < p["p50"]["median"] <= p["p99"]["median"],

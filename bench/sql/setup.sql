@@ -7,6 +7,13 @@ CREATE SCHEMA IF NOT EXISTS bench;
 CREATE TABLE bench.raw_jobs (LIKE taskq.jobs INCLUDING DEFAULTS INCLUDING IDENTITY);
 ALTER TABLE bench.raw_jobs ADD PRIMARY KEY (id);
 
+-- taskq's own writes without taskq: copies of taskq.jobs and taskq.job_logs
+-- with their indexes, defaults and checks (not its triggers).  Plain SQL
+-- writing the rows taskq writes is the ceiling of any taskq function that
+-- keeps those indexes and that history (bench/README.md, "same writes").
+CREATE TABLE bench.same_jobs (LIKE taskq.jobs INCLUDING ALL);
+CREATE TABLE bench.same_logs (LIKE taskq.job_logs INCLUDING ALL);
+
 -- The naive queue: the physical limit of "claim one row with SKIP LOCKED,
 -- mark it done" on this server.
 CREATE TABLE bench.raw_queue (
