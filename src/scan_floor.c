@@ -332,10 +332,7 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	row;
 	TupleDesc	desc;
-	FloorOf		of;
-	FloorKey	key;
 	bool		isnull;
-	ScanFloor  *n;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
 		elog(ERROR, "taskq: _note_pending must be a row trigger");
@@ -354,13 +351,26 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 			elog(ERROR, "taskq: _note_pending fired on a table that is not taskq.jobs");
 		attnums_of = RelationGetRelid(trigdata->tg_relation);
 	}
-	of = floor_of(attnums_of,
-				  DatumGetBool(heap_getattr(row, att_lane, desc, &isnull)),
-				  DatumGetObjectId(heap_getattr(row, att_priority, desc, &isnull)));
-	key.run_at = DatumGetTimestampTz(heap_getattr(row, att_run_at, desc, &isnull));
-	key.id = DatumGetInt64(heap_getattr(row, att_id, desc, &isnull));
+	taskq_note_pending_key(attnums_of,
+						   DatumGetBool(heap_getattr(row, att_lane, desc, &isnull)),
+						   DatumGetObjectId(heap_getattr(row, att_priority, desc, &isnull)),
+						   DatumGetTimestampTz(heap_getattr(row, att_run_at, desc, &isnull)),
+						   DatumGetInt64(heap_getattr(row, att_id, desc, &isnull)));
+	/* BEFORE INSERT: the row goes in as it is */
+	return PointerGetDatum(TRIGGER_FIRED_BEFORE(trigdata->tg_event) ? row : NULL);
+}
 
-	n = find_noted(&of);
+/*
+ * What the trigger notes for a pending row of jobs table jobs; also called
+ * by job_rows.c, which inserts without firing it.
+ */
+void
+taskq_note_pending_key(Oid jobs, bool lane, Oid priority, TimestampTz run_at, int64 id)
+{
+	FloorOf		of = floor_of(jobs, lane, priority);
+	FloorKey	key = {run_at, id};
+	ScanFloor  *n = find_noted(&of);
+
 	if (n == NULL && n_noted < TASKQ_NOTED_MAX)
 	{
 		n = &noted[n_noted++];
@@ -371,8 +381,6 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 		noted_overflow = true;
 	else if (key_cmp(&key, &n->key) < 0)
 		n->key = key;
-	/* BEFORE INSERT: the row goes in as it is */
-	return PointerGetDatum(TRIGGER_FIRED_BEFORE(trigdata->tg_event) ? row : NULL);
 }
 
 /*

@@ -28,6 +28,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lmgr.h"
+#include "tcop/utility.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
@@ -373,6 +374,48 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 }
 
 /*
+ * A job without parents or key: its rows written by job_rows.c, without SQL.
+ * False when job_rows.c declines.
+ */
+static bool
+insert_plain(NullableDatum *args, int64 *id, bool *in_database)
+{
+	TaskqPlainJob job;
+
+	job.queue = args[ARG_QUEUE].value;
+	job.job_type = args[ARG_JOB_TYPE].value;
+	job.priority = args[ARG_PRIORITY].value;
+	job.payload = args[ARG_PAYLOAD].value;
+	job.max_attempts = args[ARG_MAX_ATTEMPTS];
+	job.backoff = args[ARG_BACKOFF];
+	job.timeout = args[ARG_TIMEOUT];
+	job.cpu_units = args[ARG_CPU_UNITS].value;
+	job.memory_mb = args[ARG_MEMORY_MB].value;
+	job.run_at = args[ARG_RUN_AT];
+	job.owner = DatumGetObjectId(args[ARG_OWNER].value);
+	return taskq_insert_plain_job(&job, id, in_database);
+}
+
+/* Publish a job just created and wake the executors for it. */
+static void
+announce(NullableDatum *args, int64 id, int32 unfinished, bool in_database)
+{
+	const char *status = unfinished > 0 ? "blocked" : "pending";
+
+	if (taskq_publishing_now(status))
+		taskq_publish_transition(id, status,
+								 TextDatumGetCString(args[ARG_QUEUE].value),
+								 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0,
+								 in_database);
+	/*
+	 * Executors run only jobs with a handler; waking them for any other job
+	 * made each of them scan the whole backlog for nothing (bench/).
+	 */
+	if (unfinished == 0 && in_database)
+		taskq_wake_at_commit();
+}
+
+/*
  * Insert the job of args; as the owner of the function called (fcinfo) when
  * as_owner, as SECURITY DEFINER would, else as the current user.  On error
  * the (sub)transaction's abort restores the user and pops the path.
@@ -391,6 +434,8 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	bool		in_database = false;
 	int64		id = 0;
 
+	PreventCommandIfReadOnly("taskq.submit");
+	PreventCommandIfParallelMode("taskq.submit");
 	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
 	check_job(args);
 	if (!args[ARG_DEPENDS_ON].isnull)
@@ -404,6 +449,17 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	if (as_owner)
 		SetUserIdAndSecContext(function_owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (args[ARG_IDEMPOTENCY_KEY].isnull && !has_parents)
+	{
+		lock_job_type_shared(args[ARG_JOB_TYPE].value);
+		created = insert_plain(args, &id, &in_database);
+		if (created)
+		{
+			SetUserIdAndSecContext(save_userid, save_sec_context);
+			announce(args, id, 0, in_database);
+			return id;
+		}
+	}
 	PushOverrideSearchPath(&catalog_only);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "taskq: SPI_connect failed");
@@ -449,21 +505,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	if (created)
-	{
-		const char *status = unfinished > 0 ? "blocked" : "pending";
-
-		if (taskq_publishing_now(status))
-			taskq_publish_transition(id, status,
-									 TextDatumGetCString(args[ARG_QUEUE].value),
-									 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0,
-									 in_database);
-		/*
-		 * Executors run only jobs with a handler; waking them for any other
-		 * job made each of them scan the whole backlog for nothing (bench/).
-		 */
-		if (unfinished == 0 && in_database)
-			taskq_wake_at_commit();
-	}
+		announce(args, id, unfinished, in_database);
 	return id;
 }
 

@@ -115,6 +115,26 @@ extern void taskq_scan_floors_at_commit(void);
 extern void taskq_scan_floors_forget(void);
 extern void taskq_scan_floors_at_subabort(void);
 extern bool taskq_scan_floors_noted(void);
+extern void taskq_note_pending_key(Oid jobs, bool lane, Oid priority, TimestampTz run_at,
+								   int64 id);
+
+/* job_rows.c: a plain job's rows inserted without SQL */
+typedef struct TaskqPlainJob
+{
+	Datum		queue;			/* text */
+	Datum		job_type;		/* text */
+	Datum		priority;		/* taskq.priority */
+	Datum		payload;		/* jsonb object */
+	NullableDatum max_attempts; /* int4; NULL: the queue's default, else 3 */
+	NullableDatum backoff;		/* interval; NULL: taskq.backoff_base */
+	NullableDatum timeout;		/* interval; NULL: the queue's default */
+	Datum		cpu_units;		/* int4 */
+	Datum		memory_mb;		/* int4 */
+	NullableDatum run_at;		/* timestamptz; NULL: now() */
+	Oid			owner;
+} TaskqPlainJob;
+
+extern bool taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database);
 
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);

@@ -1,0 +1,464 @@
+/*
+ * job_rows.c
+ *		A plain job's row and its first log row, written straight into the
+ *		heap and the indexes of taskq.jobs and taskq.job_logs.
+ *
+ * taskq.submit of a job without parents or idempotency key is what every
+ * producer calls, once per job.  Through SPI its INSERT cost more than the
+ * writes themselves: each call started and ended an executor for two
+ * ModifyTables, a join with taskq.queues and a subplan on taskq.handlers,
+ * and parsed the table's CHECK constraints and its trigger's WHEN clause
+ * again (bench/README.md).  Here the two lookups are index probes, the rows
+ * are formed in C and inserted as the logical replication apply worker
+ * inserts them, and what the trigger would note is noted directly.
+ *
+ * What the SQL path gets from the table is repeated here: submit.c has
+ * checked every value the CHECK constraints check, and the defaults below
+ * are those of CREATE TABLE.  Where the tables are not as this file knows
+ * them (another column, another INSERT trigger, a generated column), it
+ * declines and the caller takes the SQL path.
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/dependency.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_enum.h"
+#include "catalog/pg_trigger.h"
+#include "commands/sequence.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#include "taskq.h"
+
+/* taskq.jobs' columns, all of them */
+enum
+{
+	J_ID, J_QUEUE, J_JOB_TYPE, J_PRIORITY, J_EFFECTIVE_PRIORITY, J_STATUS, J_PAYLOAD,
+	J_RESULT, J_LAST_ERROR, J_ATTEMPTS, J_MAX_ATTEMPTS, J_BACKOFF, J_TIMEOUT,
+	J_CPU_UNITS, J_MEMORY_MB, J_RUN_AT, J_IDEMPOTENCY_KEY, J_OWNER, J_WORKER,
+	J_LEASE_EXPIRES_AT, J_UNFINISHED_PARENTS, J_IN_DATABASE, J_AGED_AT, J_CREATED_AT,
+	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, N_JOB_COLUMNS
+};
+
+static const char *const job_columns[N_JOB_COLUMNS] = {
+	"id", "queue", "job_type", "priority", "effective_priority", "status", "payload",
+	"result", "last_error", "attempts", "max_attempts", "backoff", "timeout",
+	"cpu_units", "memory_mb", "run_at", "idempotency_key", "owner", "worker",
+	"lease_expires_at", "unfinished_parents", "in_database", "aged_at", "created_at",
+	"started_at", "finished_at", "updated_at"
+};
+
+/* taskq.job_logs' columns, all of them */
+enum
+{
+	L_ID, L_JOB_ID, L_LOGGED_AT, L_STATUS, L_ATTEMPT, L_MESSAGE, L_ERROR, L_DETAILS,
+	N_LOG_COLUMNS
+};
+
+static const char *const log_columns[N_LOG_COLUMNS] = {
+	"id", "job_id", "logged_at", "status", "attempt", "message", "error", "details"
+};
+
+/* the only INSERT trigger taskq.jobs has; what it does is done here */
+#define JOBS_INSERT_TRIGGER "jobs_note_pending_insert"
+
+/*
+ * What this backend knows of the tables, found once per install; any
+ * invalidation of a relation resets it (DROP, ALTER, CREATE TRIGGER).
+ */
+typedef struct JobTables
+{
+	bool		known;
+	bool		usable;			/* the tables are as this file knows them */
+	Oid			jobs;
+	Oid			logs;
+	Oid			owner;			/* of both: the role that may write them so */
+	Oid			queues;
+	Oid			queues_key;		/* primary key index on name */
+	Oid			handlers;
+	Oid			handlers_key;	/* primary key index on job_type */
+	Oid			jobs_sequence;	/* identity of jobs.id */
+	Oid			logs_sequence;
+	Oid			pending;		/* enum value 'pending' of taskq.job_status */
+	AttrNumber	job_att[N_JOB_COLUMNS];
+	AttrNumber	log_att[N_LOG_COLUMNS];
+	AttrNumber	queue_name;
+	AttrNumber	queue_default_timeout;
+	AttrNumber	queue_default_max_attempts;
+	Oid			queue_name_collation;
+	AttrNumber	handler_job_type;
+	Oid			handler_job_type_collation;
+} JobTables;
+
+static JobTables tables;
+static bool callback_registered = false;
+static uint64 invalidations = 0;	/* of the tables, seen by forget_tables */
+
+static void
+forget_tables(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == tables.jobs || relid == tables.logs ||
+		relid == tables.queues || relid == tables.handlers)
+	{
+		tables.known = false;
+		invalidations++;
+	}
+}
+
+/* Column name's number in rel, or InvalidAttrNumber. */
+static AttrNumber
+column(Relation rel, const char *name)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/* Does rel have exactly these columns, no generated one, and no dropped one? */
+static bool
+columns_are(Relation rel, const char *const *names, int n, AttrNumber *atts)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	if (desc->natts != n || (desc->constr && desc->constr->has_generated_stored))
+		return false;
+	for (int i = 0; i < n; i++)
+		if ((atts[i] = column(rel, names[i])) == InvalidAttrNumber)
+			return false;
+	return true;
+}
+
+/* Are rel's INSERT triggers exactly the one named allowed (or none when NULL)? */
+static bool
+insert_triggers_are(Relation rel, const char *allowed)
+{
+	TriggerDesc *trigdesc = rel->trigdesc;
+	int			found = 0;
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (!TRIGGER_FOR_INSERT(t->tgtype))
+			continue;
+		if (allowed == NULL || strcmp(t->tgname, allowed) != 0)
+			return false;
+		found++;
+	}
+	return found == (allowed == NULL ? 0 : 1);
+}
+
+/* An ordinary table whose owner may insert into it (no forced row security). */
+static bool
+plain_table(Relation rel)
+{
+	return rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relforcerowsecurity;
+}
+
+/* Look the tables up and check them; tables.usable says whether they will do. */
+static void
+know_tables(void)
+{
+	Oid			schema = get_namespace_oid("taskq", false);
+	Relation	jobs,
+				logs,
+				queues,
+				handlers;
+	Oid			status_type;
+	uint64		invalidations_before;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(forget_tables, (Datum) 0);
+		callback_registered = true;
+	}
+	memset(&tables, 0, sizeof(tables));
+	invalidations_before = invalidations;
+	tables.jobs = get_relname_relid("jobs", schema);
+	tables.logs = get_relname_relid("job_logs", schema);
+	tables.queues = get_relname_relid("queues", schema);
+	tables.handlers = get_relname_relid("handlers", schema);
+	if (!OidIsValid(tables.jobs) || !OidIsValid(tables.logs) ||
+		!OidIsValid(tables.queues) || !OidIsValid(tables.handlers))
+		elog(ERROR, "taskq: a table of the extension is missing");
+
+	jobs = table_open(tables.jobs, AccessShareLock);
+	logs = table_open(tables.logs, AccessShareLock);
+	queues = table_open(tables.queues, AccessShareLock);
+	handlers = table_open(tables.handlers, AccessShareLock);
+
+	tables.owner = jobs->rd_rel->relowner;
+	tables.usable =
+		plain_table(jobs) && plain_table(logs) && logs->rd_rel->relowner == tables.owner &&
+		columns_are(jobs, job_columns, N_JOB_COLUMNS, tables.job_att) &&
+		columns_are(logs, log_columns, N_LOG_COLUMNS, tables.log_att) &&
+		insert_triggers_are(jobs, JOBS_INSERT_TRIGGER) &&
+		insert_triggers_are(logs, NULL);
+	if (tables.usable)
+	{
+		tables.queues_key = RelationGetPrimaryKeyIndex(queues);
+		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers);
+		tables.queue_name = column(queues, "name");
+		tables.queue_default_timeout = column(queues, "default_timeout");
+		tables.queue_default_max_attempts = column(queues, "default_max_attempts");
+		tables.handler_job_type = column(handlers, "job_type");
+		tables.jobs_sequence = getIdentitySequence(tables.jobs,
+												   tables.job_att[J_ID], true);
+		tables.logs_sequence = getIdentitySequence(tables.logs,
+												   tables.log_att[L_ID], true);
+		tables.usable = OidIsValid(tables.queues_key) && OidIsValid(tables.handlers_key) &&
+			tables.queue_name != InvalidAttrNumber &&
+			tables.queue_default_timeout != InvalidAttrNumber &&
+			tables.queue_default_max_attempts != InvalidAttrNumber &&
+			tables.handler_job_type != InvalidAttrNumber &&
+			OidIsValid(tables.jobs_sequence) && OidIsValid(tables.logs_sequence);
+	}
+	if (tables.usable)
+	{
+		tables.queue_name_collation =
+			TupleDescAttr(RelationGetDescr(queues), tables.queue_name - 1)->attcollation;
+		tables.handler_job_type_collation =
+			TupleDescAttr(RelationGetDescr(handlers), tables.handler_job_type - 1)->attcollation;
+		status_type = TupleDescAttr(RelationGetDescr(jobs), tables.job_att[J_STATUS] - 1)->atttypid;
+		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+										 ObjectIdGetDatum(status_type),
+										 CStringGetDatum("pending"));
+		tables.usable = OidIsValid(tables.pending);
+	}
+
+	table_close(handlers, AccessShareLock);
+	table_close(queues, AccessShareLock);
+	table_close(logs, AccessShareLock);
+	table_close(jobs, AccessShareLock);
+	/* an invalidation that came while we looked: look again next time */
+	tables.known = invalidations == invalidations_before;
+}
+
+/*
+ * The row of table rel whose key column (index key_index, its first
+ * column, collation collation) equals the text key, as snapshot sees it;
+ * found: its columns want[0..n-1], copied, into values/nulls.
+ */
+static bool
+find_by_key(Relation rel, Oid key_index, AttrNumber key_column, Oid collation, Datum key,
+			Snapshot snapshot, const AttrNumber *want, int n, Datum *values, bool *nulls)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	ScanKeyData skey;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	bool		found;
+
+	ScanKeyEntryInitialize(&skey, 0, key_column, BTEqualStrategyNumber, InvalidOid,
+						   collation, F_TEXTEQ, key);
+	scan = systable_beginscan(rel, key_index, true, snapshot, 1, &skey);
+	tuple = systable_getnext(scan);
+	found = HeapTupleIsValid(tuple);
+	for (int i = 0; found && i < n; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, want[i] - 1);
+
+		values[i] = heap_getattr(tuple, want[i], desc, &nulls[i]);
+		if (!nulls[i])
+			values[i] = datumCopy(values[i], att->attbyval, att->attlen);
+	}
+	systable_endscan(scan);
+	return found;
+}
+
+/* Insert one row into rel and its indexes, as an INSERT would without triggers. */
+static void
+insert_into(Relation rel, Datum *values, bool *nulls)
+{
+	EState	   *estate = CreateExecutorState();
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	TupleTableSlot *slot;
+	List	   *recheck;
+
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * RelationGetDescr(rel)->natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * RelationGetDescr(rel)->natts);
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
+	/* no deferred unique index, no exclusion constraint: nothing to recheck */
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	list_free(recheck);
+
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+}
+
+/* taskq.backoff_base as current_setting('taskq.backoff_base', true)::interval gives it */
+static Datum
+default_backoff(void)
+{
+	const char *setting = GetConfigOptionByName("taskq.backoff_base", NULL, true);
+
+	if (setting == NULL)
+		setting = "1 second";
+	return DirectFunctionCall3(interval_in, CStringGetDatum(setting),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/*
+ * Insert job, a pending job without parents or idempotency key, and its
+ * first log row.  False, with nothing written, when the tables are not as
+ * this file knows them; the caller then takes the SQL path.
+ */
+bool
+taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
+{
+	AttrNumber	queue_wants[2];
+	Datum		queue_values[2];
+	bool		queue_nulls[2];
+	Datum		job_values[N_JOB_COLUMNS];
+	bool		job_nulls[N_JOB_COLUMNS];
+	Datum		log_values[N_LOG_COLUMNS];
+	bool		log_nulls[N_LOG_COLUMNS];
+	Datum		max_attempts = Int32GetDatum(3);
+	NullableDatum timeout = job->timeout;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz run_at;
+	Snapshot	snapshot;
+	Relation	jobs,
+				logs,
+				queues,
+				handlers;
+	bool		queue_found;
+
+	/* the SQL path raises the errors of a read-only transaction */
+	if (XactReadOnly || IsInParallelMode())
+		return false;
+	if (!tables.known)
+		know_tables();
+	/* anyone else would have the SQL path check their privileges */
+	if (!tables.usable || GetUserId() != tables.owner)
+		return false;
+
+	/*
+	 * Lock as the INSERT would, then make sure that what we know of the
+	 * tables still holds: taking a lock takes in the invalidations of DDL
+	 * that committed meanwhile (CREATE TRIGGER, ALTER TABLE).
+	 */
+	jobs = table_open(tables.jobs, RowExclusiveLock);
+	logs = table_open(tables.logs, RowExclusiveLock);
+	queues = table_open(tables.queues, AccessShareLock);
+	handlers = table_open(tables.handlers, AccessShareLock);
+	if (!tables.known)
+		know_tables();
+	if (!tables.usable || GetUserId() != tables.owner ||
+		RelationGetRelid(jobs) != tables.jobs || RelationGetRelid(logs) != tables.logs ||
+		RelationGetRelid(queues) != tables.queues ||
+		RelationGetRelid(handlers) != tables.handlers)
+	{
+		table_close(handlers, NoLock);
+		table_close(queues, NoLock);
+		table_close(logs, NoLock);
+		table_close(jobs, NoLock);
+		return false;
+	}
+
+	/* what SPI does before a statement that writes: see this transaction's writes */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+
+	queue_wants[0] = tables.queue_default_max_attempts;
+	queue_wants[1] = tables.queue_default_timeout;
+	queue_found = find_by_key(queues, tables.queues_key, tables.queue_name,
+							  tables.queue_name_collation, job->queue, snapshot,
+							  queue_wants, 2, queue_values, queue_nulls);
+	*in_database = find_by_key(handlers, tables.handlers_key, tables.handler_job_type,
+							   tables.handler_job_type_collation, job->job_type, snapshot,
+							   NULL, 0, NULL, NULL);
+	UnregisterSnapshot(snapshot);
+	table_close(handlers, NoLock);
+	table_close(queues, NoLock);
+
+	if (!job->max_attempts.isnull)
+		max_attempts = job->max_attempts.value;
+	else if (queue_found && !queue_nulls[0])
+		max_attempts = queue_values[0];
+	if (timeout.isnull && queue_found && !queue_nulls[1])
+	{
+		timeout.value = queue_values[1];
+		timeout.isnull = false;
+	}
+	run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
+
+	memset(job_nulls, true, sizeof(job_nulls));
+#define SET_JOB(col, datum) \
+	(job_values[tables.job_att[col] - 1] = (datum), job_nulls[tables.job_att[col] - 1] = false)
+	/* as the identity columns' defaults call it: no permission check */
+	*id = nextval_internal(tables.jobs_sequence, false);
+	SET_JOB(J_ID, Int64GetDatum(*id));
+	SET_JOB(J_QUEUE, job->queue);
+	SET_JOB(J_JOB_TYPE, job->job_type);
+	SET_JOB(J_PRIORITY, job->priority);
+	SET_JOB(J_EFFECTIVE_PRIORITY, job->priority);
+	SET_JOB(J_STATUS, ObjectIdGetDatum(tables.pending));
+	SET_JOB(J_PAYLOAD, job->payload);
+	SET_JOB(J_ATTEMPTS, Int32GetDatum(0));
+	SET_JOB(J_MAX_ATTEMPTS, max_attempts);
+	SET_JOB(J_BACKOFF, job->backoff.isnull ? default_backoff() : job->backoff.value);
+	if (!timeout.isnull)
+		SET_JOB(J_TIMEOUT, timeout.value);
+	SET_JOB(J_CPU_UNITS, job->cpu_units);
+	SET_JOB(J_MEMORY_MB, job->memory_mb);
+	SET_JOB(J_RUN_AT, TimestampTzGetDatum(run_at));
+	SET_JOB(J_OWNER, ObjectIdGetDatum(job->owner));
+	SET_JOB(J_UNFINISHED_PARENTS, Int32GetDatum(0));
+	SET_JOB(J_IN_DATABASE, BoolGetDatum(*in_database));
+	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
+	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
+#undef SET_JOB
+
+	memset(log_nulls, true, sizeof(log_nulls));
+#define SET_LOG(col, datum) \
+	(log_values[tables.log_att[col] - 1] = (datum), log_nulls[tables.log_att[col] - 1] = false)
+	SET_LOG(L_ID, Int64GetDatum(nextval_internal(tables.logs_sequence, false)));
+	SET_LOG(L_JOB_ID, Int64GetDatum(*id));
+	SET_LOG(L_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
+	SET_LOG(L_STATUS, ObjectIdGetDatum(tables.pending));
+	SET_LOG(L_ATTEMPT, Int32GetDatum(0));
+	SET_LOG(L_MESSAGE, CStringGetTextDatum("submitted"));
+#undef SET_LOG
+
+	insert_into(jobs, job_values, job_nulls);
+	insert_into(logs, log_values, log_nulls);
+	table_close(logs, NoLock);
+	table_close(jobs, NoLock);
+
+	taskq_note_pending_key(tables.jobs, *in_database, DatumGetObjectId(job->priority),
+						   run_at, *id);
+	return true;
+}
