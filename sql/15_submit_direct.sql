@@ -29,7 +29,8 @@ INSERT INTO cases VALUES
                            interval '3 seconds')$$),
  (3, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_other')$$),
  (4, $$SELECT taskq.submit('direct handled', queue => 'regress_direct_other', priority => 'low')$$),
- (5, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_other', run_at => NULL)$$);
+ (5, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_other', run_at => NULL)$$),
+ (6, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_unknown', max_attempts => 9)$$);
 CREATE FUNCTION pg_temp.run(stmt text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE id bigint;
 BEGIN
@@ -39,7 +40,13 @@ END
 $$;
 
 -- Without SQL: every case, in one transaction (now() is the same for all).
+-- The trigger's function is not called: the direct path noted the floor.
+SET track_functions = 'all';
+BEGIN;
 CREATE TEMP TABLE direct AS SELECT n, pg_temp.run(stmt) AS id, now() AS submitted FROM cases;
+SELECT coalesce(pg_stat_get_xact_function_calls('taskq._note_pending'::regproc), 0)
+       AS note_pending_trigger_calls;
+COMMIT;
 
 -- Through SQL: an INSERT trigger taskq does not know of sends submit there.
 CREATE FUNCTION public.regress_direct_seen() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -50,7 +57,11 @@ END
 $$;
 CREATE TRIGGER regress_direct_seen BEFORE INSERT ON taskq.jobs
     FOR EACH ROW EXECUTE FUNCTION public.regress_direct_seen();
+BEGIN;
 CREATE TEMP TABLE through_sql AS SELECT n, pg_temp.run(stmt) AS id FROM cases;
+SELECT coalesce(pg_stat_get_xact_function_calls('taskq._note_pending'::regproc), 0)
+       AS note_pending_trigger_calls;
+COMMIT;
 DROP TRIGGER regress_direct_seen ON taskq.jobs;
 DROP FUNCTION public.regress_direct_seen();
 
@@ -64,6 +75,30 @@ SELECT n, j.created_at = d.submitted AND j.updated_at = d.submitted AS stamped_n
        CASE WHEN n = 2 THEN j.run_at = d.submitted + interval '1 hour'
             ELSE j.run_at = d.submitted END AS run_at_right
   FROM direct d JOIN taskq.jobs j USING (id) ORDER BY n;
+
+-- Whatever the table has that the direct path does not know sends submit
+-- through SQL: a constraint it does not check, a default it does not set.
+BEGIN;
+ALTER TABLE taskq.jobs ADD CONSTRAINT regress_direct_no_low CHECK (priority <> 'low') NOT VALID;
+SELECT split_part(pg_temp.try($$SELECT taskq.submit('direct plain', queue => 'regress_direct_q',
+                                                  priority => 'low')$$), ' (Failing', 1) AS error;
+ROLLBACK;
+BEGIN;
+ALTER TABLE taskq.jobs ALTER COLUMN aged_at SET DEFAULT '2000-01-01 00:00:00+00';
+SELECT taskq.submit('direct plain', queue => 'regress_direct_q') AS defaulted_id \gset
+SELECT aged_at FROM taskq.jobs WHERE id = :defaulted_id;
+ROLLBACK;
+
+-- A savepoint rolled back takes its job with it; the next submit is fine.
+BEGIN;
+SAVEPOINT s;
+SELECT taskq.submit('direct plain', queue => 'regress_direct_sp') > 0 AS submitted;
+ROLLBACK TO SAVEPOINT s;
+SELECT taskq.submit('direct plain', queue => 'regress_direct_sp') > 0 AS submitted;
+SELECT count(*) AS sp_jobs, (SELECT count(*) FROM taskq.job_logs l JOIN taskq.jobs j ON j.id = l.job_id
+                             WHERE j.queue = 'regress_direct_sp') AS sp_logs
+  FROM taskq.jobs WHERE queue = 'regress_direct_sp';
+ROLLBACK;
 
 -- A handler registered earlier in the same transaction is seen.
 BEGIN;

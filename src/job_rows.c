@@ -15,8 +15,10 @@
  * What the SQL path gets from the table is repeated here: submit.c has
  * checked every value the CHECK constraints check, and the defaults below
  * are those of CREATE TABLE.  Where the tables are not as this file knows
- * them (another column, another INSERT trigger, a generated column), it
- * declines and the caller takes the SQL path.
+ * them (another column, type, default or constraint, another INSERT
+ * trigger, a rule, forced row security, another owner), it declines and
+ * the caller takes the SQL path: this file checks them once per backend
+ * and again after any invalidation of those tables.
  */
 #include "postgres.h"
 
@@ -29,13 +31,16 @@
 #include "access/xact.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_enum.h"
+#include "catalog/pg_type.h"
 #include "catalog/pg_trigger.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "nodes/primnodes.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -48,6 +53,30 @@
 
 #include "taskq.h"
 
+/* a column's type: a built-in one, or one of taskq's enums */
+#define PRIORITY_TYPE ((Oid) 1)
+#define STATUS_TYPE ((Oid) 2)
+
+/* a column's default, as CREATE TABLE gives it */
+typedef enum ColumnDefault
+{
+	NO_DEFAULT,
+	IDENTITY,					/* GENERATED ALWAYS AS IDENTITY */
+	ZERO,						/* DEFAULT 0 */
+	FALSE_,						/* DEFAULT false */
+	NOW,						/* DEFAULT now() */
+	CLOCK						/* DEFAULT clock_timestamp() */
+} ColumnDefault;
+
+/* What this file expects of a column: anything else and it declines. */
+typedef struct Column
+{
+	const char *name;
+	Oid			type;
+	bool		not_null;
+	ColumnDefault default_;
+} Column;
+
 /* taskq.jobs' columns, all of them */
 enum
 {
@@ -58,12 +87,43 @@ enum
 	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, N_JOB_COLUMNS
 };
 
-static const char *const job_columns[N_JOB_COLUMNS] = {
-	"id", "queue", "job_type", "priority", "effective_priority", "status", "payload",
-	"result", "last_error", "attempts", "max_attempts", "backoff", "timeout",
-	"cpu_units", "memory_mb", "run_at", "idempotency_key", "owner", "worker",
-	"lease_expires_at", "unfinished_parents", "in_database", "aged_at", "created_at",
-	"started_at", "finished_at", "updated_at"
+static const Column job_columns[N_JOB_COLUMNS] = {
+	{"id", INT8OID, true, IDENTITY},
+	{"queue", TEXTOID, true, NO_DEFAULT},
+	{"job_type", TEXTOID, true, NO_DEFAULT},
+	{"priority", PRIORITY_TYPE, true, NO_DEFAULT},
+	{"effective_priority", PRIORITY_TYPE, true, NO_DEFAULT},
+	{"status", STATUS_TYPE, true, NO_DEFAULT},
+	{"payload", JSONBOID, true, NO_DEFAULT},
+	{"result", JSONBOID, false, NO_DEFAULT},
+	{"last_error", TEXTOID, false, NO_DEFAULT},
+	{"attempts", INT4OID, true, ZERO},
+	{"max_attempts", INT4OID, true, NO_DEFAULT},
+	{"backoff", INTERVALOID, true, NO_DEFAULT},
+	{"timeout", INTERVALOID, false, NO_DEFAULT},
+	{"cpu_units", INT4OID, true, NO_DEFAULT},
+	{"memory_mb", INT4OID, true, NO_DEFAULT},
+	{"run_at", TIMESTAMPTZOID, true, NO_DEFAULT},
+	{"idempotency_key", TEXTOID, false, NO_DEFAULT},
+	{"owner", REGROLEOID, true, NO_DEFAULT},
+	{"worker", TEXTOID, false, NO_DEFAULT},
+	{"lease_expires_at", TIMESTAMPTZOID, false, NO_DEFAULT},
+	{"unfinished_parents", INT4OID, true, ZERO},
+	{"in_database", BOOLOID, true, FALSE_},
+	{"aged_at", TIMESTAMPTZOID, false, NO_DEFAULT},
+	{"created_at", TIMESTAMPTZOID, true, NOW},
+	{"started_at", TIMESTAMPTZOID, false, NO_DEFAULT},
+	{"finished_at", TIMESTAMPTZOID, false, NO_DEFAULT},
+	{"updated_at", TIMESTAMPTZOID, true, NOW}
+};
+
+/*
+ * The CHECK constraints of taskq.jobs, which submit.c's checks cover (with
+ * their own messages); any other constraint and this file declines.
+ */
+static const char *const job_checks[] = {
+	"jobs_max_attempts_check", "jobs_timeout_check", "jobs_cpu_units_check",
+	"jobs_memory_mb_check"
 };
 
 /* taskq.job_logs' columns, all of them */
@@ -73,12 +133,20 @@ enum
 	N_LOG_COLUMNS
 };
 
-static const char *const log_columns[N_LOG_COLUMNS] = {
-	"id", "job_id", "logged_at", "status", "attempt", "message", "error", "details"
+static const Column log_columns[N_LOG_COLUMNS] = {
+	{"id", INT8OID, true, IDENTITY},
+	{"job_id", INT8OID, true, NO_DEFAULT},
+	{"logged_at", TIMESTAMPTZOID, true, CLOCK},
+	{"status", STATUS_TYPE, true, NO_DEFAULT},
+	{"attempt", INT4OID, true, NO_DEFAULT},
+	{"message", TEXTOID, true, NO_DEFAULT},
+	{"error", TEXTOID, false, NO_DEFAULT},
+	{"details", JSONBOID, false, NO_DEFAULT}
 };
 
-/* the only INSERT trigger taskq.jobs has; what it does is done here */
+/* the only INSERT trigger taskq.jobs has, and its function; what it does is done here */
 #define JOBS_INSERT_TRIGGER "jobs_note_pending_insert"
+#define JOBS_INSERT_TRIGGER_FUNCTION "_note_pending"
 
 /*
  * What this backend knows of the tables, found once per install; any
@@ -93,8 +161,10 @@ typedef struct JobTables
 	Oid			owner;			/* of both: the role that may write them so */
 	Oid			queues;
 	Oid			queues_key;		/* primary key index on name */
+	Oid			queues_key_collation;
 	Oid			handlers;
 	Oid			handlers_key;	/* primary key index on job_type */
+	Oid			handlers_key_collation;
 	Oid			jobs_sequence;	/* identity of jobs.id */
 	Oid			logs_sequence;
 	Oid			pending;		/* enum value 'pending' of taskq.job_status */
@@ -103,9 +173,7 @@ typedef struct JobTables
 	AttrNumber	queue_name;
 	AttrNumber	queue_default_timeout;
 	AttrNumber	queue_default_max_attempts;
-	Oid			queue_name_collation;
 	AttrNumber	handler_job_type;
-	Oid			handler_job_type_collation;
 } JobTables;
 
 static JobTables tables;
@@ -139,23 +207,99 @@ column(Relation rel, const char *name)
 	return InvalidAttrNumber;
 }
 
-/* Does rel have exactly these columns, no generated one, and no dropped one? */
+/* Is the default of column att (of desc) the expression expected? */
 static bool
-columns_are(Relation rel, const char *const *names, int n, AttrNumber *atts)
+default_is(TupleDesc desc, AttrNumber att, ColumnDefault expected)
+{
+	Node	   *expr = NULL;
+
+	for (int i = 0; desc->constr != NULL && i < desc->constr->num_defval; i++)
+		if (desc->constr->defval[i].adnum == att)
+			expr = stringToNode(desc->constr->defval[i].adbin);
+	if (expr == NULL)
+		return false;
+	switch (expected)
+	{
+		case ZERO:
+			return IsA(expr, Const) && ((Const *) expr)->consttype == INT4OID &&
+				!((Const *) expr)->constisnull && DatumGetInt32(((Const *) expr)->constvalue) == 0;
+		case FALSE_:
+			return IsA(expr, Const) && ((Const *) expr)->consttype == BOOLOID &&
+				!((Const *) expr)->constisnull && !DatumGetBool(((Const *) expr)->constvalue);
+		case NOW:
+			return IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcid == F_NOW;
+		case CLOCK:
+			return IsA(expr, FuncExpr) && ((FuncExpr *) expr)->funcid == F_CLOCK_TIMESTAMP;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Does rel have exactly these columns (their types, NOT NULL and defaults),
+ * and nothing an INSERT would compute that this file does not: no dropped
+ * or generated column, no other default?  types: taskq's enum types.
+ */
+static bool
+columns_are(Relation rel, const Column *columns, int n, const Oid *types, AttrNumber *atts)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
+	int			defaults = 0;
 
 	if (desc->natts != n || (desc->constr && desc->constr->has_generated_stored))
 		return false;
 	for (int i = 0; i < n; i++)
-		if ((atts[i] = column(rel, names[i])) == InvalidAttrNumber)
+	{
+		const Column *c = &columns[i];
+		Form_pg_attribute att;
+		Oid			type = c->type == PRIORITY_TYPE || c->type == STATUS_TYPE ?
+			types[c->type - 1] : c->type;
+
+		if ((atts[i] = column(rel, c->name)) == InvalidAttrNumber)
 			return false;
+		att = TupleDescAttr(desc, atts[i] - 1);
+		if (att->atttypid != type || att->atttypmod != -1 || att->attnotnull != c->not_null ||
+			(att->attidentity == ATTRIBUTE_IDENTITY_ALWAYS) != (c->default_ == IDENTITY) ||
+			att->atthasdef != (c->default_ > IDENTITY))
+			return false;
+		if (c->default_ > IDENTITY)
+		{
+			if (!default_is(desc, atts[i], c->default_))
+				return false;
+			defaults++;
+		}
+	}
+	return desc->constr == NULL ? defaults == 0 : desc->constr->num_defval == defaults;
+}
+
+/* Are rel's CHECK constraints exactly these (none when n is 0)? */
+static bool
+checks_are(Relation rel, const char *const *names, int n)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+	int			found = constr == NULL ? 0 : constr->num_check;
+
+	if (found != n)
+		return false;
+	for (int i = 0; i < found; i++)
+	{
+		bool		known = false;
+
+		for (int k = 0; k < n; k++)
+			known |= strcmp(constr->check[i].ccname, names[k]) == 0;
+		if (!known)
+			return false;
+	}
 	return true;
 }
 
-/* Are rel's INSERT triggers exactly the one named allowed (or none when NULL)? */
+/*
+ * Are rel's INSERT triggers exactly the one named allowed, a BEFORE row
+ * trigger of taskq's function allowed_function (or none when NULL)?
+ */
 static bool
-insert_triggers_are(Relation rel, const char *allowed)
+insert_triggers_are(Relation rel, const char *allowed, const char *allowed_function,
+					Oid schema)
 {
 	TriggerDesc *trigdesc = rel->trigdesc;
 	int			found = 0;
@@ -163,21 +307,51 @@ insert_triggers_are(Relation rel, const char *allowed)
 	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
 	{
 		Trigger    *t = &trigdesc->triggers[i];
+		char	   *function;
 
 		if (!TRIGGER_FOR_INSERT(t->tgtype))
 			continue;
-		if (allowed == NULL || strcmp(t->tgname, allowed) != 0)
+		if (allowed == NULL || strcmp(t->tgname, allowed) != 0 ||
+			t->tgtype != (TRIGGER_TYPE_ROW | TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_INSERT) ||
+			get_func_namespace(t->tgfoid) != schema)
+			return false;
+		function = get_func_name(t->tgfoid);
+		if (function == NULL || strcmp(function, allowed_function) != 0)
 			return false;
 		found++;
 	}
 	return found == (allowed == NULL ? 0 : 1);
 }
 
-/* An ordinary table whose owner may insert into it (no forced row security). */
+/*
+ * An ordinary table, no partition, without rules, whose owner may insert
+ * into it (no forced row security).
+ */
 static bool
 plain_table(Relation rel)
 {
-	return rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relforcerowsecurity;
+	return rel->rd_rel->relkind == RELKIND_RELATION && !rel->rd_rel->relispartition &&
+		rel->rd_rules == NULL && !rel->rd_rel->relforcerowsecurity;
+}
+
+/*
+ * Is index key_index a one-column index on column key of its table?  Its
+ * collation, which the scan keys must use, in *collation.
+ */
+static bool
+key_index_on(Oid key_index, AttrNumber key, Oid *collation)
+{
+	Relation	index;
+	bool		ok;
+
+	if (!OidIsValid(key_index) || key == InvalidAttrNumber)
+		return false;
+	index = index_open(key_index, AccessShareLock);
+	ok = index->rd_index->indnkeyatts == 1 && index->rd_index->indkey.values[0] == key &&
+		index->rd_rel->relam == BTREE_AM_OID;
+	*collation = index->rd_indcollation[0];
+	index_close(index, AccessShareLock);
+	return ok;
 }
 
 /* Look the tables up and check them; tables.usable says whether they will do. */
@@ -189,7 +363,7 @@ know_tables(void)
 				logs,
 				queues,
 				handlers;
-	Oid			status_type;
+	Oid			enum_types[2];
 	uint64		invalidations_before;
 
 	if (!callback_registered)
@@ -212,43 +386,45 @@ know_tables(void)
 	queues = table_open(tables.queues, AccessShareLock);
 	handlers = table_open(tables.handlers, AccessShareLock);
 
+	enum_types[PRIORITY_TYPE - 1] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+													CStringGetDatum("priority"),
+													ObjectIdGetDatum(schema));
+	enum_types[STATUS_TYPE - 1] = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+												  CStringGetDatum("job_status"),
+												  ObjectIdGetDatum(schema));
 	tables.owner = jobs->rd_rel->relowner;
 	tables.usable =
 		plain_table(jobs) && plain_table(logs) && logs->rd_rel->relowner == tables.owner &&
-		columns_are(jobs, job_columns, N_JOB_COLUMNS, tables.job_att) &&
-		columns_are(logs, log_columns, N_LOG_COLUMNS, tables.log_att) &&
-		insert_triggers_are(jobs, JOBS_INSERT_TRIGGER) &&
-		insert_triggers_are(logs, NULL);
+		columns_are(jobs, job_columns, N_JOB_COLUMNS, enum_types, tables.job_att) &&
+		columns_are(logs, log_columns, N_LOG_COLUMNS, enum_types, tables.log_att) &&
+		checks_are(jobs, job_checks, lengthof(job_checks)) && checks_are(logs, NULL, 0) &&
+		insert_triggers_are(jobs, JOBS_INSERT_TRIGGER, JOBS_INSERT_TRIGGER_FUNCTION, schema) &&
+		insert_triggers_are(logs, NULL, NULL, schema);
 	if (tables.usable)
 	{
-		tables.queues_key = RelationGetPrimaryKeyIndex(queues);
-		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers);
 		tables.queue_name = column(queues, "name");
 		tables.queue_default_timeout = column(queues, "default_timeout");
 		tables.queue_default_max_attempts = column(queues, "default_max_attempts");
 		tables.handler_job_type = column(handlers, "job_type");
+		tables.queues_key = RelationGetPrimaryKeyIndex(queues);
+		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers);
 		tables.jobs_sequence = getIdentitySequence(tables.jobs,
 												   tables.job_att[J_ID], true);
 		tables.logs_sequence = getIdentitySequence(tables.logs,
 												   tables.log_att[L_ID], true);
-		tables.usable = OidIsValid(tables.queues_key) && OidIsValid(tables.handlers_key) &&
-			tables.queue_name != InvalidAttrNumber &&
+		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+										 ObjectIdGetDatum(enum_types[STATUS_TYPE - 1]),
+										 CStringGetDatum("pending"));
+		tables.usable =
+			key_index_on(tables.queues_key, tables.queue_name, &tables.queues_key_collation) &&
+			key_index_on(tables.handlers_key, tables.handler_job_type,
+						 &tables.handlers_key_collation) &&
 			tables.queue_default_timeout != InvalidAttrNumber &&
 			tables.queue_default_max_attempts != InvalidAttrNumber &&
-			tables.handler_job_type != InvalidAttrNumber &&
-			OidIsValid(tables.jobs_sequence) && OidIsValid(tables.logs_sequence);
-	}
-	if (tables.usable)
-	{
-		tables.queue_name_collation =
-			TupleDescAttr(RelationGetDescr(queues), tables.queue_name - 1)->attcollation;
-		tables.handler_job_type_collation =
-			TupleDescAttr(RelationGetDescr(handlers), tables.handler_job_type - 1)->attcollation;
-		status_type = TupleDescAttr(RelationGetDescr(jobs), tables.job_att[J_STATUS] - 1)->atttypid;
-		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-										 ObjectIdGetDatum(status_type),
-										 CStringGetDatum("pending"));
-		tables.usable = OidIsValid(tables.pending);
+			TupleDescAttr(RelationGetDescr(queues), tables.queue_default_timeout - 1)->atttypid == INTERVALOID &&
+			TupleDescAttr(RelationGetDescr(queues), tables.queue_default_max_attempts - 1)->atttypid == INT4OID &&
+			OidIsValid(tables.jobs_sequence) && OidIsValid(tables.logs_sequence) &&
+			OidIsValid(tables.pending);
 	}
 
 	table_close(handlers, AccessShareLock);
@@ -296,10 +472,12 @@ static void
 insert_into(Relation rel, Datum *values, bool *nulls)
 {
 	EState	   *estate = CreateExecutorState();
+	MemoryContext caller = MemoryContextSwitchTo(estate->es_query_cxt);
 	ResultRelInfo *rri = makeNode(ResultRelInfo);
 	TupleTableSlot *slot;
 	List	   *recheck;
 
+	/* all of it in the EState's memory, freed with it */
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
@@ -315,6 +493,7 @@ insert_into(Relation rel, Datum *values, bool *nulls)
 
 	ExecCloseIndices(rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
+	MemoryContextSwitchTo(caller);
 	FreeExecutorState(estate);
 }
 
@@ -359,6 +538,12 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 	/* the SQL path raises the errors of a read-only transaction */
 	if (XactReadOnly || IsInParallelMode())
 		return false;
+
+	/*
+	 * What SPI does before a statement that writes: make this transaction's
+	 * writes visible, and take in its own DDL's invalidations.
+	 */
+	CommandCounterIncrement();
 	if (!tables.known)
 		know_tables();
 	/* anyone else would have the SQL path check their privileges */
@@ -388,17 +573,15 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 		return false;
 	}
 
-	/* what SPI does before a statement that writes: see this transaction's writes */
-	CommandCounterIncrement();
 	snapshot = RegisterSnapshot(GetTransactionSnapshot());
 
 	queue_wants[0] = tables.queue_default_max_attempts;
 	queue_wants[1] = tables.queue_default_timeout;
 	queue_found = find_by_key(queues, tables.queues_key, tables.queue_name,
-							  tables.queue_name_collation, job->queue, snapshot,
+							  tables.queues_key_collation, job->queue, snapshot,
 							  queue_wants, 2, queue_values, queue_nulls);
 	*in_database = find_by_key(handlers, tables.handlers_key, tables.handler_job_type,
-							   tables.handler_job_type_collation, job->job_type, snapshot,
+							   tables.handlers_key_collation, job->job_type, snapshot,
 							   NULL, 0, NULL, NULL);
 	UnregisterSnapshot(snapshot);
 	table_close(handlers, NoLock);
@@ -457,6 +640,8 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 	insert_into(logs, log_values, log_nulls);
 	table_close(logs, NoLock);
 	table_close(jobs, NoLock);
+	/* and what SPI does after it: later commands see the rows */
+	CommandCounterIncrement();
 
 	taskq_note_pending_key(tables.jobs, *in_database, DatumGetObjectId(job->priority),
 						   run_at, *id);

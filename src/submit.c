@@ -434,8 +434,6 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	bool		in_database = false;
 	int64		id = 0;
 
-	PreventCommandIfReadOnly("taskq.submit");
-	PreventCommandIfParallelMode("taskq.submit");
 	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
 	check_job(args);
 	if (!args[ARG_DEPENDS_ON].isnull)
@@ -449,18 +447,22 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	if (as_owner)
 		SetUserIdAndSecContext(function_owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* also for job_rows.c: index predicates are evaluated as the owner */
+	PushOverrideSearchPath(&catalog_only);
 	if (args[ARG_IDEMPOTENCY_KEY].isnull && !has_parents)
 	{
+		/* (a keyed submit may only find its job: it can run read-only) */
+		PreventCommandIfReadOnly(as_owner ? "taskq.submit" : "taskq.submit_many");
 		lock_job_type_shared(args[ARG_JOB_TYPE].value);
 		created = insert_plain(args, &id, &in_database);
 		if (created)
 		{
+			PopOverrideSearchPath();
 			SetUserIdAndSecContext(save_userid, save_sec_context);
 			announce(args, id, 0, in_database);
 			return id;
 		}
 	}
-	PushOverrideSearchPath(&catalog_only);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "taskq: SPI_connect failed");
 	prepare_plans(priority_type);
