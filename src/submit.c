@@ -9,7 +9,8 @@
  * call: the statements run as the function's owner, planned once per session
  * (generic plans, kept) under a search_path of pg_catalog alone, so objects
  * a caller plants in its own schemas can never capture them.  Parent checks,
- * which need taskq's locking rules, stay in SQL (taskq._check_parents).
+ * which need taskq's locking rules, stay in SQL (taskq._check_parents).  A
+ * job without parents or key skips SQL altogether: job_rows.c writes its rows.
  *
  * Also taskq._plain_batch, which lets submit_many skip its per-job checks in
  * SQL for a batch of plain jobs.
