@@ -31,6 +31,14 @@ INSERT INTO cases VALUES
  (4, $$SELECT taskq.submit('direct handled', queue => 'regress_direct_other', priority => 'low')$$),
  (5, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_other', run_at => NULL)$$),
  (6, $$SELECT taskq.submit('direct plain', queue => 'regress_direct_unknown', max_attempts => 9)$$);
+-- submit_many writes a plain batch without SQL too (one job per line here).
+CREATE TEMP TABLE batch AS SELECT $$[
+    {"job_type": "direct plain", "queue": "regress_direct_q"},
+    {"job_type": "direct full", "queue": "regress_direct_other", "priority": "high",
+     "payload": {"k": [1, 2]}},
+    {"job_type": "direct handled", "queue": "regress_direct_q", "priority": "low"},
+    {"job_type": "direct plain", "queue": "regress_direct_nowhere", "payload": {}},
+    {"job_type": "direct plain", "queue": "regress_direct_q"}]$$::jsonb AS jobs;
 CREATE FUNCTION pg_temp.run(stmt text) RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE id bigint;
 BEGIN
@@ -44,6 +52,8 @@ $$;
 SET track_functions = 'all';
 BEGIN;
 CREATE TEMP TABLE direct AS SELECT n, pg_temp.run(stmt) AS id, now() AS submitted FROM cases;
+CREATE TEMP TABLE direct_batch AS
+    SELECT row_number() OVER () AS n, id FROM taskq.submit_many((SELECT jobs FROM batch)) AS id;
 SELECT coalesce(pg_stat_get_xact_function_calls('taskq._note_pending'::regproc), 0)
        AS note_pending_trigger_calls;
 COMMIT;
@@ -59,6 +69,8 @@ CREATE TRIGGER regress_direct_seen BEFORE INSERT ON taskq.jobs
     FOR EACH ROW EXECUTE FUNCTION public.regress_direct_seen();
 BEGIN;
 CREATE TEMP TABLE through_sql AS SELECT n, pg_temp.run(stmt) AS id FROM cases;
+CREATE TEMP TABLE through_sql_batch AS
+    SELECT row_number() OVER () AS n, id FROM taskq.submit_many((SELECT jobs FROM batch)) AS id;
 SELECT coalesce(pg_stat_get_xact_function_calls('taskq._note_pending'::regproc), 0)
        AS note_pending_trigger_calls;
 COMMIT;
@@ -69,6 +81,12 @@ SELECT n, pg_temp.job_shape(d.id) = pg_temp.job_shape(s.id) AS same_job,
        pg_temp.log_shape(d.id) = pg_temp.log_shape(s.id) AS same_log,
        d.id <> s.id AS new_ids
   FROM direct d JOIN through_sql s USING (n) ORDER BY n;
+SELECT n, pg_temp.job_shape(d.id) = pg_temp.job_shape(s.id) AS same_job,
+       pg_temp.log_shape(d.id) = pg_temp.log_shape(s.id) AS same_log
+  FROM direct_batch d JOIN through_sql_batch s USING (n) ORDER BY n;
+SELECT n, pg_temp.job_shape(id) AS batch_job FROM direct_batch ORDER BY n;
+SELECT (SELECT array_agg(id ORDER BY n) FROM direct_batch)
+       = (SELECT array_agg(id ORDER BY id) FROM direct_batch) AS ids_in_input_order;
 SELECT n, pg_temp.job_shape(id) AS job FROM direct ORDER BY n;
 SELECT n, pg_temp.log_shape(id) AS log FROM direct ORDER BY n;
 SELECT n, j.created_at = d.submitted AND j.updated_at = d.submitted AS stamped_now,

@@ -171,6 +171,10 @@ CREATE FUNCTION taskq._request_cancel(job_id bigint, worker text) RETURNS boolea
 -- Jobs of submit_many that need no per-job check (submit.c)
 CREATE FUNCTION taskq._plain_batch(jobs jsonb) RETURNS boolean
     AS 'MODULE_PATHNAME', 'taskq_plain_batch' LANGUAGE C IMMUTABLE STRICT;
+-- The jobs of a plain batch written without SQL (src/job_rows.c), or NULL
+-- when that declines; for submit_many only (no grant: it trusts its caller).
+CREATE FUNCTION taskq._insert_plain_batch(jobs jsonb, owner regrole) RETURNS bigint[]
+    AS 'MODULE_PATHNAME', 'taskq_insert_plain_batch' LANGUAGE C VOLATILE STRICT;
 
 CREATE FUNCTION taskq._max_cpu_units() RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_max_cpu_units_sql' LANGUAGE C STABLE;
@@ -477,6 +481,7 @@ DECLARE
     default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
                                          interval '1 second');
     ids bigint[] := '{}';
+    plain boolean;
     spec jsonb;
     n integer := 0;
     deps bigint[];
@@ -494,7 +499,8 @@ BEGIN
     -- Fast path: a batch of independent, valid jobs is inserted set-wise.
     -- Anything else (dependencies, idempotency keys, an invalid job) goes
     -- job by job below, which also raises the precise error.
-    IF taskq._plain_batch(jobs) OR NOT EXISTS (
+    plain := taskq._plain_batch(jobs);
+    IF plain OR NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(jobs) e
         WHERE jsonb_typeof(e) <> 'object'
            OR e ?| ARRAY['after', 'depends_on', 'idempotency_key']
@@ -514,6 +520,13 @@ BEGIN
            OR NOT isfinite((e->>'run_at')::timestamptz)) THEN
         PERFORM taskq._lock_job_type(t, false)
            FROM (SELECT DISTINCT e->>'job_type' AS t FROM jsonb_array_elements(jobs) e ORDER BY 1) s;
+        IF plain THEN
+            ids := taskq._insert_plain_batch(jobs, me);
+            IF ids IS NOT NULL THEN
+                RETURN QUERY SELECT unnest(ids);
+                RETURN;
+            END IF;
+        END IF;
         RETURN QUERY
         WITH spec AS (
             -- (casts inside coalesce: a key that is absent costs none)

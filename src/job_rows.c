@@ -41,12 +41,15 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/primnodes.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -168,6 +171,7 @@ typedef struct JobTables
 	Oid			jobs_sequence;	/* identity of jobs.id */
 	Oid			logs_sequence;
 	Oid			pending;		/* enum value 'pending' of taskq.job_status */
+	Oid			priority_type;	/* taskq.priority */
 	AttrNumber	job_att[N_JOB_COLUMNS];
 	AttrNumber	log_att[N_LOG_COLUMNS];
 	AttrNumber	queue_name;
@@ -412,6 +416,7 @@ know_tables(void)
 												   tables.job_att[J_ID], true);
 		tables.logs_sequence = getIdentitySequence(tables.logs,
 												   tables.log_att[L_ID], true);
+		tables.priority_type = enum_types[PRIORITY_TYPE - 1];
 		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 										 ObjectIdGetDatum(enum_types[STATUS_TYPE - 1]),
 										 CStringGetDatum("pending"));
@@ -467,73 +472,61 @@ find_by_key(Relation rel, Oid key_index, AttrNumber key_column, Oid collation, D
 	return found;
 }
 
-/* Insert one row into rel and its indexes, as an INSERT would without triggers. */
-static void
-insert_into(Relation rel, Datum *values, bool *nulls)
+/*
+ * The tables opened, locked and checked for one statement's jobs, with what
+ * inserting into them needs; all of it in estate's memory but the snapshot.
+ */
+typedef struct JobWriter
 {
-	EState	   *estate = CreateExecutorState();
-	MemoryContext caller = MemoryContextSwitchTo(estate->es_query_cxt);
-	ResultRelInfo *rri = makeNode(ResultRelInfo);
-	TupleTableSlot *slot;
-	List	   *recheck;
+	Relation	jobs;
+	Relation	logs;
+	Relation	queues;
+	Relation	handlers;
+	Snapshot	snapshot;		/* the lookups', one for the statement */
+	EState	   *estate;
+	ResultRelInfo *job_rri;
+	ResultRelInfo *log_rri;
+	TupleTableSlot *job_slot;
+	TupleTableSlot *log_slot;
+} JobWriter;
 
-	/* all of it in the EState's memory, freed with it */
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
-	ExecOpenIndices(rri, false);
-	slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(rel), &TTSOpsVirtual);
-	ExecClearTuple(slot);
-	memcpy(slot->tts_values, values, sizeof(Datum) * RelationGetDescr(rel)->natts);
-	memcpy(slot->tts_isnull, nulls, sizeof(bool) * RelationGetDescr(rel)->natts);
-	ExecStoreVirtualTuple(slot);
+/* a queue's defaults, as taskq.queues has them (or not: found false) */
+typedef struct QueueDefaults
+{
+	bool		found;
+	NullableDatum max_attempts;
+	NullableDatum timeout;
+} QueueDefaults;
 
-	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	/* no deferred unique index, no exclusion constraint: nothing to recheck */
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-	list_free(recheck);
-
-	ExecCloseIndices(rri);
-	ExecResetTupleTable(estate->es_tupleTable, false);
-	MemoryContextSwitchTo(caller);
-	FreeExecutorState(estate);
+static void
+close_tables(JobWriter *w)
+{
+	table_close(w->handlers, NoLock);
+	table_close(w->queues, NoLock);
+	table_close(w->logs, NoLock);
+	table_close(w->jobs, NoLock);
 }
 
-/* taskq.backoff_base as current_setting('taskq.backoff_base', true)::interval gives it */
-static Datum
-default_backoff(void)
+static ResultRelInfo *
+open_for_insert(JobWriter *w, Relation rel, TupleTableSlot **slot)
 {
-	const char *setting = GetConfigOptionByName("taskq.backoff_base", NULL, true);
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
 
-	if (setting == NULL)
-		setting = "1 second";
-	return DirectFunctionCall3(interval_in, CStringGetDatum(setting),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	ExecOpenIndices(rri, false);
+	*slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(rel), &TTSOpsVirtual);
+	return rri;
 }
 
 /*
- * Insert job, a pending job without parents or idempotency key, and its
- * first log row.  False, with nothing written, when the tables are not as
- * this file knows them; the caller then takes the SQL path.
+ * Open, lock and check the tables.  False, with nothing written, when they
+ * are not as this file knows them (or this is not the owner, or the
+ * transaction cannot write): the caller then takes the SQL path.
  */
-bool
-taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
+static bool
+begin_writing(JobWriter *w)
 {
-	AttrNumber	queue_wants[2];
-	Datum		queue_values[2];
-	bool		queue_nulls[2];
-	Datum		job_values[N_JOB_COLUMNS];
-	bool		job_nulls[N_JOB_COLUMNS];
-	Datum		log_values[N_LOG_COLUMNS];
-	bool		log_nulls[N_LOG_COLUMNS];
-	Datum		max_attempts = Int32GetDatum(3);
-	NullableDatum timeout = job->timeout;
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	TimestampTz run_at;
-	Snapshot	snapshot;
-	Relation	jobs,
-				logs,
-				queues,
-				handlers;
-	bool		queue_found;
+	MemoryContext caller;
 
 	/* the SQL path raises the errors of a read-only transaction */
 	if (XactReadOnly || IsInParallelMode())
@@ -555,55 +548,125 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 	 * tables still holds: taking a lock takes in the invalidations of DDL
 	 * that committed meanwhile (CREATE TRIGGER, ALTER TABLE).
 	 */
-	jobs = table_open(tables.jobs, RowExclusiveLock);
-	logs = table_open(tables.logs, RowExclusiveLock);
-	queues = table_open(tables.queues, AccessShareLock);
-	handlers = table_open(tables.handlers, AccessShareLock);
+	w->jobs = table_open(tables.jobs, RowExclusiveLock);
+	w->logs = table_open(tables.logs, RowExclusiveLock);
+	w->queues = table_open(tables.queues, AccessShareLock);
+	w->handlers = table_open(tables.handlers, AccessShareLock);
 	if (!tables.known)
 		know_tables();
 	if (!tables.usable || GetUserId() != tables.owner ||
-		RelationGetRelid(jobs) != tables.jobs || RelationGetRelid(logs) != tables.logs ||
-		RelationGetRelid(queues) != tables.queues ||
-		RelationGetRelid(handlers) != tables.handlers)
+		RelationGetRelid(w->jobs) != tables.jobs || RelationGetRelid(w->logs) != tables.logs ||
+		RelationGetRelid(w->queues) != tables.queues ||
+		RelationGetRelid(w->handlers) != tables.handlers)
 	{
-		table_close(handlers, NoLock);
-		table_close(queues, NoLock);
-		table_close(logs, NoLock);
-		table_close(jobs, NoLock);
+		close_tables(w);
 		return false;
 	}
 
-	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	w->snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	w->estate = CreateExecutorState();
+	caller = MemoryContextSwitchTo(w->estate->es_query_cxt);
+	w->job_rri = open_for_insert(w, w->jobs, &w->job_slot);
+	w->log_rri = open_for_insert(w, w->logs, &w->log_slot);
+	MemoryContextSwitchTo(caller);
+	return true;
+}
 
-	queue_wants[0] = tables.queue_default_max_attempts;
-	queue_wants[1] = tables.queue_default_timeout;
-	queue_found = find_by_key(queues, tables.queues_key, tables.queue_name,
-							  tables.queues_key_collation, job->queue, snapshot,
-							  queue_wants, 2, queue_values, queue_nulls);
-	*in_database = find_by_key(handlers, tables.handlers_key, tables.handler_job_type,
-							   tables.handlers_key_collation, job->job_type, snapshot,
-							   NULL, 0, NULL, NULL);
-	UnregisterSnapshot(snapshot);
-	table_close(handlers, NoLock);
-	table_close(queues, NoLock);
+static void
+end_writing(JobWriter *w)
+{
+	ExecCloseIndices(w->log_rri);
+	ExecCloseIndices(w->job_rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	UnregisterSnapshot(w->snapshot);
+	close_tables(w);
+	/* and what SPI does after a statement: later commands see the rows */
+	CommandCounterIncrement();
+}
+
+/* The defaults of queue (text), copied into the current memory context. */
+static void
+look_up_queue(JobWriter *w, Datum queue, QueueDefaults *defaults)
+{
+	AttrNumber	want[2] = {tables.queue_default_max_attempts, tables.queue_default_timeout};
+	Datum		values[2];
+	bool		nulls[2];
+
+	defaults->found = find_by_key(w->queues, tables.queues_key, tables.queue_name,
+								  tables.queues_key_collation, queue, w->snapshot,
+								  want, 2, values, nulls);
+	defaults->max_attempts.value = values[0];
+	defaults->max_attempts.isnull = !defaults->found || nulls[0];
+	defaults->timeout.value = values[1];
+	defaults->timeout.isnull = !defaults->found || nulls[1];
+}
+
+/* Has job_type (text) a handler, so that the executors run its jobs? */
+static bool
+has_handler(JobWriter *w, Datum job_type)
+{
+	return find_by_key(w->handlers, tables.handlers_key, tables.handler_job_type,
+					   tables.handlers_key_collation, job_type, w->snapshot, NULL, 0,
+					   NULL, NULL);
+}
+
+/* Insert one row and its index entries, as an INSERT would without triggers. */
+static void
+insert_row(JobWriter *w, ResultRelInfo *rri, TupleTableSlot *slot, Datum *values, bool *nulls)
+{
+	int			natts = RelationGetDescr(rri->ri_RelationDesc)->natts;
+	List	   *recheck;
+
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * natts);
+	ExecStoreVirtualTuple(slot);
+	table_tuple_insert(rri->ri_RelationDesc, slot, GetCurrentCommandId(true), 0, NULL);
+	/* no deferred unique index, no exclusion constraint: nothing to recheck */
+	recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, false, NULL, NIL);
+	list_free(recheck);
+	ResetPerTupleExprContext(w->estate);
+}
+
+/* taskq.backoff_base as current_setting('taskq.backoff_base', true)::interval gives it */
+static Datum
+default_backoff(void)
+{
+	const char *setting = GetConfigOptionByName("taskq.backoff_base", NULL, true);
+
+	if (setting == NULL)
+		setting = "1 second";
+	return DirectFunctionCall3(interval_in, CStringGetDatum(setting),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/* Write job, pending, and its first log row; its id. */
+static int64
+write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
+		  bool in_database)
+{
+	Datum		job_values[N_JOB_COLUMNS];
+	bool		job_nulls[N_JOB_COLUMNS];
+	Datum		log_values[N_LOG_COLUMNS];
+	bool		log_nulls[N_LOG_COLUMNS];
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
+	NullableDatum timeout = job->timeout.isnull ? defaults->timeout : job->timeout;
+	Datum		max_attempts = Int32GetDatum(3);
+	int64		id;
 
 	if (!job->max_attempts.isnull)
 		max_attempts = job->max_attempts.value;
-	else if (queue_found && !queue_nulls[0])
-		max_attempts = queue_values[0];
-	if (timeout.isnull && queue_found && !queue_nulls[1])
-	{
-		timeout.value = queue_values[1];
-		timeout.isnull = false;
-	}
-	run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
+	else if (!defaults->max_attempts.isnull)
+		max_attempts = defaults->max_attempts.value;
 
 	memset(job_nulls, true, sizeof(job_nulls));
 #define SET_JOB(col, datum) \
 	(job_values[tables.job_att[col] - 1] = (datum), job_nulls[tables.job_att[col] - 1] = false)
 	/* as the identity columns' defaults call it: no permission check */
-	*id = nextval_internal(tables.jobs_sequence, false);
-	SET_JOB(J_ID, Int64GetDatum(*id));
+	id = nextval_internal(tables.jobs_sequence, false);
+	SET_JOB(J_ID, Int64GetDatum(id));
 	SET_JOB(J_QUEUE, job->queue);
 	SET_JOB(J_JOB_TYPE, job->job_type);
 	SET_JOB(J_PRIORITY, job->priority);
@@ -620,7 +683,7 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 	SET_JOB(J_RUN_AT, TimestampTzGetDatum(run_at));
 	SET_JOB(J_OWNER, ObjectIdGetDatum(job->owner));
 	SET_JOB(J_UNFINISHED_PARENTS, Int32GetDatum(0));
-	SET_JOB(J_IN_DATABASE, BoolGetDatum(*in_database));
+	SET_JOB(J_IN_DATABASE, BoolGetDatum(in_database));
 	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB
@@ -629,21 +692,212 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 #define SET_LOG(col, datum) \
 	(log_values[tables.log_att[col] - 1] = (datum), log_nulls[tables.log_att[col] - 1] = false)
 	SET_LOG(L_ID, Int64GetDatum(nextval_internal(tables.logs_sequence, false)));
-	SET_LOG(L_JOB_ID, Int64GetDatum(*id));
+	SET_LOG(L_JOB_ID, Int64GetDatum(id));
 	SET_LOG(L_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
 	SET_LOG(L_STATUS, ObjectIdGetDatum(tables.pending));
 	SET_LOG(L_ATTEMPT, Int32GetDatum(0));
 	SET_LOG(L_MESSAGE, CStringGetTextDatum("submitted"));
 #undef SET_LOG
 
-	insert_into(jobs, job_values, job_nulls);
-	insert_into(logs, log_values, log_nulls);
-	table_close(logs, NoLock);
-	table_close(jobs, NoLock);
-	/* and what SPI does after it: later commands see the rows */
-	CommandCounterIncrement();
+	insert_row(w, w->job_rri, w->job_slot, job_values, job_nulls);
+	insert_row(w, w->log_rri, w->log_slot, log_values, log_nulls);
+	taskq_note_pending_key(tables.jobs, in_database, DatumGetObjectId(job->priority),
+						   run_at, id);
+	return id;
+}
 
-	taskq_note_pending_key(tables.jobs, *in_database, DatumGetObjectId(job->priority),
-						   run_at, *id);
+/*
+ * Insert job, a pending job without parents or idempotency key, and its
+ * first log row.  False, with nothing written, when the tables are not as
+ * this file knows them; the caller then takes the SQL path.
+ */
+bool
+taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
+{
+	JobWriter	w;
+	QueueDefaults defaults;
+
+	if (!begin_writing(&w))
+		return false;
+	look_up_queue(&w, job->queue, &defaults);
+	*in_database = has_handler(&w, job->job_type);
+	*id = write_job(&w, job, &defaults, *in_database);
+	end_writing(&w);
 	return true;
+}
+
+/* what a batch has looked up already: a queue's defaults, a job type's
+ * handler, a priority's enum value */
+typedef struct Known
+{
+	char	   *name;
+	QueueDefaults defaults;
+	bool		in_database;
+	Datum		priority;
+} Known;
+
+/* name's entry in known[0..*n-1], added (by the caller) when missing: *added */
+static Known *
+find_known(Known *known, int *n, const char *name, bool *added)
+{
+	for (int i = 0; i < *n; i++)
+		if (strcmp(known[i].name, name) == 0)
+		{
+			*added = false;
+			return &known[i];
+		}
+	known[*n].name = pstrdup(name);
+	*added = true;
+	return &known[(*n)++];
+}
+
+/* one field of a plain batch's job: a string, as _plain_batch checked */
+static char *
+string_of(JsonbValue *v)
+{
+	if (v->type != jbvString)
+		elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static bool
+key_is(JsonbValue *key, const char *name)
+{
+	return key->val.string.len == strlen(name) &&
+		memcmp(key->val.string.val, name, key->val.string.len) == 0;
+}
+
+/*
+ * taskq._insert_plain_batch(jobs jsonb, owner regrole) → bigint[]: the jobs
+ * of a batch taskq._plain_batch accepted (objects of at most job_type,
+ * queue, payload and priority), inserted in order for owner, published, the
+ * executors woken for them at commit; their ids, or NULL (nothing written)
+ * when this file declines.  For submit_many, which has checked the batch
+ * and locked its job types.
+ */
+PG_FUNCTION_INFO_V1(taskq_insert_plain_batch);
+Datum
+taskq_insert_plain_batch(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
+	Oid			owner = PG_GETARG_OID(1);
+	int			n;
+	Datum	   *ids;
+	Known	   *queues,
+			   *types,
+			   *priorities;
+	int			n_queues = 0,
+				n_types = 0,
+				n_priorities = 0,
+				n_ids = 0;
+	Datum		backoff;
+	Datum		empty_payload;
+	bool		publishing = taskq_publishing_now("pending");
+	bool		wake = false;
+	JobWriter	w;
+	JsonbIterator *it;
+	JsonbValue	element;
+	JsonbIteratorToken token;
+	MemoryContext row_cxt;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
+		elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not an array");
+	if (!begin_writing(&w))
+		PG_RETURN_NULL();
+	n = Max(JB_ROOT_COUNT(jobs), 1);
+	ids = palloc(sizeof(Datum) * n);
+	queues = palloc(sizeof(Known) * n);
+	types = palloc(sizeof(Known) * n);
+	priorities = palloc(sizeof(Known) * n);
+	backoff = default_backoff();
+	empty_payload = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	row_cxt = AllocSetContextCreate(caller, "taskq batch row", ALLOCSET_DEFAULT_SIZES);
+
+	it = JsonbIteratorInit(&jobs->root);
+	while ((token = JsonbIteratorNext(&it, &element, true)) != WJB_DONE)
+	{
+		TaskqPlainJob job;
+		char	   *job_type = NULL;
+		char	   *queue = "default";
+		char	   *priority = "normal";
+		JsonbIterator *fields;
+		JsonbValue	key;
+		JsonbValue	value;
+		Known	   *q,
+				   *t,
+				   *p;
+		bool		added;
+
+		if (token != WJB_ELEM)
+			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
+		if (element.type != jbvBinary || !JsonContainerIsObject(element.val.binary.data))
+			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+
+		/* the job, in the row's memory */
+		MemoryContextSwitchTo(row_cxt);
+		job.payload = empty_payload;
+		fields = JsonbIteratorInit(element.val.binary.data);
+		while ((token = JsonbIteratorNext(&fields, &key, true)) != WJB_DONE)
+		{
+			if (token != WJB_KEY)
+				continue;		/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
+			if (JsonbIteratorNext(&fields, &value, true) != WJB_VALUE)
+				elog(ERROR, "taskq: malformed jsonb object");
+			if (key_is(&key, "job_type"))
+				job_type = string_of(&value);
+			else if (key_is(&key, "queue"))
+				queue = string_of(&value);
+			else if (key_is(&key, "priority"))
+				priority = string_of(&value);
+			else if (key_is(&key, "payload") && value.type == jbvBinary &&
+					 JsonContainerIsObject(value.val.binary.data))
+				job.payload = JsonbPGetDatum(JsonbValueToJsonb(&value));
+			else
+				elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+		}
+		if (job_type == NULL)
+			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+		job.queue = CStringGetTextDatum(queue);
+		job.job_type = CStringGetTextDatum(job_type);
+
+		/* what earlier jobs of the batch looked up, or look it up once */
+		MemoryContextSwitchTo(caller);
+		p = find_known(priorities, &n_priorities, priority, &added);
+		if (added)
+			p->priority = DirectFunctionCall2(enum_in, CStringGetDatum(priority),
+											  ObjectIdGetDatum(tables.priority_type));
+		q = find_known(queues, &n_queues, queue, &added);
+		if (added)
+			look_up_queue(&w, job.queue, &q->defaults);
+		t = find_known(types, &n_types, job_type, &added);
+		if (added)
+			t->in_database = has_handler(&w, job.job_type);
+
+		job.priority = p->priority;
+		job.max_attempts.isnull = true;
+		job.backoff.value = backoff;
+		job.backoff.isnull = false;
+		job.timeout.isnull = true;
+		job.cpu_units = Int32GetDatum(1);
+		job.memory_mb = Int32GetDatum(0);
+		job.run_at.isnull = true;
+		job.owner = owner;
+
+		MemoryContextSwitchTo(row_cxt);
+		ids[n_ids] = Int64GetDatum(write_job(&w, &job, &q->defaults, t->in_database));
+		if (publishing)
+			taskq_publish_transition(DatumGetInt64(ids[n_ids]), "pending", queue, job_type, 0,
+									 t->in_database);
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(row_cxt);
+		wake |= t->in_database;
+		n_ids++;
+	}
+	end_writing(&w);
+	MemoryContextDelete(row_cxt);
+	if (wake)
+		taskq_wake_at_commit();
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n_ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE));
 }
