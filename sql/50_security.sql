@@ -95,7 +95,7 @@ SELECT p.proname, pg_temp.try(format('SELECT taskq.%I(%s)', p.proname,
             FROM unnest(p.proargtypes) t))) AS error
 FROM pg_proc p
 WHERE p.pronamespace = 'taskq'::regnamespace AND p.prokind = 'f'
-  AND p.proname IN ('_claim', '_insert_job', '_succeed', '_succeeded', '_complete_batch', '_fail',
+  AND p.proname IN ('_claim', '_insert_job', '_insert_plain_batch', '_succeed', '_succeeded', '_complete_batch', '_fail',
                     '_emit', '_cancel_job', '_release_dependents', '_lock_job', '_held_job',
                     '_recover', '_purge_finished', '_age_priorities', '_request_cancel',
                     '_wake_on_commit', '_require_admin', '_check_parents')
@@ -112,6 +112,16 @@ GRANT EXECUTE ON FUNCTION taskq._insert_job(text, jsonb, taskq.priority, text, b
 SET ROLE taskq_alice;
 SELECT pg_temp.try($$SELECT taskq._insert_job('security', '{}', 'normal', 'regress_security',
     '{}', now(), NULL, NULL, 1, 0, NULL, NULL, 'taskq_boss')$$) AS as_boss;
+RESET ROLE;
+ROLLBACK;
+
+-- taskq._insert_plain_batch writes only as the tables' owner: EXECUTE on it
+-- alone writes nothing (NULL: submit_many would take the SQL path).
+BEGIN;
+GRANT EXECUTE ON FUNCTION taskq._insert_plain_batch(jsonb, regrole) TO taskq_alice;
+SET ROLE taskq_alice;
+SELECT taskq._insert_plain_batch('[{"job_type": "security", "queue": "regress_security"}]',
+                                 'taskq_boss') AS as_boss;
 RESET ROLE;
 ROLLBACK;
 

@@ -726,8 +726,14 @@ taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)
 	return true;
 }
 
-/* what a batch has looked up already: a queue's defaults, a job type's
- * handler, a priority's enum value */
+/*
+ * What a batch has looked up already: a queue's defaults, a job type's
+ * handler, a priority's enum value.  A batch names a few of each; past
+ * KNOWN_MAX the others are looked up for every job, as the SQL did, so that
+ * a batch of a million queues costs a million probes, not a search each.
+ */
+#define KNOWN_MAX 32
+
 typedef struct Known
 {
 	char	   *name;
@@ -736,19 +742,31 @@ typedef struct Known
 	Datum		priority;
 } Known;
 
-/* name's entry in known[0..*n-1], added (by the caller) when missing: *added */
-static Known *
-find_known(Known *known, int *n, const char *name, bool *added)
+typedef struct KnownSet
 {
-	for (int i = 0; i < *n; i++)
-		if (strcmp(known[i].name, name) == 0)
+	int			n;
+	Known		entries[KNOWN_MAX];
+	Known		spare;			/* for a name that did not fit */
+} KnownSet;
+
+/*
+ * name's entry in set; when missing, a new one (*added) for the caller to
+ * fill: remembered if there is room, else the spare.
+ */
+static Known *
+find_known(KnownSet *set, const char *name, bool *added)
+{
+	for (int i = 0; i < set->n; i++)
+		if (strcmp(set->entries[i].name, name) == 0)
 		{
 			*added = false;
-			return &known[i];
+			return &set->entries[i];
 		}
-	known[*n].name = pstrdup(name);
 	*added = true;
-	return &known[(*n)++];
+	if (set->n == KNOWN_MAX)
+		return &set->spare;
+	set->entries[set->n].name = pstrdup(name);
+	return &set->entries[set->n++];
 }
 
 /* one field of a plain batch's job: a string, as _plain_batch checked */
@@ -781,15 +799,12 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
 	Oid			owner = PG_GETARG_OID(1);
-	int			n;
-	Datum	   *ids;
-	Known	   *queues,
-			   *types,
-			   *priorities;
-	int			n_queues = 0,
-				n_types = 0,
-				n_priorities = 0,
-				n_ids = 0;
+	int64	   *ids;
+	Datum	   *id_datums;
+	KnownSet   *queues = palloc0(sizeof(KnownSet));
+	KnownSet   *types = palloc0(sizeof(KnownSet));
+	KnownSet   *priorities = palloc0(sizeof(KnownSet));
+	int			n_ids = 0;
 	Datum		backoff;
 	Datum		empty_payload;
 	bool		publishing = taskq_publishing_now("pending");
@@ -805,11 +820,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not an array");
 	if (!begin_writing(&w))
 		PG_RETURN_NULL();
-	n = Max(JB_ROOT_COUNT(jobs), 1);
-	ids = palloc(sizeof(Datum) * n);
-	queues = palloc(sizeof(Known) * n);
-	types = palloc(sizeof(Known) * n);
-	priorities = palloc(sizeof(Known) * n);
+	ids = palloc(sizeof(int64) * Max(JB_ROOT_COUNT(jobs), 1));
 	backoff = default_backoff();
 	empty_payload = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	row_cxt = AllocSetContextCreate(caller, "taskq batch row", ALLOCSET_DEFAULT_SIZES);
@@ -831,6 +842,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 
 		if (token != WJB_ELEM)
 			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
+		CHECK_FOR_INTERRUPTS();
 		if (element.type != jbvBinary || !JsonContainerIsObject(element.val.binary.data))
 			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
 
@@ -863,14 +875,19 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 
 		/* what earlier jobs of the batch looked up, or look it up once */
 		MemoryContextSwitchTo(caller);
-		p = find_known(priorities, &n_priorities, priority, &added);
+		p = find_known(priorities, priority, &added);
 		if (added)
 			p->priority = DirectFunctionCall2(enum_in, CStringGetDatum(priority),
 											  ObjectIdGetDatum(tables.priority_type));
-		q = find_known(queues, &n_queues, queue, &added);
+		q = find_known(queues, queue, &added);
 		if (added)
+		{
+			/* a remembered queue's defaults outlive the row, the spare's do not */
+			MemoryContextSwitchTo(q == &queues->spare ? row_cxt : caller);
 			look_up_queue(&w, job.queue, &q->defaults);
-		t = find_known(types, &n_types, job_type, &added);
+			MemoryContextSwitchTo(caller);
+		}
+		t = find_known(types, job_type, &added);
 		if (added)
 			t->in_database = has_handler(&w, job.job_type);
 
@@ -885,10 +902,9 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		job.owner = owner;
 
 		MemoryContextSwitchTo(row_cxt);
-		ids[n_ids] = Int64GetDatum(write_job(&w, &job, &q->defaults, t->in_database));
+		ids[n_ids] = write_job(&w, &job, &q->defaults, t->in_database);
 		if (publishing)
-			taskq_publish_transition(DatumGetInt64(ids[n_ids]), "pending", queue, job_type, 0,
-									 t->in_database);
+			taskq_publish_transition(ids[n_ids], "pending", queue, job_type, 0, t->in_database);
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(row_cxt);
 		wake |= t->in_database;
@@ -898,6 +914,9 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 	MemoryContextDelete(row_cxt);
 	if (wake)
 		taskq_wake_at_commit();
-	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n_ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
-										  TYPALIGN_DOUBLE));
+	id_datums = palloc(sizeof(Datum) * Max(n_ids, 1));
+	for (int i = 0; i < n_ids; i++)
+		id_datums[i] = Int64GetDatum(ids[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(id_datums, n_ids, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
