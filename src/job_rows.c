@@ -1,7 +1,8 @@
 /*
  * job_rows.c
- *		A plain job's row and its first log row, written straight into the
- *		heap and the indexes of taskq.jobs and taskq.job_logs.
+ *		Plain jobs' rows and their first log rows, written straight into the
+ *		heap and the indexes of taskq.jobs and taskq.job_logs, for
+ *		taskq.submit and for submit_many's plain batches.
  *
  * taskq.submit of a job without parents or idempotency key is what every
  * producer calls, once per job.  Through SPI its INSERT cost more than the
@@ -769,20 +770,13 @@ find_known(KnownSet *set, const char *name, bool *added)
 	return &set->entries[set->n++];
 }
 
-/* one field of a plain batch's job: a string, as _plain_batch checked */
+/* a string field read by taskq_read_plain_job, or dflt when absent */
 static char *
-string_of(JsonbValue *v)
+string_or(JsonbValue *v, const char *dflt)
 {
-	if (v->type != jbvString)
-		elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+	if (v->type == jbvNull)
+		return pstrdup(dflt);
 	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
-static bool
-key_is(JsonbValue *key, const char *name)
-{
-	return key->val.string.len == strlen(name) &&
-		memcmp(key->val.string.val, name, key->val.string.len) == 0;
 }
 
 /*
@@ -829,12 +823,10 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 	while ((token = JsonbIteratorNext(&it, &element, true)) != WJB_DONE)
 	{
 		TaskqPlainJob job;
-		char	   *job_type = NULL;
-		char	   *queue = "default";
-		char	   *priority = "normal";
-		JsonbIterator *fields;
-		JsonbValue	key;
-		JsonbValue	value;
+		TaskqPlainFields fields;
+		char	   *job_type;
+		char	   *queue;
+		char	   *priority;
 		Known	   *q,
 				   *t,
 				   *p;
@@ -843,33 +835,17 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		if (token != WJB_ELEM)
 			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
 		CHECK_FOR_INTERRUPTS();
-		if (element.type != jbvBinary || !JsonContainerIsObject(element.val.binary.data))
-			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
 
 		/* the job, in the row's memory */
 		MemoryContextSwitchTo(row_cxt);
-		job.payload = empty_payload;
-		fields = JsonbIteratorInit(element.val.binary.data);
-		while ((token = JsonbIteratorNext(&fields, &key, true)) != WJB_DONE)
-		{
-			if (token != WJB_KEY)
-				continue;		/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
-			if (JsonbIteratorNext(&fields, &value, true) != WJB_VALUE)
-				elog(ERROR, "taskq: malformed jsonb object");
-			if (key_is(&key, "job_type"))
-				job_type = string_of(&value);
-			else if (key_is(&key, "queue"))
-				queue = string_of(&value);
-			else if (key_is(&key, "priority"))
-				priority = string_of(&value);
-			else if (key_is(&key, "payload") && value.type == jbvBinary &&
-					 JsonContainerIsObject(value.val.binary.data))
-				job.payload = JsonbPGetDatum(JsonbValueToJsonb(&value));
-			else
-				elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
-		}
-		if (job_type == NULL)
+		if (element.type != jbvBinary || !JsonContainerIsObject(element.val.binary.data) ||
+			!taskq_read_plain_job(element.val.binary.data, &fields))
 			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
+		job_type = pnstrdup(fields.job_type.val.string.val, fields.job_type.val.string.len);
+		queue = string_or(&fields.queue, "default");
+		priority = string_or(&fields.priority, "normal");
+		job.payload = fields.payload.type == jbvNull ? empty_payload :
+			JsonbPGetDatum(JsonbValueToJsonb(&fields.payload));
 		job.queue = CStringGetTextDatum(queue);
 		job.job_type = CStringGetTextDatum(job_type);
 

@@ -417,53 +417,16 @@ announce(NullableDatum *args, int64 id, int32 unfinished, bool in_database)
 }
 
 /*
- * Insert the job of args; as the owner of the function called (fcinfo) when
- * as_owner, as SECURITY DEFINER would, else as the current user.  On error
- * the (sub)transaction's abort restores the user and pops the path.
+ * Insert the job of args through SQL (SPI); its id.  Locks the job type
+ * unless lock_type is false (the caller holds it).  *created: false when a
+ * live job with its idempotency key was found instead.
  */
 static int64
-insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
+insert_with_sql(NullableDatum *args, Oid priority_type, bool has_parents, bool lock_type,
+				int32 *unfinished, bool *created, bool *in_database)
 {
-	OverrideSearchPath catalog_only = {NIL, true, false, 0};
-	Oid			function_owner;
-	Oid			priority_type;
-	Oid			save_userid;
-	int			save_sec_context;
-	bool		has_parents = false;
-	int32		unfinished = 0;
-	bool		created = false;
-	bool		in_database = false;
 	int64		id = 0;
 
-	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
-	check_job(args);
-	if (!args[ARG_DEPENDS_ON].isnull)
-	{
-		ArrayType  *parents = DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value);
-
-		has_parents = ArrayGetNItems(ARR_NDIM(parents), ARR_DIMS(parents)) > 0;
-	}
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	if (as_owner)
-		SetUserIdAndSecContext(function_owner,
-							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	/* also for job_rows.c: index predicates are evaluated as the owner */
-	PushOverrideSearchPath(&catalog_only);
-	if (args[ARG_IDEMPOTENCY_KEY].isnull && !has_parents)
-	{
-		/* (a keyed submit may only find its job: it can run read-only) */
-		PreventCommandIfReadOnly(as_owner ? "taskq.submit" : "taskq.submit_many");
-		lock_job_type_shared(args[ARG_JOB_TYPE].value);
-		created = insert_plain(args, &id, &in_database);
-		if (created)
-		{
-			PopOverrideSearchPath();
-			SetUserIdAndSecContext(save_userid, save_sec_context);
-			announce(args, id, 0, in_database);
-			return id;
-		}
-	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "taskq: SPI_connect failed");
 	prepare_plans(priority_type);
@@ -481,13 +444,14 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 
 			/* checks, locks and counts the parents, or raises the error */
 			run_plan(check_parents_plan, parent_args, NULL, 1, &count, &isnull);
-			unfinished = DatumGetInt32(count);
+			*unfinished = DatumGetInt32(count);
 		}
-		lock_job_type_shared(args[ARG_JOB_TYPE].value);
-		id = insert_row(args, unfinished, &in_database);
-		created = id != 0;
+		if (lock_type)
+			lock_job_type_shared(args[ARG_JOB_TYPE].value);
+		id = insert_row(args, *unfinished, in_database);
+		*created = id != 0;
 		/* lost the race to a concurrent submit with the same key */
-		if (!created)
+		if (!*created)
 			id = find_live_key(args[ARG_OWNER].value, args[ARG_IDEMPOTENCY_KEY].value);
 		if (id == 0)
 			ereport(ERROR,
@@ -495,7 +459,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 					 errmsg("could not submit the job: the job holding its idempotency key finished meanwhile"),
 					 errhint("Submit it again.")));
 	}
-	if (created && has_parents)
+	if (*created && has_parents)
 	{
 		Datum		edge_args[] = {Int64GetDatum(id), args[ARG_DEPENDS_ON].value};
 		int			rc = SPI_execute_plan(insert_edges_plan, edge_args, NULL, false, 0);
@@ -504,6 +468,56 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 			elog(ERROR, "taskq: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
 	}
 	SPI_finish();
+	return id;
+}
+
+/*
+ * Insert the job of args; as the owner of the function called (fcinfo) when
+ * as_owner, as SECURITY DEFINER would, else as the current user.  On error
+ * the (sub)transaction's abort restores the user and pops the path.
+ */
+static int64
+insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
+{
+	OverrideSearchPath catalog_only = {NIL, true, false, 0};
+	Oid			function_owner;
+	Oid			priority_type;
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		has_parents = false;
+	bool		plain;
+	int32		unfinished = 0;
+	bool		created = false;
+	bool		in_database = false;
+	int64		id = 0;
+
+	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
+	check_job(args);
+	if (!args[ARG_DEPENDS_ON].isnull)
+	{
+		ArrayType  *parents = DatumGetArrayTypeP(args[ARG_DEPENDS_ON].value);
+
+		has_parents = ArrayGetNItems(ARR_NDIM(parents), ARR_DIMS(parents)) > 0;
+	}
+	/* no parents, no key: job_rows.c writes it, unless it declines */
+	plain = !has_parents && args[ARG_IDEMPOTENCY_KEY].isnull;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	if (as_owner)
+		SetUserIdAndSecContext(function_owner,
+							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* also for job_rows.c: index predicates are evaluated as the owner */
+	PushOverrideSearchPath(&catalog_only);
+	if (plain)
+	{
+		/* (a keyed submit may only find its job: it can run read-only) */
+		PreventCommandIfReadOnly(as_owner ? "taskq.submit" : "taskq.submit_many");
+		lock_job_type_shared(args[ARG_JOB_TYPE].value);
+		created = insert_plain(args, &id, &in_database);
+	}
+	if (!created)
+		id = insert_with_sql(args, priority_type, has_parents, !plain, &unfinished, &created,
+							 &in_database);
 	PopOverrideSearchPath();
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
@@ -565,16 +579,24 @@ key_is(JsonbValue *key, const char *name)
 		memcmp(key->val.string.val, name, key->val.string.len) == 0;
 }
 
-/* a job of submit_many with at most job_type, queue, payload and priority */
-static bool
-is_plain_job(JsonbContainer *job)
+/*
+ * Read a plain job of submit_many: an object of at most job_type, queue,
+ * payload and priority, with a good job_type and queue, an object payload
+ * and a string priority.  Its fields into *fields (absent ones jbvNull);
+ * false when it is not plain.  job_rows.c writes what this accepts.
+ */
+bool
+taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
 {
 	JsonbIterator *it = JsonbIteratorInit(job);
 	JsonbValue	key;
 	JsonbValue	value;
 	JsonbIteratorToken token;
-	bool		has_job_type = false;
 
+	fields->job_type.type = jbvNull;
+	fields->queue.type = jbvNull;
+	fields->payload.type = jbvNull;
+	fields->priority.type = jbvNull;
 	/* skipNested: a nested object or array comes whole, as jbvBinary */
 	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
 	{
@@ -582,31 +604,19 @@ is_plain_job(JsonbContainer *job)
 			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
 		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
 			return false;
-		if (key_is(&key, "job_type"))
-		{
-			if (!is_good_name(&value))
-				return false;
-			has_job_type = true;
-		}
-		else if (key_is(&key, "queue"))
-		{
-			if (!is_good_name(&value))
-				return false;
-		}
-		else if (key_is(&key, "payload"))
-		{
-			if (value.type != jbvBinary || !JsonContainerIsObject(value.val.binary.data))
-				return false;
-		}
-		else if (key_is(&key, "priority"))
-		{
-			if (value.type != jbvString)
-				return false;
-		}
+		if (key_is(&key, "job_type") && is_good_name(&value))
+			fields->job_type = value;
+		else if (key_is(&key, "queue") && is_good_name(&value))
+			fields->queue = value;
+		else if (key_is(&key, "payload") && value.type == jbvBinary &&
+				 JsonContainerIsObject(value.val.binary.data))
+			fields->payload = value;
+		else if (key_is(&key, "priority") && value.type == jbvString)
+			fields->priority = value;
 		else
 			return false;
 	}
-	return has_job_type;
+	return fields->job_type.type != jbvNull;
 }
 
 /*
@@ -624,6 +634,7 @@ taskq_plain_batch(PG_FUNCTION_ARGS)
 	JsonbIterator *it;
 	JsonbValue	job;
 	JsonbIteratorToken token;
+	TaskqPlainFields fields;
 
 	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
 		PG_RETURN_BOOL(false);
@@ -633,7 +644,7 @@ taskq_plain_batch(PG_FUNCTION_ARGS)
 		if (token != WJB_ELEM)
 			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
 		if (job.type != jbvBinary || !JsonContainerIsObject(job.val.binary.data) ||
-			!is_plain_job(job.val.binary.data))
+			!taskq_read_plain_job(job.val.binary.data, &fields))
 			PG_RETURN_BOOL(false);
 	}
 	PG_RETURN_BOOL(true);

@@ -10,6 +10,7 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #define TASKQ_MAX_EXECUTORS 64
@@ -135,6 +136,17 @@ typedef struct TaskqPlainJob
 } TaskqPlainJob;
 
 extern bool taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database);
+
+/* submit.c: the fields of a plain job of submit_many (absent ones jbvNull) */
+typedef struct TaskqPlainFields
+{
+	JsonbValue	job_type;		/* jbvString */
+	JsonbValue	queue;			/* jbvString */
+	JsonbValue	payload;		/* jbvBinary, an object */
+	JsonbValue	priority;		/* jbvString */
+} TaskqPlainFields;
+
+extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);
