@@ -520,45 +520,42 @@ class Bench:
                     p.kill()
         return n / (self._finish_time("e2e_ext", n) - t0)
 
+    def pgbench_drain(self, what, table, fill_sql, script, n, clients, batch, done_sql):
+        """Fill table with n rows (fill_sql, parameters payload and n), then
+        pgbench script drains them, batch rows per transaction; jobs/s."""
+        c = self.conn
+        c.execute(f"TRUNCATE {table}")
+        c.execute(fill_sql, (json.dumps(PAYLOAD), n))
+        c.execute(f"VACUUM ANALYZE {table.split(',')[0]}")
+        checkpoint(c)
+        tx = n // (clients * batch)
+        r = pgbench(self.s, "bench", script, clients, transactions=tx,
+                    defines={"batch": batch} if batch > 1 else None)
+        done = c.execute(done_sql).fetchone()[0]
+        if done != tx * clients * batch:
+            raise RuntimeError(f"{what}: {done} rows done, expected {tx * clients * batch}")
+        return r["tps"] * batch
+
     def raw_cycle(self, n, clients, batch=None):
         """pgbench draining n rows of the naive queue; jobs/s."""
-        c = self.conn
-        c.execute("TRUNCATE bench.raw_queue")
-        c.execute("INSERT INTO bench.raw_queue (payload) SELECT %s::jsonb FROM generate_series(1, %s)",
-                  (json.dumps(PAYLOAD), n))
-        c.execute("VACUUM ANALYZE bench.raw_queue")
-        checkpoint(c)
-        per_job = batch or 1
-        tx = n // (clients * per_job)
-        r = pgbench(self.s, "bench", "raw_cycle_batch.sql" if batch else "raw_cycle.sql",
-                    clients, transactions=tx, defines={"batch": batch} if batch else None)
-        done = c.execute("SELECT count(*) FROM bench.raw_queue WHERE status = 'done'").fetchone()[0]
-        if done != tx * clients * per_job:
-            raise RuntimeError(f"raw cycle: {done} rows done, expected {tx * clients * per_job}")
-        return r["tps"] * per_job
+        return self.pgbench_drain(
+            "raw cycle", "bench.raw_queue",
+            "INSERT INTO bench.raw_queue (payload) SELECT %s::jsonb FROM generate_series(1, %s)",
+            "raw_cycle_batch.sql" if batch else "raw_cycle.sql", n, clients, batch or 1,
+            "SELECT count(*) FROM bench.raw_queue WHERE status = 'done'")
 
     def same_writes_cycle(self, n, clients, batch):
         """pgbench writing what the executors write for n jobs (no handler, no
         NOTIFY), on copies of taskq's tables with their indexes; jobs/s."""
-        c = self.conn
-        c.execute("TRUNCATE bench.same_jobs, bench.same_logs")
-        c.execute("INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,"
-                  " status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner,"
-                  " in_database)"
-                  " SELECT 'e2e', 'bench_noop', 'normal', 'normal', 'pending', %s::jsonb, 3,"
-                  " '1 second', 1, 0, now(), 'postgres', true FROM generate_series(1, %s)",
-                  (json.dumps(PAYLOAD), n))
-        c.execute("VACUUM ANALYZE bench.same_jobs")
-        checkpoint(c)
-        tx = n // (clients * batch)
-        r = pgbench(self.s, "bench", "same_writes_cycle.sql", clients, transactions=tx,
-                    defines={"batch": batch})
-        done = c.execute("SELECT count(*) FROM bench.same_jobs WHERE status = 'succeeded'"
-                         ).fetchone()[0]
-        if done != tx * clients * batch:
-            raise RuntimeError(f"same-writes cycle: {done} rows succeeded, "
-                               f"expected {tx * clients * batch}")
-        return r["tps"] * batch
+        return self.pgbench_drain(
+            "same-writes cycle", "bench.same_jobs, bench.same_logs",
+            "INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,"
+            " status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner,"
+            " in_database)"
+            " SELECT 'e2e', 'bench_noop', 'normal', 'normal', 'pending', %s::jsonb, 3,"
+            " '1 second', 1, 0, now(), 'postgres', true FROM generate_series(1, %s)",
+            "same_writes_cycle.sql", n, clients, batch,
+            "SELECT count(*) FROM bench.same_jobs WHERE status = 'succeeded'")
 
     def end_to_end(self):
         cfg, n = self.cfg, self.cfg["e2e_jobs"]
