@@ -9,7 +9,8 @@ SET client_min_messages = warning;
 DROP ROLE IF EXISTS taskq_regress_worker;
 RESET client_min_messages;
 CREATE ROLE taskq_regress_worker IN ROLE taskq_worker;
--- a SECURITY DEFINER function of bob's that submits: the job is still the caller's
+-- a SECURITY DEFINER function of bob's that submits: the job is bob's, whose
+-- rights the function runs with (current_user), whoever calls it
 CREATE FUNCTION public.regress_sec_bob_submit() RETURNS bigint
     LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
     AS $$ SELECT taskq.submit('security', queue => 'regress_security_definer') $$;
@@ -131,7 +132,7 @@ WHERE p.pronamespace = 'taskq'::regnamespace AND p.prosecdef
   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
 
 -- alice's claim gets only her jobs; a taskq_worker member's claim gets anyone's,
--- though it sees no rows of taskq.jobs.
+-- though it may not read taskq.jobs nor cancel (it is not a taskq_user).
 SET ROLE taskq_alice;
 SELECT pg_temp.n(id) AS claimed FROM taskq.claim(ARRAY['regress_security'], 'alice worker', 10);
 SELECT taskq.complete(pg_temp.id('a1'), '{"by": "alice"}');

@@ -544,20 +544,36 @@ taskq_insert_job(PG_FUNCTION_ARGS)
 /*
  * taskq.submit(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff):
- * the job's owner is the caller (taskq._caller()).
+ * the job's owner is the caller (taskq._caller(), src/caller.c).
  */
 PG_FUNCTION_INFO_V1(taskq_submit);
 Datum
 taskq_submit(PG_FUNCTION_ARGS)
 {
 	NullableDatum args[N_ARGS];
+	Oid			function_owner;
+	Oid			priority_type;
+	TaskqActing acting;
+	volatile int64 id = 0;
 
 	if (PG_NARGS() != N_ARGS - 1)
 		elog(ERROR, "taskq: submit called with %d arguments", PG_NARGS());
 	memcpy(args, fcinfo->args, sizeof(NullableDatum) * (N_ARGS - 1));
 	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
 	args[ARG_OWNER].isnull = false;
-	PG_RETURN_INT64(insert_job(args, fcinfo, true));
+	/* the SQL it runs as the function's owner acts for the caller */
+	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
+	acting = taskq_start_acting(DatumGetObjectId(args[ARG_OWNER].value), function_owner);
+	PG_TRY();
+	{
+		id = insert_job(args, fcinfo, true);
+	}
+	PG_FINALLY();
+	{
+		taskq_stop_acting(acting);
+	}
+	PG_END_TRY();
+	PG_RETURN_INT64(id);
 }
 
 /*

@@ -442,25 +442,6 @@ taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes, int cursor_options
 	return plan;
 }
 
-/*
- * The role the session acts as: SET ROLE is honoured, SECURITY DEFINER is
- * not.  Inside a handler, the executor acts for the job's owner.
- */
-Oid
-taskq_caller_role(void)
-{
-	if (taskq_current_job != 0)
-		return taskq_current_owner;
-	return GetOuterUserId();
-}
-
-PG_FUNCTION_INFO_V1(taskq_caller);
-Datum
-taskq_caller(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_OID(taskq_caller_role());
-}
-
 void
 taskq_wake_at_commit(void)
 {

@@ -97,7 +97,6 @@ extern void taskq_wake_one_executor(void);
 extern void taskq_wake_capacity_waiters(void);
 extern bool taskq_take_wake_request(TaskqWorkerSlot *slot);
 extern bool taskq_extension_ready(void);
-extern Oid	taskq_caller_role(void);
 extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
 									 int cursor_options);
 extern void taskq_wake_at_commit(void);
@@ -198,5 +197,17 @@ extern Size taskq_listeners_size(void);
 extern void taskq_listeners_attach(void);
 extern void taskq_listeners_init(void);
 extern void taskq_listeners_utility(Node *stmt);
+
+/* caller.c */
+typedef struct TaskqActing
+{
+	Oid			caller;
+	Oid			runs_as;
+} TaskqActing;
+
+extern Oid	taskq_caller_role(void);
+extern TaskqActing taskq_start_acting(Oid caller, Oid runs_as);
+extern void taskq_stop_acting(TaskqActing previous);
+extern void taskq_check_handler_trusted(Oid handler);
 
 #endif							/* TASKQ_H */
