@@ -83,15 +83,16 @@ SELECT function_returns('taskq', 'submit_many', 'setof bigint', 'submit_many ret
 SELECT function_returns('taskq', 'claim', 'setof taskq.jobs', 'claim returns job rows');
 SELECT function_returns('taskq', 'wait', 'boolean', 'wait returns whether all finished');
 SELECT function_returns('taskq', 'complete_many', 'integer', 'complete_many returns how many it completed');
-SELECT ok(has_function_privilege('public', ('taskq.' || f)::regproc, 'EXECUTE'),
-          'PUBLIC may call taskq.' || f)
+SELECT ok(has_function_privilege('taskq_user', ('taskq.' || f)::regproc, 'EXECUTE')
+          AND NOT has_function_privilege('public', ('taskq.' || f)::regproc, 'EXECUTE'),
+          'taskq_user, not PUBLIC, may call taskq.' || f)
 FROM unnest(ARRAY['submit', 'submit_many', 'add_dependency', 'cancel', 'retry', 'claim',
                   'complete', 'complete_many', 'fail', 'heartbeat', 'wait']) f;
 
 ------------------------------------------------------------------------------
 -- Fixtures (rolled back with everything else)
 ------------------------------------------------------------------------------
-CREATE ROLE taskq_tap_user;
+CREATE ROLE taskq_tap_user IN ROLE taskq_user;
 CREATE FUNCTION pg_temp.tap_handler(payload jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT payload';
 CREATE FUNCTION pg_temp.tap_text_handler(payload text) RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';
 CREATE FUNCTION pg_temp.tap_definer_handler(payload jsonb) RETURNS jsonb

@@ -1,7 +1,6 @@
 -- pgTAP: hostile input and privilege, as unprivileged roles.  api.sql calls
 -- every public function badly as a superuser; here the same functions are
--- called by taskq_tap_mallory (a plain role: only what the extension grants
--- PUBLIC) and taskq_tap_wrk (a taskq_worker member), with bad values, huge
+-- called by taskq_tap_mallory (a plain taskq_user member) and taskq_tap_wrk (a taskq_worker member), with bad values, huge
 -- payloads and graphs, odd names and extreme times and intervals, and against
 -- the jobs of another plain role, taskq_tap_victim.  Every rejected call is
 -- checked twice: its exact SQLSTATE, and that nothing it could have written
@@ -21,9 +20,9 @@ SELECT plan(416);
 ------------------------------------------------------------------------------
 -- Fixtures (as the superuser running the file)
 ------------------------------------------------------------------------------
-CREATE ROLE taskq_tap_mallory LOGIN;   -- (pg_cron runs jobs only for LOGIN roles)
-CREATE ROLE taskq_tap_victim LOGIN;
-CREATE ROLE taskq_tap_wrk IN ROLE taskq_worker;
+CREATE ROLE taskq_tap_mallory LOGIN IN ROLE taskq_user;   -- (pg_cron runs jobs only for LOGIN roles)
+CREATE ROLE taskq_tap_victim LOGIN IN ROLE taskq_user;
+CREATE ROLE taskq_tap_wrk IN ROLE taskq_worker, taskq_user;
 SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron') AS has_cron \gset
 
 -- Everything a call could write, seen by the superuser (no row-level
@@ -454,8 +453,10 @@ SELECT pg_temp.rejects($$SET ROLE taskq_tap_victim$$, '42501', 'mallory: SET ROL
 RESET SESSION AUTHORIZATION;
 SET ROLE taskq_tap_mallory;
 SELECT lives_ok($$INSERT INTO tap_ids SELECT 'm_definer', pg_temp.victim_submit()$$, 'mallory: submit through the victim''s SECURITY DEFINER function');
-SELECT is((SELECT owner::text FROM taskq.jobs WHERE id = pg_temp.job('m_definer')), 'taskq_tap_mallory',
-          'mallory: ... the job is still hers, not the victim''s');
+RESET ROLE;
+SELECT is((SELECT owner::text FROM taskq.jobs WHERE id = pg_temp.job('m_definer')), 'taskq_tap_victim',
+          'mallory: ... the job is the victim''s, whose rights the function runs with');
+SET ROLE taskq_tap_mallory;
 SELECT lives_ok($$INSERT INTO tap_ids SELECT 'm_inside', taskq.submit('tap_inside', queue => 'tap_m')$$, 'mallory: submit a job type with a handler');
 SELECT is((SELECT owner::text || ' ' || in_database FROM taskq.jobs WHERE id = pg_temp.job('m_inside')), 'taskq_tap_mallory true',
           'mallory: ... an executor will run it as her');
