@@ -44,8 +44,8 @@ SELECT taskq.register_handler('note', 'note(jsonb)');
 
 CREATE TABLE secret (v int);
 INSERT INTO secret VALUES (42);
-CREATE ROLE alice LOGIN;
-CREATE ROLE bob LOGIN;
+CREATE ROLE alice LOGIN IN ROLE taskq_user;
+CREATE ROLE bob LOGIN IN ROLE taskq_user;
 GRANT SELECT ON secret TO bob;
 CREATE FUNCTION read_secret(payload jsonb) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_build_object('v', (SELECT v FROM secret), 'who', current_user::text)

@@ -22,8 +22,8 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 sql(q{
 CREATE EXTENSION taskq;
-CREATE ROLE alice LOGIN;
-CREATE ROLE bob LOGIN;
+CREATE ROLE alice LOGIN IN ROLE taskq_user;
+CREATE ROLE bob LOGIN IN ROLE taskq_user;
 CREATE TABLE secret (v int);
 INSERT INTO secret VALUES (42);
 GRANT SELECT ON secret TO alice;

@@ -18,7 +18,7 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 
 sql(q{
 CREATE EXTENSION taskq;
-CREATE ROLE mallory LOGIN;
+CREATE ROLE mallory LOGIN IN ROLE taskq_user;
 GRANT CREATE ON SCHEMA public TO mallory;
 CREATE TABLE fired (who text, superuser boolean, escalation text);
 GRANT INSERT ON fired TO PUBLIC;
