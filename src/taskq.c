@@ -212,6 +212,14 @@ define_gucs(void)
 							"Longest retry backoff delay.",
 							NULL, &taskq_backoff_max_s, 3600, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_payload_size",
+							"Largest payload a job may have; -1: no limit.",
+							NULL, &taskq_max_payload_size, 1024 * 1024, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_result_size",
+							"Largest result a job may have; -1: no limit.",
+							NULL, &taskq_max_result_size, 1024 * 1024, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("taskq");
 }
 

@@ -148,6 +148,12 @@ typedef struct TaskqPlainFields
 
 extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
+/* limits.c: how big a payload and a result may be */
+extern int	taskq_max_payload_size;
+extern int	taskq_max_result_size;
+extern void taskq_check_payload_size(Datum payload);
+extern void taskq_check_result_size(Datum result, int64 job_id);
+
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);
 
