@@ -895,7 +895,8 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(row_cxt);
 		ids[n_ids] = write_job(&w, &job, &q->defaults, t->in_database);
 		if (publishing)
-			taskq_publish_transition(ids[n_ids], "pending", queue, job_type, 0, t->in_database);
+			taskq_publish_transition(ids[n_ids], "pending", queue, job_type, 0, t->in_database,
+									 owner);
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(row_cxt);
 		wake |= t->in_database;

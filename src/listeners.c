@@ -2,17 +2,20 @@
  * listeners.c: taskq publishes on its channels only while a session may be
  * listening on them.
  *
- * taskq_jobs carries every transition; taskq_work carries only the name of
- * a queue that got claimable work, once per committing transaction, for
- * external workers that need nothing else.
+ * Channels come in two kinds (publish.c names them): taskq_jobs_* carry
+ * transitions, taskq_work_* the name of a queue that got claimable work,
+ * once per committing transaction, for external workers that need nothing
+ * else.  Each notification goes to a shared channel of its kind (admins',
+ * workers') and to the channel of its kind of the job's owner.
  *
  * Every notifying commit passes PostgreSQL's cluster-wide NOTIFY lock one at
  * a time, even when nobody listens: with 4 or more submitting clients that
  * lock, not the INSERTs, set the pace (bench/README.md).  So taskq counts the
- * sessions that ran LISTEN on each channel (taskq is preloaded: every backend
- * sees the statement), keeps a transaction's notifications until it commits,
- * and sends those of a channel at PRE_COMMIT only when its count is not
- * zero.  A session stays counted until it exits (UNLISTEN may roll back;
+ * sessions that ran LISTEN on a channel of each kind, by its prefix (taskq is
+ * preloaded: every backend sees the statement), keeps a transaction's
+ * notifications until it commits, and sends those of a kind at PRE_COMMIT
+ * only when its count is not zero.  Only then is the owner of a job looked
+ * up when the publisher did not know it.  A session stays counted until it exits (UNLISTEN may roll back;
  * counting too many only costs a NOTIFY).
  *
  * No listener misses a notification PostgreSQL owes it, one of a transaction
@@ -40,18 +43,19 @@
 
 #include "taskq.h"
 
-typedef enum TaskqChannel
-{
-	CHANNEL_JOBS,				/* taskq_jobs: every transition */
-	CHANNEL_WORK,				/* taskq_work: a queue got claimable work */
-	NUM_CHANNELS
-} TaskqChannel;
+typedef TaskqChannelKind TaskqChannel;
 
-static const char *const channel_names[NUM_CHANNELS] = {"taskq_jobs", "taskq_work"};
+#define CHANNEL_JOBS TASKQ_CHANNEL_JOBS
+#define CHANNEL_WORK TASKQ_CHANNEL_WORK
+#define NUM_CHANNELS NUM_TASKQ_CHANNELS
+
+static const char *const channel_prefixes[NUM_CHANNELS] = {
+	TASKQ_JOBS_CHANNEL_PREFIX, TASKQ_WORK_CHANNEL_PREFIX
+};
 
 typedef struct TaskqListeners
 {
-	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on it */
+	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on one */
 	/* by BackendId: bit 1 << channel, raised while a commit may drop its notifications */
 	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];
 } TaskqListeners;
@@ -63,6 +67,8 @@ static TaskqListeners *Listeners = NULL;
 typedef struct HeldNotification
 {
 	int			nest_level;
+	int64		job_id;			/* 0: about no one job */
+	Oid			owner;			/* InvalidOid: look up job_id's, if any */
 	char		payload[FLEXIBLE_ARRAY_MEMBER];
 } HeldNotification;
 
@@ -96,33 +102,45 @@ taskq_listeners_attach(void)
 	}
 }
 
+/*
+ * Send payload on the shared channel of its kind and on the channel of
+ * that kind of the job's owner (none when no job, or the job is gone).
+ */
 static void
-send_now(TaskqChannel channel, const char *payload)
+send_now(TaskqChannel channel, int64 job_id, Oid owner, const char *payload)
 {
-	Async_Notify(channel_names[channel], payload);
+	if (!OidIsValid(owner) && job_id != 0)
+		owner = taskq_job_owner(job_id);
+	Async_Notify(taskq_channel_name(channel, InvalidOid), payload);
+	if (OidIsValid(owner))
+		Async_Notify(taskq_channel_name(channel, owner), payload);
 	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 
 static bool
-is_held(TaskqChannel channel, const char *payload)
+is_held(TaskqChannel channel, Oid owner, const char *payload)
 {
 	ListCell   *lc;
 
 	foreach(lc, held[channel])
 	{
-		if (strcmp(((HeldNotification *) lfirst(lc))->payload, payload) == 0)
+		HeldNotification *n = lfirst(lc);
+
+		if (n->job_id == 0 && n->owner == owner && strcmp(n->payload, payload) == 0)
 			return true;
 	}
 	return false;
 }
 
 /*
- * Publish payload on channel when this transaction commits.  unique: not
- * when this transaction holds it already (a held one at a shallower
- * subtransaction outlives this one; one at the same level shares its fate).
+ * Publish payload when this transaction commits.  unique: not when this
+ * transaction holds it already for the same owner (a held one at a
+ * shallower subtransaction outlives this one; one at the same level shares
+ * its fate).  A notification about a job whose owner is not known yet is
+ * kept with its id.
  */
 static void
-hold(TaskqChannel channel, const char *payload, bool unique)
+hold(TaskqChannel channel, int64 job_id, Oid owner, const char *payload, bool unique)
 {
 	HeldNotification *n;
 	Size		len = strlen(payload) + 1;
@@ -130,35 +148,43 @@ hold(TaskqChannel channel, const char *payload, bool unique)
 
 	if (Listeners == NULL || MyBackendId == InvalidBackendId)
 	{
-		send_now(channel, payload);
+		send_now(channel, job_id, owner, payload);
 		return;
 	}
-	if (unique && is_held(channel, payload))
+	if (OidIsValid(owner))
+		job_id = 0;				/* its owner is all that is needed of it */
+	if (unique && job_id == 0 && is_held(channel, owner, payload))
 		return;
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	n = palloc(offsetof(HeldNotification, payload) + len);
 	n->nest_level = GetCurrentTransactionNestLevel();
+	n->job_id = job_id;
+	n->owner = owner;
 	memcpy(n->payload, payload, len);
 	held[channel] = lappend(held[channel], n);
 	MemoryContextSwitchTo(old);
 }
 
-/* Publish payload on taskq_jobs when this transaction commits. */
+/*
+ * Publish a transition of job job_id (owner InvalidOid: not known) when this
+ * transaction commits; job_id 0 with no owner: for admins only.
+ */
 void
-taskq_notify(const char *payload)
+taskq_notify(int64 job_id, Oid owner, const char *payload)
 {
-	hold(CHANNEL_JOBS, payload, false);
+	hold(CHANNEL_JOBS, job_id, owner, payload, false);
 }
 
 /*
- * Announce on taskq_work, when this transaction commits, that queue has
- * claimable work: once per transaction and queue, however many jobs
- * (PostgreSQL would fold the copies too; holding one spares an entry per job).
+ * Announce, when this transaction commits, that queue has claimable work:
+ * to external workers once per transaction and queue, however many jobs
+ * (PostgreSQL would fold the copies too; holding one spares an entry per
+ * job), and to the job's owner (or with job_id 0, to owner only, if valid).
  */
 void
-taskq_announce_work(const char *queue)
+taskq_announce_work(int64 job_id, Oid owner, const char *queue)
 {
-	hold(CHANNEL_WORK, queue, true);
+	hold(CHANNEL_WORK, job_id, owner, queue, true);
 }
 
 /* (the list and its cells die with TopTransactionContext) */
@@ -183,7 +209,11 @@ send_held(TaskqChannel channel)
 	ListCell   *lc;
 
 	foreach(lc, held[channel])
-		send_now(channel, ((HeldNotification *) lfirst(lc))->payload);
+	{
+		HeldNotification *n = lfirst(lc);
+
+		send_now(channel, n->job_id, n->owner, n->payload);
+	}
 }
 
 static void
@@ -292,7 +322,7 @@ listeners_at_exit(int code, Datum arg)
 }
 
 /*
- * This session is about to LISTEN on channel: count it, then wait out the
+ * This session is about to LISTEN on a channel of kind channel: count it, then wait out the
  * commits that read the count before it was raised and dropped what they
  * held for channel.  Every LISTEN waits,
  * not only the first: one cancelled while waiting may be retried.
@@ -339,7 +369,8 @@ taskq_listeners_utility(Node *stmt)
 		return;
 	for (int c = 0; c < NUM_CHANNELS; c++)
 	{
-		if (strcmp(((ListenStmt *) stmt)->conditionname, channel_names[c]) == 0)
+		if (strncmp(((ListenStmt *) stmt)->conditionname, channel_prefixes[c],
+					strlen(channel_prefixes[c])) == 0)
 			count_this_listener(c);
 	}
 }
