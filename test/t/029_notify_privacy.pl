@@ -21,6 +21,11 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 sql(q{CREATE EXTENSION taskq;
 CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN;
 CREATE ROLE boss LOGIN IN ROLE taskq_admin; CREATE ROLE wkr LOGIN IN ROLE taskq_worker;
+DO $$ BEGIN  -- (where submitting needs taskq_user)
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'taskq_user') THEN
+        GRANT taskq_user TO alice, bob;
+    END IF;
+END $$;
 CREATE FUNCTION public.payroll(payload jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     IF payload ? 'fail' THEN
