@@ -5,25 +5,27 @@
  * Channels come in two kinds (publish.c names them): taskq_jobs_* carry
  * transitions, taskq_work_* the name of a queue that got claimable work,
  * once per committing transaction, for external workers that need nothing
- * else.  Each notification goes to a shared channel of its kind (admins',
+ * else.  A notification goes to the shared channel of its kind (admins',
  * workers') and to the channel of its kind of the job's owner.
  *
  * Every notifying commit passes PostgreSQL's cluster-wide NOTIFY lock one at
  * a time, even when nobody listens: with 4 or more submitting clients that
  * lock, not the INSERTs, set the pace (bench/README.md).  So taskq counts the
- * sessions that ran LISTEN on a channel of each kind, by its prefix (taskq is
- * preloaded: every backend sees the statement), keeps a transaction's
- * notifications until it commits, and sends those of a kind at PRE_COMMIT
- * only when its count is not zero.  Only then is the owner of a job looked
- * up when the publisher did not know it.  A session stays counted until it exits (UNLISTEN may roll back;
- * counting too many only costs a NOTIFY).
+ * sessions that ran LISTEN on a channel of each class: the shared channel of
+ * a kind, or any role's channel of that kind (taskq is preloaded: every
+ * backend sees the statement; the prefix tells the kind, the name the
+ * class).  It keeps a transaction's notifications until it commits, and
+ * at PRE_COMMIT sends them only to the classes whose count is not zero.
+ * Only for a role's channel is the owner of a job looked up, when the
+ * publisher did not know it.  A session stays counted until it exits
+ * (UNLISTEN may roll back; counting too many only costs a NOTIFY).
  *
  * No listener misses a notification PostgreSQL owes it, one of a transaction
  * that commits after its LISTEN did: a committing transaction raises its flag
- * for each channel it holds notifications for before it reads the counts,
- * and lowers the flag of a channel it dropped only once its commit is done;
- * LISTEN raises its channel's count before it reads the flags and waits for
- * each raised flag of its channel to fall.  So a commit that read zero is
+ * for each class it holds notifications for before it reads the counts,
+ * and lowers the flag of a class it dropped only once its commit is done;
+ * LISTEN raises its class's count before it reads the flags and waits for
+ * each raised flag of its class to fall.  So a commit that read zero is
  * over before LISTEN returns.
  */
 #include "postgres.h"
@@ -53,10 +55,17 @@ static const char *const channel_prefixes[NUM_CHANNELS] = {
 	TASKQ_JOBS_CHANNEL_PREFIX, TASKQ_WORK_CHANNEL_PREFIX
 };
 
+/* listener classes: per kind, its shared channel or any role's channel */
+#define SHARED_CLASS(kind) ((kind) * 2)
+#define ROLE_CLASS(kind) ((kind) * 2 + 1)
+#define NUM_CLASSES (NUM_CHANNELS * 2)
+#define CLASS_BIT(class) (1 << (class))
+#define KIND_BITS(kind) (CLASS_BIT(SHARED_CLASS(kind)) | CLASS_BIT(ROLE_CLASS(kind)))
+
 typedef struct TaskqListeners
 {
-	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on one */
-	/* by BackendId: bit 1 << channel, raised while a commit may drop its notifications */
+	pg_atomic_uint32 count[NUM_CLASSES];	/* sessions that ran LISTEN on one */
+	/* by BackendId: CLASS_BIT(class), raised while a commit may drop its notifications */
 	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];
 } TaskqListeners;
 
@@ -72,10 +81,10 @@ typedef struct HeldNotification
 	char		payload[FLEXIBLE_ARRAY_MEMBER];
 } HeldNotification;
 
-/* by channel, in TopTransactionContext */
+/* by kind, in TopTransactionContext */
 static List *held[NUM_CHANNELS] = {NIL, NIL};
 static bool flag_raised = false;
-static bool counted[NUM_CHANNELS] = {false, false};
+static bool counted[NUM_CLASSES];
 static bool exit_callback_registered = false;
 
 
@@ -95,7 +104,7 @@ taskq_listeners_attach(void)
 	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_size(), &found);
 	if (!found)
 	{
-		for (int c = 0; c < NUM_CHANNELS; c++)
+		for (int c = 0; c < NUM_CLASSES; c++)
 			pg_atomic_init_u32(&Listeners->count[c], 0);
 		for (int i = 0; i <= MaxBackends; i++)
 			pg_atomic_init_u32(&Listeners->committing[i], 0);
@@ -103,17 +112,19 @@ taskq_listeners_attach(void)
 }
 
 /*
- * Send payload on the shared channel of its kind and on the channel of
- * that kind of the job's owner (none when no job, or the job is gone).
+ * Send payload on the shared channel of its kind (to_shared) and on the
+ * channel of that kind of the job's owner (to_owner; none when no job, or
+ * the job is gone).
  */
 static void
-send_now(TaskqChannel channel, int64 job_id, Oid owner, const char *payload)
+send_now(TaskqChannel channel, HeldNotification *n, bool to_shared, bool to_owner)
 {
-	if (!OidIsValid(owner) && job_id != 0)
-		owner = taskq_job_owner(job_id);
-	Async_Notify(taskq_channel_name(channel, InvalidOid), payload);
-	if (OidIsValid(owner))
-		Async_Notify(taskq_channel_name(channel, owner), payload);
+	if (to_owner && !OidIsValid(n->owner) && n->job_id != 0)
+		n->owner = taskq_job_owner(n->job_id);
+	if (to_shared)
+		Async_Notify(taskq_channel_name(channel, InvalidOid), n->payload);
+	if (to_owner && OidIsValid(n->owner))
+		Async_Notify(taskq_channel_name(channel, n->owner), n->payload);
 	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 
@@ -145,24 +156,26 @@ hold(TaskqChannel channel, int64 job_id, Oid owner, const char *payload, bool un
 	HeldNotification *n;
 	Size		len = strlen(payload) + 1;
 	MemoryContext old;
+	bool		now = Listeners == NULL || MyBackendId == InvalidBackendId;
 
-	if (Listeners == NULL || MyBackendId == InvalidBackendId)
-	{
-		send_now(channel, job_id, owner, payload);
-		return;
-	}
 	if (OidIsValid(owner))
 		job_id = 0;				/* its owner is all that is needed of it */
-	if (unique && job_id == 0 && is_held(channel, owner, payload))
+	if (!now && unique && job_id == 0 && is_held(channel, owner, payload))
 		return;
-	old = MemoryContextSwitchTo(TopTransactionContext);
+	old = MemoryContextSwitchTo(now ? CurrentMemoryContext : TopTransactionContext);
 	n = palloc(offsetof(HeldNotification, payload) + len);
 	n->nest_level = GetCurrentTransactionNestLevel();
 	n->job_id = job_id;
 	n->owner = owner;
 	memcpy(n->payload, payload, len);
-	held[channel] = lappend(held[channel], n);
+	if (!now)
+		held[channel] = lappend(held[channel], n);	/* (the list too) */
 	MemoryContextSwitchTo(old);
+	if (now)
+	{
+		send_now(channel, n, true, true);
+		pfree(n);
+	}
 }
 
 /*
@@ -204,16 +217,12 @@ lower_flag(void)
 }
 
 static void
-send_held(TaskqChannel channel)
+send_held(TaskqChannel channel, bool to_shared, bool to_owner)
 {
 	ListCell   *lc;
 
 	foreach(lc, held[channel])
-	{
-		HeldNotification *n = lfirst(lc);
-
-		send_now(channel, n->job_id, n->owner, n->payload);
-	}
+		send_now(channel, lfirst(lc), to_shared, to_owner);
 }
 
 static void
@@ -222,27 +231,34 @@ send_or_drop_held(void)
 	uint32		holding = 0;
 	uint32		dropped = 0;
 
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (held[c] != NIL)
-			holding |= 1 << c;
+		if (held[k] != NIL)
+			holding |= KIND_BITS(k);
 	}
 	if (holding == 0)
 		return;
 	pg_atomic_write_u32(&Listeners->committing[MyBackendId], holding);
 	flag_raised = true;
 	pg_memory_barrier();
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (held[c] == NIL)
+		bool		to_shared;
+		bool		to_owner;
+
+		if (held[k] == NIL)
 			continue;
-		if (pg_atomic_read_u32(&Listeners->count[c]) == 0)
-			dropped |= 1 << c;
-		else
-			send_held(c);
+		to_shared = pg_atomic_read_u32(&Listeners->count[SHARED_CLASS(k)]) != 0;
+		to_owner = pg_atomic_read_u32(&Listeners->count[ROLE_CLASS(k)]) != 0;
+		if (!to_shared)
+			dropped |= CLASS_BIT(SHARED_CLASS(k));
+		if (!to_owner)
+			dropped |= CLASS_BIT(ROLE_CLASS(k));
+		if (to_shared || to_owner)
+			send_held(k, to_shared, to_owner);
 	}
 	forget_held();
-	/* nobody to tell on a channel: its flag stays up until the commit is done */
+	/* nobody to tell in a class: its flag stays up until the commit is done */
 	if (dropped == 0)
 		lower_flag();
 	else if (dropped != holding)
@@ -259,8 +275,8 @@ listeners_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* PostgreSQL itself refuses to PREPARE a transaction that notified */
-			for (int c = 0; c < NUM_CHANNELS; c++)
-				send_held(c);
+			for (int k = 0; k < NUM_CHANNELS; k++)
+				send_held(k, true, true);
 			forget_held();
 			break;
 		case XACT_EVENT_COMMIT:
@@ -313,7 +329,7 @@ static void
 listeners_at_exit(int code, Datum arg)
 {
 	lower_flag();
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int c = 0; c < NUM_CLASSES; c++)
 	{
 		if (counted[c])
 			pg_atomic_fetch_sub_u32(&Listeners->count[c], 1);
@@ -322,23 +338,23 @@ listeners_at_exit(int code, Datum arg)
 }
 
 /*
- * This session is about to LISTEN on a channel of kind channel: count it, then wait out the
+ * This session is about to LISTEN on a channel of class class: count it, then wait out the
  * commits that read the count before it was raised and dropped what they
  * held for channel.  Every LISTEN waits,
  * not only the first: one cancelled while waiting may be retried.
  */
 static void
-count_this_listener(TaskqChannel channel)
+count_this_listener(int class)
 {
 	if (!exit_callback_registered)
 	{
 		on_shmem_exit(listeners_at_exit, 0);
 		exit_callback_registered = true;
 	}
-	if (!counted[channel])
+	if (!counted[class])
 	{
-		pg_atomic_fetch_add_u32(&Listeners->count[channel], 1);	/* a full barrier */
-		counted[channel] = true;
+		pg_atomic_fetch_add_u32(&Listeners->count[class], 1);	/* a full barrier */
+		counted[class] = true;
 	}
 
 	for (int i = 1; i <= MaxBackends; i++)
@@ -346,7 +362,7 @@ count_this_listener(TaskqChannel channel)
 		long		sleep_ms = 1;
 
 		while (i != MyBackendId &&
-			   (pg_atomic_read_u32(&Listeners->committing[i]) & (1 << channel)) != 0)
+			   (pg_atomic_read_u32(&Listeners->committing[i]) & CLASS_BIT(class)) != 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
@@ -367,11 +383,13 @@ taskq_listeners_utility(Node *stmt)
 	if (MyBackendType != B_BACKEND || MyBackendId == InvalidBackendId ||
 		InSecurityRestrictedOperation() || RecoveryInProgress())
 		return;
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (strncmp(((ListenStmt *) stmt)->conditionname, channel_prefixes[c],
-					strlen(channel_prefixes[c])) == 0)
-			count_this_listener(c);
+		const char *name = ((ListenStmt *) stmt)->conditionname;
+
+		if (strncmp(name, channel_prefixes[k], strlen(channel_prefixes[k])) == 0)
+			count_this_listener(taskq_is_shared_channel(k, name) ? SHARED_CLASS(k)
+								: ROLE_CLASS(k));
 	}
 }
 

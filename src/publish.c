@@ -65,9 +65,12 @@ taskq_table(const char *name)
 	return OidIsValid(schema) ? get_relname_relid(name, schema) : InvalidOid;
 }
 
-/* Read taskq.channel_secret, bypassing its privileges (no role may read it). */
-static void
-read_secret(void)
+/*
+ * Read taskq.channel_secret, bypassing its privileges (no role may read it).
+ * missing_ok: false instead of an error when this database has none.
+ */
+static bool
+read_secret(bool missing_ok)
 {
 	Oid			table;
 	Relation	rel;
@@ -75,8 +78,10 @@ read_secret(void)
 	HeapTuple	tuple;
 
 	if (secret != NULL && secret_checked_in == MyProc->lxid)
-		return;
+		return true;
 	table = taskq_table("channel_secret");
+	if (!OidIsValid(table) && missing_ok)
+		return false;
 	if (!OidIsValid(table))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -103,6 +108,8 @@ read_secret(void)
 		}
 		systable_endscan(scan);
 		table_close(rel, AccessShareLock);
+		if ((isnull || secret_len < 16) && missing_ok)
+			return false;
 		if (isnull || secret_len < 16)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
@@ -110,6 +117,7 @@ read_secret(void)
 		secret_table = table;
 	}
 	secret_checked_in = MyProc->lxid;
+	return true;
 }
 
 /* name := prefix || hex(HMAC-SHA256(secret, what))[0..CHANNEL_HASH_HEX) */
@@ -147,7 +155,7 @@ taskq_channel_name(TaskqChannelKind kind, Oid role)
 {
 	char		what[64];
 
-	read_secret();
+	(void) read_secret(false);
 	if (named_table != secret_table)
 	{
 		for (int k = 0; k < NUM_TASKQ_CHANNELS; k++)
@@ -172,6 +180,16 @@ taskq_channel_name(TaskqChannelKind kind, Oid role)
 		last_role[kind] = role;
 	}
 	return last_name[kind];
+}
+
+/*
+ * Is name the shared channel of kind in this database?  False where taskq is
+ * not installed (a LISTEN anywhere asks).
+ */
+bool
+taskq_is_shared_channel(TaskqChannelKind kind, const char *name)
+{
+	return read_secret(true) && strcmp(name, taskq_channel_name(kind, InvalidOid)) == 0;
 }
 
 /*

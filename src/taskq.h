@@ -209,6 +209,7 @@ extern void taskq_publish_transition(int64 id, const char *status, const char *q
 									 const char *job_type, int attempt, bool in_database,
 									 Oid owner);
 extern const char *taskq_channel_name(TaskqChannelKind kind, Oid role);
+extern bool taskq_is_shared_channel(TaskqChannelKind kind, const char *name);
 extern Oid	taskq_job_owner(int64 id);
 
 /* listeners.c: notifications are sent only while a session may listen */
