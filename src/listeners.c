@@ -119,12 +119,16 @@ taskq_listeners_attach(void)
 static void
 send_now(TaskqChannel channel, HeldNotification *n, bool to_shared, bool to_owner)
 {
+	const char *name;
+
 	if (to_owner && !OidIsValid(n->owner) && n->job_id != 0)
 		n->owner = taskq_job_owner(n->job_id);
-	if (to_shared)
-		Async_Notify(taskq_channel_name(channel, InvalidOid), n->payload);
-	if (to_owner && OidIsValid(n->owner))
-		Async_Notify(taskq_channel_name(channel, n->owner), n->payload);
+	/* (no names before ALTER EXTENSION taskq UPDATE: nobody can listen) */
+	if (to_shared && (name = taskq_channel_name(channel, InvalidOid)) != NULL)
+		Async_Notify(name, n->payload);
+	if (to_owner && OidIsValid(n->owner) &&
+		(name = taskq_channel_name(channel, n->owner)) != NULL)
+		Async_Notify(name, n->payload);
 	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 

@@ -148,14 +148,16 @@ make_name(char *name, TaskqChannelKind kind, const char *what)
 
 /*
  * The channel of kind for role, or with role InvalidOid the shared one
- * (admins' for jobs, external workers' for work).
+ * (admins' for jobs, external workers' for work); NULL while the schema has
+ * no secret yet (the library is newer than the installed extension).
  */
 const char *
 taskq_channel_name(TaskqChannelKind kind, Oid role)
 {
 	char		what[64];
 
-	(void) read_secret(false);
+	if (!read_secret(true))
+		return NULL;
 	if (named_table != secret_table)
 	{
 		for (int k = 0; k < NUM_TASKQ_CHANNELS; k++)
@@ -189,7 +191,9 @@ taskq_channel_name(TaskqChannelKind kind, Oid role)
 bool
 taskq_is_shared_channel(TaskqChannelKind kind, const char *name)
 {
-	return read_secret(true) && strcmp(name, taskq_channel_name(kind, InvalidOid)) == 0;
+	const char *shared = taskq_channel_name(kind, InvalidOid);
+
+	return shared != NULL && strcmp(name, shared) == 0;
 }
 
 /*
@@ -252,6 +256,7 @@ taskq_channel(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("channel kind must be \"jobs\" or \"work\", got \"%s\"", kind)));
+	(void) read_secret(false);	/* (the error when there is none) */
 	PG_RETURN_TEXT_P(cstring_to_text(taskq_channel_name(k, PG_ARGISNULL(1) ? InvalidOid
 														: PG_GETARG_OID(1))));
 }
