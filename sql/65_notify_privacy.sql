@@ -4,6 +4,42 @@
 SELECT count(*) AS handlers FROM taskq.handlers WHERE job_type LIKE 'privacy%';
 
 ------------------------------------------------------------------------------
+-- Channels: each role its own names, none guessable or askable for another
+-- (test/t/029_notify_privacy.pl listens on them)
+------------------------------------------------------------------------------
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS taskq_regress_privacy_worker;
+RESET client_min_messages;
+CREATE ROLE taskq_regress_privacy_worker IN ROLE taskq_worker;
+CREATE TEMP TABLE channels (who text, jobs text, work text);
+GRANT ALL ON channels TO PUBLIC;
+SET ROLE taskq_alice;
+INSERT INTO channels SELECT 'alice', taskq.channel(), taskq.work_channel();
+SELECT pg_temp.try($$SELECT taskq._channel('jobs', NULL)$$);
+SELECT pg_temp.try($$SELECT taskq._channel('jobs', 'taskq_bob')$$);
+SELECT pg_temp.try($$SELECT * FROM taskq.channel_secret$$);
+SET ROLE taskq_bob;
+INSERT INTO channels SELECT 'bob', taskq.channel(), taskq.work_channel();
+SET ROLE taskq_boss;
+INSERT INTO channels SELECT 'boss', taskq.channel(), taskq.work_channel();
+SET ROLE taskq_regress_privacy_worker;
+INSERT INTO channels SELECT 'worker', taskq.channel(), taskq.work_channel();
+RESET ROLE;
+INSERT INTO channels SELECT 'superuser', taskq.channel(), taskq.work_channel();
+-- names by role: (a) admins' job channel, (w) workers' work channel
+SELECT who, jobs ~ '^taskq_jobs_[0-9a-f]{32}$' AND work ~ '^taskq_work_[0-9a-f]{32}$' AS well_formed,
+       CASE WHEN jobs = (SELECT jobs FROM channels WHERE who = 'boss') THEN 'admins'
+            ELSE 'own' END AS job_channel,
+       CASE WHEN work = (SELECT work FROM channels WHERE who = 'worker') THEN 'workers'
+            ELSE 'own' END AS work_channel,
+       (SELECT count(*) FROM channels o WHERE o.jobs = c.jobs) AS sharing_jobs,
+       (SELECT count(*) FROM channels o WHERE o.work = c.work) AS sharing_work
+  FROM channels c ORDER BY who;
+SELECT taskq._channel('jobs', 'taskq_alice') = (SELECT jobs FROM channels WHERE who = 'alice') AS alice_jobs,
+       taskq._channel('work', NULL) = (SELECT work FROM channels WHERE who = 'worker') AS workers_work;
+SELECT pg_temp.try($$SELECT taskq._channel('other', NULL)$$);
+
+------------------------------------------------------------------------------
 -- Metrics: label values are escaped, a hostile queue or job type forges no line
 ------------------------------------------------------------------------------
 SET ROLE taskq_alice;
@@ -127,3 +163,4 @@ SELECT pg_temp.n(id) AS job, status, attempts, result IS NULL AS no_result, pg_t
 SELECT taskq.unregister_handler('privacy_result');
 DROP FUNCTION public.regress_privacy_big_result(jsonb);
 SELECT pg_temp.cancel_all('regress_privacy%') AS cancelled;
+DROP ROLE taskq_regress_privacy_worker;
