@@ -285,7 +285,8 @@ def proc_status(pid):
 # --------------------------------------------------------------------------
 
 class Listener:
-    """A session that LISTENs on taskq_jobs and reads every notification, while
+    """A session that LISTENs on its job channel (taskq.channel(): the bench's
+    superuser gets every job's) and reads every notification, while
     in a with block: taskq publishes only while some session listens."""
 
     def __init__(self, server):
@@ -295,7 +296,8 @@ class Listener:
         self.conn = self.server.connect()
         self.heard = 0
         self.conn.add_notify_handler(self._heard)
-        self.conn.execute("LISTEN taskq_jobs")
+        (channel,) = self.conn.execute("SELECT taskq.channel()").fetchone()
+        self.conn.execute(f'LISTEN "{channel}"')
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -702,7 +704,7 @@ class Bench:
         return pct
 
     def pickup_listened(self):
-        """taskq while a session listens on taskq_jobs: every transition NOTIFYs."""
+        """taskq while a session listens on a job channel: every transition NOTIFYs."""
         with Listener(self.s):
             return self.pickup_taskq()
 

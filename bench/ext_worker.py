@@ -51,7 +51,8 @@ def batch(conninfo, queue, max_jobs, per_job=False):
     name = f"bench-batch:{os.getpid()}"
     conn = psycopg.connect(conninfo, autocommit=True)
     listener = psycopg.connect(conninfo, autocommit=True)
-    listener.execute("LISTEN taskq_work")
+    (channel,) = listener.execute("SELECT taskq.work_channel()").fetchone()
+    listener.execute(f'LISTEN "{channel}"')
     print("ready", flush=True)
     while not stop:
         with conn.transaction():

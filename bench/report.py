@@ -173,7 +173,7 @@ def render(r):
         out.append("## 1. Submission\n")
         out.append("pgbench, one statement per transaction, `-M prepared`, "
                    f"{r['config']['submit_seconds']} s per run. taskq.submit writes the job and its "
-                   "first log row, and a NOTIFY while some session listens on taskq_jobs (the "
+                   "first log row, and a NOTIFY while some session listens on the admins' job channel (the "
                    "listener columns: one session LISTENs and reads throughout); the raw INSERT "
                    "writes a row of the same width into a plain table with only a primary key; "
                    "\"same writes\" is plain SQL writing what taskq.submit writes (the job row into "
@@ -279,7 +279,7 @@ def render(r):
         rows = []
         for k, label in (("taskq", "taskq (executors)"),
                          ("taskq_wake_after_flush", "taskq with taskq.wake_before_flush = off"),
-                         ("taskq_listened", "taskq while a session listens on taskq_jobs"),
+                         ("taskq_listened", "taskq while a session listens on a job channel"),
                          ("taskq_listened_flush_off",
                           "taskq with a listener and taskq.flush_after_notify = off"),
                          ("graphile", "graphile-worker"),

@@ -18,7 +18,7 @@ typedef struct Command
 
 static const Command commands[] = {
 	{"status", cmd_status, "queue summary and health, or one job and its log"},
-	{"watch", cmd_watch, "print job transitions live (LISTEN taskq_jobs)"},
+	{"watch", cmd_watch, "print job transitions live (LISTEN on taskq.channel())"},
 	{"top", cmd_top, "live full-screen view of queues, workers and resources"},
 	{"dlq", cmd_dlq, "list, retry or purge the dead-letter queue"},
 	{"dag", cmd_dag, "render a job's dependency graph (Mermaid or Graphviz)"},

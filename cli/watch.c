@@ -1,5 +1,6 @@
 /*
- * watch.c: `taskq watch`: LISTEN on channel taskq_jobs and print one line
+ * watch.c: `taskq watch`: LISTEN on the role's job channel (taskq.channel():
+ * its own jobs, or every job for a taskq_admin member) and print one line
  * per job transition as it is committed, until Ctrl-C.
  */
 #include <errno.h>
@@ -39,7 +40,8 @@ usage(void)
 	printf("Print job transitions live, one line each, until Ctrl-C.\n\n"
 		   "Usage:\n  %s watch [OPTION]...\n\n"
 		   "Each line: time (of receipt), job id, job type, queue, new status, attempt.\n"
-		   "Transitions are published on commit (channel taskq_jobs); with\n"
+		   "Transitions are published on commit, on the channel taskq.channel() names:\n"
+		   "your own jobs', or every job's for a member of taskq_admin.  With\n"
 		   "taskq.notify_level = 'terminal' only finished jobs are published.\n\n"
 		   "Options:\n"
 		   "  -q, --queue=QUEUE        only jobs of this queue\n"
@@ -276,6 +278,9 @@ cmd_watch(int argc, char **argv)
 	bool		as_json = false;
 	struct sigaction sa;
 	PGconn	   *conn;
+	PGresult   *res;
+	char	   *channel;
+	char	   *listen;
 	int			c;
 
 	while ((c = getopt_long(argc, argv, CONN_SHORT_OPTIONS "q:t:", long_options, NULL)) != -1)
@@ -322,7 +327,19 @@ cmd_watch(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 
 	conn = connect_db("watch");
-	PQclear(run_query(conn, "LISTEN taskq_jobs", 0, NULL));
+	/* the channel's name is known to this role only: ask for it */
+	res = run_query(conn, "SELECT taskq.channel()", 0, NULL);
+	channel = PQescapeIdentifier(conn, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)));
+	if (channel == NULL)
+		query_failed(conn, NULL);
+	PQclear(res);
+	listen = malloc(strlen(channel) + sizeof("LISTEN "));
+	if (listen == NULL)
+		fatal("out of memory");
+	sprintf(listen, "LISTEN %s", channel);
+	PQfreemem(channel);
+	PQclear(run_query(conn, listen, 0, NULL));
+	free(listen);
 	if (isatty(STDOUT_FILENO) && !as_json)
 		printf("time          %8s  %-20s  %-12s  %-9s  attempt\n", "id", "job_type", "queue", "status");
 	fflush(stdout);

@@ -1,6 +1,6 @@
 /*
  * commit_flush.c
- *		A transaction that publishes (on taskq_jobs or taskq_work), or
+ *		A transaction that publishes (on taskq's channels), or
  *		wakes the executors, flushes its commit record after its locks are
  *		released and its wake-ups are sent.
  *

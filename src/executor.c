@@ -544,7 +544,13 @@ call_handler(ClaimedJob *job)
 	job->result_isnull = fcinfo->isnull || get_func_rettype(job->handler) != JSONBOID;
 	if (!job->result_isnull)
 	{
-		MemoryContext old = MemoryContextSwitchTo(batch_cxt);
+		MemoryContext old;
+
+		/* too big to keep: the job fails, and a retry would be as big */
+		job_error_permanent = true;
+		taskq_check_result_size(result, job->id);
+		job_error_permanent = false;
+		old = MemoryContextSwitchTo(batch_cxt);
 
 		job->result = PointerGetDatum(PG_DETOAST_DATUM_COPY(result));
 		MemoryContextSwitchTo(old);

@@ -148,9 +148,12 @@ static const Column log_columns[N_LOG_COLUMNS] = {
 	{"details", JSONBOID, false, NO_DEFAULT}
 };
 
-/* the only INSERT trigger taskq.jobs has, and its function; what it does is done here */
+/* taskq.jobs's INSERT trigger and its function; what it does is done here */
 #define JOBS_INSERT_TRIGGER "jobs_note_pending_insert"
 #define JOBS_INSERT_TRIGGER_FUNCTION "_note_pending"
+/* the payload size check (limits.c), which write_job makes itself */
+#define JOBS_SIZE_TRIGGER "jobs_check_payload_size"
+#define JOBS_SIZE_TRIGGER_FUNCTION "_check_size"
 
 /*
  * What this backend knows of the tables, found once per install; any
@@ -298,9 +301,24 @@ checks_are(Relation rel, const char *const *names, int n)
 	return true;
 }
 
+/* Is t the BEFORE INSERT row trigger name of taskq's function function? */
+static bool
+is_insert_trigger(Trigger *t, const char *name, const char *function, Oid schema)
+{
+	char	   *fn;
+
+	if (strcmp(t->tgname, name) != 0 ||
+		t->tgtype != (TRIGGER_TYPE_ROW | TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_INSERT) ||
+		get_func_namespace(t->tgfoid) != schema)
+		return false;
+	fn = get_func_name(t->tgfoid);
+	return fn != NULL && strcmp(fn, function) == 0;
+}
+
 /*
  * Are rel's INSERT triggers exactly the one named allowed, a BEFORE row
- * trigger of taskq's function allowed_function (or none when NULL)?
+ * trigger of taskq's function allowed_function (or none when NULL), and for
+ * taskq.jobs also the size check, which write_job does itself?
  */
 static bool
 insert_triggers_are(Relation rel, const char *allowed, const char *allowed_function,
@@ -312,18 +330,14 @@ insert_triggers_are(Relation rel, const char *allowed, const char *allowed_funct
 	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
 	{
 		Trigger    *t = &trigdesc->triggers[i];
-		char	   *function;
 
 		if (!TRIGGER_FOR_INSERT(t->tgtype))
 			continue;
-		if (allowed == NULL || strcmp(t->tgname, allowed) != 0 ||
-			t->tgtype != (TRIGGER_TYPE_ROW | TRIGGER_TYPE_BEFORE | TRIGGER_TYPE_INSERT) ||
-			get_func_namespace(t->tgfoid) != schema)
+		if (allowed != NULL && is_insert_trigger(t, allowed, allowed_function, schema))
+			found++;
+		else if (allowed == NULL ||
+				 !is_insert_trigger(t, JOBS_SIZE_TRIGGER, JOBS_SIZE_TRIGGER_FUNCTION, schema))
 			return false;
-		function = get_func_name(t->tgfoid);
-		if (function == NULL || strcmp(function, allowed_function) != 0)
-			return false;
-		found++;
 	}
 	return found == (allowed == NULL ? 0 : 1);
 }
@@ -657,6 +671,7 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	Datum		max_attempts = Int32GetDatum(3);
 	int64		id;
 
+	taskq_check_payload_size(job->payload);
 	if (!job->max_attempts.isnull)
 		max_attempts = job->max_attempts.value;
 	else if (!defaults->max_attempts.isnull)
@@ -880,7 +895,8 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		MemoryContextSwitchTo(row_cxt);
 		ids[n_ids] = write_job(&w, &job, &q->defaults, t->in_database);
 		if (publishing)
-			taskq_publish_transition(ids[n_ids], "pending", queue, job_type, 0, t->in_database);
+			taskq_publish_transition(ids[n_ids], "pending", queue, job_type, 0, t->in_database,
+									 owner);
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(row_cxt);
 		wake |= t->in_database;

@@ -2,25 +2,30 @@
  * listeners.c: taskq publishes on its channels only while a session may be
  * listening on them.
  *
- * taskq_jobs carries every transition; taskq_work carries only the name of
- * a queue that got claimable work, once per committing transaction, for
- * external workers that need nothing else.
+ * Channels come in two kinds (publish.c names them): taskq_jobs_* carry
+ * transitions, taskq_work_* the name of a queue that got claimable work,
+ * once per committing transaction, for external workers that need nothing
+ * else.  A notification goes to the shared channel of its kind (admins',
+ * workers') and to the channel of its kind of the job's owner.
  *
  * Every notifying commit passes PostgreSQL's cluster-wide NOTIFY lock one at
  * a time, even when nobody listens: with 4 or more submitting clients that
  * lock, not the INSERTs, set the pace (bench/README.md).  So taskq counts the
- * sessions that ran LISTEN on each channel (taskq is preloaded: every backend
- * sees the statement), keeps a transaction's notifications until it commits,
- * and sends those of a channel at PRE_COMMIT only when its count is not
- * zero.  A session stays counted until it exits (UNLISTEN may roll back;
- * counting too many only costs a NOTIFY).
+ * sessions that ran LISTEN on a channel of each class: the shared channel of
+ * a kind, or any role's channel of that kind (taskq is preloaded: every
+ * backend sees the statement; the prefix tells the kind, the name the
+ * class).  It keeps a transaction's notifications until it commits, and
+ * at PRE_COMMIT sends them only to the classes whose count is not zero.
+ * Only for a role's channel is the owner of a job looked up, when the
+ * publisher did not know it.  A session stays counted until it exits
+ * (UNLISTEN may roll back; counting too many only costs a NOTIFY).
  *
  * No listener misses a notification PostgreSQL owes it, one of a transaction
  * that commits after its LISTEN did: a committing transaction raises its flag
- * for each channel it holds notifications for before it reads the counts,
- * and lowers the flag of a channel it dropped only once its commit is done;
- * LISTEN raises its channel's count before it reads the flags and waits for
- * each raised flag of its channel to fall.  So a commit that read zero is
+ * for each class it holds notifications for before it reads the counts,
+ * and lowers the flag of a class it dropped only once its commit is done;
+ * LISTEN raises its class's count before it reads the flags and waits for
+ * each raised flag of its class to fall.  So a commit that read zero is
  * over before LISTEN returns.
  */
 #include "postgres.h"
@@ -40,19 +45,27 @@
 
 #include "taskq.h"
 
-typedef enum TaskqChannel
-{
-	CHANNEL_JOBS,				/* taskq_jobs: every transition */
-	CHANNEL_WORK,				/* taskq_work: a queue got claimable work */
-	NUM_CHANNELS
-} TaskqChannel;
+typedef TaskqChannelKind TaskqChannel;
 
-static const char *const channel_names[NUM_CHANNELS] = {"taskq_jobs", "taskq_work"};
+#define CHANNEL_JOBS TASKQ_CHANNEL_JOBS
+#define CHANNEL_WORK TASKQ_CHANNEL_WORK
+#define NUM_CHANNELS NUM_TASKQ_CHANNELS
+
+static const char *const channel_prefixes[NUM_CHANNELS] = {
+	TASKQ_JOBS_CHANNEL_PREFIX, TASKQ_WORK_CHANNEL_PREFIX
+};
+
+/* listener classes: per kind, its shared channel or any role's channel */
+#define SHARED_CLASS(kind) ((kind) * 2)
+#define ROLE_CLASS(kind) ((kind) * 2 + 1)
+#define NUM_CLASSES (NUM_CHANNELS * 2)
+#define CLASS_BIT(class) (1 << (class))
+#define KIND_BITS(kind) (CLASS_BIT(SHARED_CLASS(kind)) | CLASS_BIT(ROLE_CLASS(kind)))
 
 typedef struct TaskqListeners
 {
-	pg_atomic_uint32 count[NUM_CHANNELS];	/* sessions that ran LISTEN on it */
-	/* by BackendId: bit 1 << channel, raised while a commit may drop its notifications */
+	pg_atomic_uint32 count[NUM_CLASSES];	/* sessions that ran LISTEN on one */
+	/* by BackendId: CLASS_BIT(class), raised while a commit may drop its notifications */
 	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];
 } TaskqListeners;
 
@@ -63,13 +76,15 @@ static TaskqListeners *Listeners = NULL;
 typedef struct HeldNotification
 {
 	int			nest_level;
+	int64		job_id;			/* 0: about no one job */
+	Oid			owner;			/* InvalidOid: look up job_id's, if any */
 	char		payload[FLEXIBLE_ARRAY_MEMBER];
 } HeldNotification;
 
-/* by channel, in TopTransactionContext */
+/* by kind, in TopTransactionContext */
 static List *held[NUM_CHANNELS] = {NIL, NIL};
 static bool flag_raised = false;
-static bool counted[NUM_CHANNELS] = {false, false};
+static bool counted[NUM_CLASSES];
 static bool exit_callback_registered = false;
 
 
@@ -89,76 +104,104 @@ taskq_listeners_attach(void)
 	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_size(), &found);
 	if (!found)
 	{
-		for (int c = 0; c < NUM_CHANNELS; c++)
+		for (int c = 0; c < NUM_CLASSES; c++)
 			pg_atomic_init_u32(&Listeners->count[c], 0);
 		for (int i = 0; i <= MaxBackends; i++)
 			pg_atomic_init_u32(&Listeners->committing[i], 0);
 	}
 }
 
+/*
+ * Send payload on the shared channel of its kind (to_shared) and on the
+ * channel of that kind of the job's owner (to_owner; none when no job, or
+ * the job is gone).
+ */
 static void
-send_now(TaskqChannel channel, const char *payload)
+send_now(TaskqChannel channel, HeldNotification *n, bool to_shared, bool to_owner)
 {
-	Async_Notify(channel_names[channel], payload);
+	const char *name;
+
+	if (to_owner && !OidIsValid(n->owner) && n->job_id != 0)
+		n->owner = taskq_job_owner(n->job_id);
+	/* (no names before ALTER EXTENSION taskq UPDATE: nobody can listen) */
+	if (to_shared && (name = taskq_channel_name(channel, InvalidOid)) != NULL)
+		Async_Notify(name, n->payload);
+	if (to_owner && OidIsValid(n->owner) &&
+		(name = taskq_channel_name(channel, n->owner)) != NULL)
+		Async_Notify(name, n->payload);
 	taskq_request_commit_flush(TASKQ_FLUSH_AFTER_NOTIFY);
 }
 
 static bool
-is_held(TaskqChannel channel, const char *payload)
+is_held(TaskqChannel channel, Oid owner, const char *payload)
 {
 	ListCell   *lc;
 
 	foreach(lc, held[channel])
 	{
-		if (strcmp(((HeldNotification *) lfirst(lc))->payload, payload) == 0)
+		HeldNotification *n = lfirst(lc);
+
+		if (n->job_id == 0 && n->owner == owner && strcmp(n->payload, payload) == 0)
 			return true;
 	}
 	return false;
 }
 
 /*
- * Publish payload on channel when this transaction commits.  unique: not
- * when this transaction holds it already (a held one at a shallower
- * subtransaction outlives this one; one at the same level shares its fate).
+ * Publish payload when this transaction commits.  unique: not when this
+ * transaction holds it already for the same owner (a held one at a
+ * shallower subtransaction outlives this one; one at the same level shares
+ * its fate).  A notification about a job whose owner is not known yet is
+ * kept with its id.
  */
 static void
-hold(TaskqChannel channel, const char *payload, bool unique)
+hold(TaskqChannel channel, int64 job_id, Oid owner, const char *payload, bool unique)
 {
 	HeldNotification *n;
 	Size		len = strlen(payload) + 1;
 	MemoryContext old;
+	bool		now = Listeners == NULL || MyBackendId == InvalidBackendId;
 
-	if (Listeners == NULL || MyBackendId == InvalidBackendId)
-	{
-		send_now(channel, payload);
+	if (OidIsValid(owner))
+		job_id = 0;				/* its owner is all that is needed of it */
+	if (!now && unique && job_id == 0 && is_held(channel, owner, payload))
 		return;
-	}
-	if (unique && is_held(channel, payload))
-		return;
-	old = MemoryContextSwitchTo(TopTransactionContext);
+	old = MemoryContextSwitchTo(now ? CurrentMemoryContext : TopTransactionContext);
 	n = palloc(offsetof(HeldNotification, payload) + len);
 	n->nest_level = GetCurrentTransactionNestLevel();
+	n->job_id = job_id;
+	n->owner = owner;
 	memcpy(n->payload, payload, len);
-	held[channel] = lappend(held[channel], n);
+	if (!now)
+		held[channel] = lappend(held[channel], n);	/* (the list too) */
 	MemoryContextSwitchTo(old);
-}
-
-/* Publish payload on taskq_jobs when this transaction commits. */
-void
-taskq_notify(const char *payload)
-{
-	hold(CHANNEL_JOBS, payload, false);
+	if (now)
+	{
+		send_now(channel, n, true, true);
+		pfree(n);
+	}
 }
 
 /*
- * Announce on taskq_work, when this transaction commits, that queue has
- * claimable work: once per transaction and queue, however many jobs
- * (PostgreSQL would fold the copies too; holding one spares an entry per job).
+ * Publish a transition of job job_id (owner InvalidOid: not known) when this
+ * transaction commits; job_id 0 with no owner: for admins only.
  */
 void
-taskq_announce_work(const char *queue)
+taskq_notify(int64 job_id, Oid owner, const char *payload)
 {
-	hold(CHANNEL_WORK, queue, true);
+	hold(CHANNEL_JOBS, job_id, owner, payload, false);
+}
+
+/*
+ * Announce, when this transaction commits, that queue has claimable work:
+ * to external workers once per transaction and queue, however many jobs
+ * (PostgreSQL would fold the copies too; holding one spares an entry per
+ * job), and to the job's owner (or with job_id 0, to owner only, if valid).
+ */
+void
+taskq_announce_work(int64 job_id, Oid owner, const char *queue)
+{
+	hold(CHANNEL_WORK, job_id, owner, queue, true);
 }
 
 /* (the list and its cells die with TopTransactionContext) */
@@ -178,12 +221,12 @@ lower_flag(void)
 }
 
 static void
-send_held(TaskqChannel channel)
+send_held(TaskqChannel channel, bool to_shared, bool to_owner)
 {
 	ListCell   *lc;
 
 	foreach(lc, held[channel])
-		send_now(channel, ((HeldNotification *) lfirst(lc))->payload);
+		send_now(channel, lfirst(lc), to_shared, to_owner);
 }
 
 static void
@@ -192,27 +235,34 @@ send_or_drop_held(void)
 	uint32		holding = 0;
 	uint32		dropped = 0;
 
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (held[c] != NIL)
-			holding |= 1 << c;
+		if (held[k] != NIL)
+			holding |= KIND_BITS(k);
 	}
 	if (holding == 0)
 		return;
 	pg_atomic_write_u32(&Listeners->committing[MyBackendId], holding);
 	flag_raised = true;
 	pg_memory_barrier();
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (held[c] == NIL)
+		bool		to_shared;
+		bool		to_owner;
+
+		if (held[k] == NIL)
 			continue;
-		if (pg_atomic_read_u32(&Listeners->count[c]) == 0)
-			dropped |= 1 << c;
-		else
-			send_held(c);
+		to_shared = pg_atomic_read_u32(&Listeners->count[SHARED_CLASS(k)]) != 0;
+		to_owner = pg_atomic_read_u32(&Listeners->count[ROLE_CLASS(k)]) != 0;
+		if (!to_shared)
+			dropped |= CLASS_BIT(SHARED_CLASS(k));
+		if (!to_owner)
+			dropped |= CLASS_BIT(ROLE_CLASS(k));
+		if (to_shared || to_owner)
+			send_held(k, to_shared, to_owner);
 	}
 	forget_held();
-	/* nobody to tell on a channel: its flag stays up until the commit is done */
+	/* nobody to tell in a class: its flag stays up until the commit is done */
 	if (dropped == 0)
 		lower_flag();
 	else if (dropped != holding)
@@ -229,8 +279,8 @@ listeners_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* PostgreSQL itself refuses to PREPARE a transaction that notified */
-			for (int c = 0; c < NUM_CHANNELS; c++)
-				send_held(c);
+			for (int k = 0; k < NUM_CHANNELS; k++)
+				send_held(k, true, true);
 			forget_held();
 			break;
 		case XACT_EVENT_COMMIT:
@@ -283,7 +333,7 @@ static void
 listeners_at_exit(int code, Datum arg)
 {
 	lower_flag();
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int c = 0; c < NUM_CLASSES; c++)
 	{
 		if (counted[c])
 			pg_atomic_fetch_sub_u32(&Listeners->count[c], 1);
@@ -292,23 +342,23 @@ listeners_at_exit(int code, Datum arg)
 }
 
 /*
- * This session is about to LISTEN on channel: count it, then wait out the
+ * This session is about to LISTEN on a channel of class class: count it, then wait out the
  * commits that read the count before it was raised and dropped what they
  * held for channel.  Every LISTEN waits,
  * not only the first: one cancelled while waiting may be retried.
  */
 static void
-count_this_listener(TaskqChannel channel)
+count_this_listener(int class)
 {
 	if (!exit_callback_registered)
 	{
 		on_shmem_exit(listeners_at_exit, 0);
 		exit_callback_registered = true;
 	}
-	if (!counted[channel])
+	if (!counted[class])
 	{
-		pg_atomic_fetch_add_u32(&Listeners->count[channel], 1);	/* a full barrier */
-		counted[channel] = true;
+		pg_atomic_fetch_add_u32(&Listeners->count[class], 1);	/* a full barrier */
+		counted[class] = true;
 	}
 
 	for (int i = 1; i <= MaxBackends; i++)
@@ -316,7 +366,7 @@ count_this_listener(TaskqChannel channel)
 		long		sleep_ms = 1;
 
 		while (i != MyBackendId &&
-			   (pg_atomic_read_u32(&Listeners->committing[i]) & (1 << channel)) != 0)
+			   (pg_atomic_read_u32(&Listeners->committing[i]) & CLASS_BIT(class)) != 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);
@@ -337,10 +387,13 @@ taskq_listeners_utility(Node *stmt)
 	if (MyBackendType != B_BACKEND || MyBackendId == InvalidBackendId ||
 		InSecurityRestrictedOperation() || RecoveryInProgress())
 		return;
-	for (int c = 0; c < NUM_CHANNELS; c++)
+	for (int k = 0; k < NUM_CHANNELS; k++)
 	{
-		if (strcmp(((ListenStmt *) stmt)->conditionname, channel_names[c]) == 0)
-			count_this_listener(c);
+		const char *name = ((ListenStmt *) stmt)->conditionname;
+
+		if (strncmp(name, channel_prefixes[k], strlen(channel_prefixes[k])) == 0)
+			count_this_listener(taskq_is_shared_channel(k, name) ? SHARED_CLASS(k)
+								: ROLE_CLASS(k));
 	}
 }
 

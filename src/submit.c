@@ -407,7 +407,7 @@ announce(NullableDatum *args, int64 id, int32 unfinished, bool in_database)
 		taskq_publish_transition(id, status,
 								 TextDatumGetCString(args[ARG_QUEUE].value),
 								 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0,
-								 in_database);
+								 in_database, DatumGetObjectId(args[ARG_OWNER].value));
 	/*
 	 * Executors run only jobs with a handler; waking them for any other job
 	 * made each of them scan the whole backlog for nothing (bench/).

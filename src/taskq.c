@@ -173,8 +173,8 @@ define_gucs(void)
 							NULL, &taskq_batch_size, 256, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("taskq.notify_level",
-							 "Which status changes are published on channel taskq_jobs.",
-							 "none, terminal (succeeded, failed, cancelled) or all; none also stops the announcements on taskq_work.",
+							 "Which status changes are published on the job channels (taskq.channel()).",
+							 "none, terminal (succeeded, failed, cancelled) or all; none also stops the announcements on the work channels (taskq.work_channel()).",
 							 &taskq_notify_level, NOTIFY_ALL, notify_level_options,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("taskq.notify_queue_limit",
@@ -183,7 +183,7 @@ define_gucs(void)
 							 &taskq_notify_queue_limit, 0.5, 0.0, 1.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("taskq.flush_after_notify",
-							 "A transaction that publishes on taskq_jobs or taskq_work flushes its commit after releasing PostgreSQL's NOTIFY lock.",
+							 "A transaction that publishes on taskq's channels flushes its commit after releasing PostgreSQL's NOTIFY lock.",
 							 "COMMIT still waits for the flush; other sessions may see the transaction during it.  Not under synchronous replication.",
 							 &taskq_flush_after_notify, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
@@ -212,6 +212,14 @@ define_gucs(void)
 							"Longest retry backoff delay.",
 							NULL, &taskq_backoff_max_s, 3600, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_payload_size",
+							"Largest payload a job may have; -1: no limit.",
+							NULL, &taskq_max_payload_size, 1024 * 1024, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.max_result_size",
+							"Largest result a job may have; -1: no limit.",
+							NULL, &taskq_max_result_size, 1024 * 1024, -1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("taskq");
 }
 

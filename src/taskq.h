@@ -147,6 +147,12 @@ typedef struct TaskqPlainFields
 
 extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
+/* limits.c: how big a payload and a result may be */
+extern int	taskq_max_payload_size;
+extern int	taskq_max_result_size;
+extern void taskq_check_payload_size(Datum payload);
+extern void taskq_check_result_size(Datum result, int64 job_id);
+
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);
 
@@ -169,14 +175,14 @@ extern bool taskq_wake_before_flush;
 /* why a commit's flush waits until its locks are released */
 typedef enum TaskqFlushReason
 {
-	TASKQ_FLUSH_AFTER_NOTIFY,	/* it published on taskq_jobs or taskq_work */
+	TASKQ_FLUSH_AFTER_NOTIFY,	/* it published on taskq's channels */
 	TASKQ_FLUSH_AFTER_WAKE		/* it wakes an executor */
 } TaskqFlushReason;
 
 extern void taskq_request_commit_flush(TaskqFlushReason reason);
 extern void taskq_commit_flush_init(void);
 
-/* publish.c: what is published on taskq_jobs and taskq_work */
+/* publish.c: what is published, on which channel */
 typedef enum TaskqNotifyLevel
 {
 	NOTIFY_NONE,
@@ -184,15 +190,30 @@ typedef enum TaskqNotifyLevel
 	NOTIFY_ALL
 } TaskqNotifyLevel;
 
+/* the two kinds of channel: transitions (JSON), and queues with claimable work */
+typedef enum TaskqChannelKind
+{
+	TASKQ_CHANNEL_JOBS,
+	TASKQ_CHANNEL_WORK,
+	NUM_TASKQ_CHANNELS
+} TaskqChannelKind;
+
+#define TASKQ_JOBS_CHANNEL_PREFIX "taskq_jobs_"
+#define TASKQ_WORK_CHANNEL_PREFIX "taskq_work_"
+
 extern int	taskq_notify_level;
 extern double taskq_notify_queue_limit;
 extern bool taskq_publishing_now(const char *status);
 extern void taskq_publish_transition(int64 id, const char *status, const char *queue,
-									 const char *job_type, int attempt, bool in_database);
+									 const char *job_type, int attempt, bool in_database,
+									 Oid owner);
+extern const char *taskq_channel_name(TaskqChannelKind kind, Oid role);
+extern bool taskq_is_shared_channel(TaskqChannelKind kind, const char *name);
+extern Oid	taskq_job_owner(int64 id);
 
 /* listeners.c: notifications are sent only while a session may listen */
-extern void taskq_notify(const char *payload);
-extern void taskq_announce_work(const char *queue);
+extern void taskq_notify(int64 job_id, Oid owner, const char *payload);
+extern void taskq_announce_work(int64 job_id, Oid owner, const char *queue);
 extern Size taskq_listeners_size(void);
 extern void taskq_listeners_attach(void);
 extern void taskq_listeners_init(void);

@@ -159,7 +159,7 @@ class Worker:
     heartbeat      seconds between lease extensions (default lease / 3)
     poll_interval  seconds between claims when no notification arrives
     max_batch      most jobs taken by one claim (default concurrency + prefetch)
-    listen         LISTEN on taskq_work to claim new work at once; use False
+    listen         LISTEN on taskq.work_channel() to claim new work at once; use False
                    behind a transaction-pooling pooler (polling only)
     prefetch       jobs claimed beyond concurrency, waiting in a local queue
                    (their leases are heartbeated meanwhile); a claim is made
@@ -350,7 +350,10 @@ class Worker:
         while not self._stopping.is_set():
             if self.listen and not listening and time.monotonic() >= listen_backoff.ready_at:
                 try:
-                    listener.execute("LISTEN taskq_work")
+                    # the role's own channel name (any role may LISTEN on any
+                    # channel, so taskq names each so only its role knows it)
+                    channel = listener.execute("SELECT taskq.work_channel()")[0][0]
+                    listener.execute(f'LISTEN "{channel}"')
                 except psycopg.Error as e:
                     if not _transient(e):
                         raise
@@ -430,7 +433,7 @@ class Worker:
 
     def _drain_notifications(self, conn: psycopg.Connection) -> bool:
         """Read the pending notifications; true if one announces work in a
-        queue this worker serves (taskq_work's payload is the queue's name)."""
+        queue this worker serves (the work channel's payload is the queue's name)."""
         pgconn = conn.pgconn
         pgconn.consume_input()
         relevant = False

@@ -27,6 +27,7 @@ cleanup() {
                END \$\$" >/dev/null
     psql_q -c "SELECT taskq.unregister_handler('${tag}_noop')" >/dev/null 2>&1
     psql_q -c "DROP FUNCTION IF EXISTS public.${tag}_noop(jsonb)" >/dev/null 2>&1
+    psql_q -c "DROP ROLE IF EXISTS ${tag}_user" >/dev/null 2>&1
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -108,7 +109,7 @@ wait_for() {
 listening() {
     [ "$(psql_q -c "SELECT count(*) FROM pg_stat_activity
                    WHERE application_name = '$1' AND state = 'idle'
-                     AND query = 'LISTEN taskq_jobs'")" = 1 ]
+                     AND query LIKE 'LISTEN \"taskq\\_jobs\\_%'")" = 1 ]
 }
 
 # whether process $1 is gone
@@ -309,6 +310,28 @@ if wait_for 30 gone "$w1pid"; then
 else
     fail watch_count "taskq watch --count 1 still running after its transition"
 fi
+
+# a role that is not an admin watches its own jobs only, not the superuser's
+psql_q -c "CREATE ROLE ${tag}_user LOGIN;
+           DO \$\$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'taskq_user') THEN
+               GRANT taskq_user TO ${tag}_user; END IF; END \$\$" >/dev/null
+PGUSER="${tag}_user" PGAPPNAME="${tag}_watch3" "$taskq" watch >"$work/watch3.out" 2>&1 &
+w3pid=$!
+pids+=("$w3pid")
+wait_for 30 listening "${tag}_watch3"
+theirs=$("$taskq" submit "${tag}_secret" -q "${tag}_w3_secret")
+mine=$(PGUSER="${tag}_user" "$taskq" submit "${tag}_mine" -q "${tag}_w3")
+watch3_mine() { grep -qE "^[0-9:.]+ +$mine +${tag}_mine +${tag}_w3 +pending +0\$" "$work/watch3.out"; }
+if wait_for 30 watch3_mine; then
+    echo "cli watch_own_jobs ... ok"
+else
+    cp "$work/watch3.out" "$work/out"
+    fail watch_own_jobs "no line for the role's own job $mine within 30s"
+fi
+not_theirs() { [ -n "$theirs" ] && ! grep -qE " $theirs |_secret" "$work/watch3.out"; }
+assert watch_not_others_jobs not_theirs
+kill -INT "$w3pid"
+wait_for 10 gone "$w3pid"
 
 # a lost connection ends watch with status 1 and the reason on stderr
 PGAPPNAME="${tag}_watch2" "$taskq" watch >/dev/null 2>"$work/watch2.err" &

@@ -219,7 +219,8 @@ def test_bad_input(conn):
     ids = [r[0] for r in conn.execute(
         "SELECT taskq.submit(%s, '{}', queue => %s) FROM generate_series(1, 3)", (ECHO, BAD_QUEUE))]
     listener = connect()
-    listener.execute("LISTEN taskq_jobs")
+    (channel,) = listener.execute("SELECT taskq.channel()").fetchone()
+    listener.execute(f'LISTEN "{channel}"')
     got = sorted(r[0] for r in conn.execute(claim, ([BAD_QUEUE], "e2e-bad-3", 10, "1 min")))
     check(set(ids) <= set(got), f"claimed the 3 jobs ({got})")
     (n,) = one(conn, "SELECT taskq.complete_many(%s, %s::jsonb[], 'e2e-bad-3')",
@@ -286,7 +287,8 @@ def test_library(conn):
     thread.start()
     wait_for("the worker to LISTEN", lambda: one(
         conn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-              "AND query = 'LISTEN taskq_work'", (f"taskq worker {worker.name}"[:63],))[0] > 0, 20)
+              "AND query LIKE 'LISTEN \"taskq\\_work\\_%%'",
+        (f"taskq worker {worker.name}"[:63],))[0] > 0, 20)
     ids = {}
     for jt in LIB_TYPES:
         ids[jt] = one(conn, "SELECT taskq.submit(%s, %s, queue => %s, backoff => '0 s', "

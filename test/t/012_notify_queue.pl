@@ -43,10 +43,12 @@ SELECT taskq.register_handler('record', 'record(jsonb)');
 });
 ok( executors_up($node, 2),
 	'the executors are up');
+# the superuser's job channel: the admins' one, every job's transitions
+my $jobs = sql('SELECT taskq.channel()');
 
 # the listener: LISTEN (committed), then an open transaction it never ends
 my $listener = $node->background_psql('postgres');
-$listener->query_safe('LISTEN taskq_jobs');
+$listener->query_safe("LISTEN $jobs");
 $listener->query_safe('BEGIN');
 $listener->query_safe('SELECT 1');
 my $listener_pid = $listener->query_safe('SELECT pg_backend_pid()');
@@ -96,7 +98,7 @@ while (time() < $deadline)
 	$bad_keys = 0;
 	$out_of_order = 0;
 	my %seen;    # job id => statuses in the order received
-	while ($got =~ /Asynchronous notification "taskq_jobs" with payload "(.*?)" received/g)
+	while ($got =~ /Asynchronous notification "$jobs" with payload "(.*?)" received/g)
 	{
 		my $payload = $1;
 		$notes++;
@@ -128,7 +130,7 @@ $node->restart;
 ok( executors_up($node, 2),
 	'the executors are back after the restart');
 my $stuck = $node->background_psql('postgres');
-$stuck->query_safe('LISTEN taskq_jobs');
+$stuck->query_safe("LISTEN $jobs");
 $stuck->query_safe('BEGIN');
 $stuck->query_safe('SELECT 1');
 my $batch = sql("SELECT array_agg(taskq.submit('record')) FROM generate_series(1, 200)");

@@ -1,4 +1,4 @@
-# taskq.flush_after_notify: a transaction that publishes on taskq_jobs
+# taskq.flush_after_notify: a transaction that publishes on taskq's channels
 # flushes its commit after PostgreSQL's NOTIFY lock is released, still before
 # COMMIT returns.  commit_delay (a 100 ms sleep in every WAL flush) makes the
 # flushes long enough to watch: with the setting on, a second publishing
@@ -37,7 +37,7 @@ BEGIN
 END $$;
 });
 my $listener = $node->background_psql('postgres');
-$listener->query_safe('LISTEN taskq_jobs');
+$listener->query_safe('LISTEN ' . sql('SELECT taskq.channel()'));
 
 is(sql("SELECT taskq.submit('x', queue => 'plain') IS NOT NULL; SHOW synchronous_commit"),
 	"t\non", 'a publishing commit leaves synchronous_commit as it was');

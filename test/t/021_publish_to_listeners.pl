@@ -1,8 +1,9 @@
-# taskq publishes on taskq_jobs and on taskq_work only while a session may be
-# listening on that channel: with nobody listening a submit never takes
-# PostgreSQL's NOTIFY lock, and a LISTEN waits out the commits that decided
-# not to publish, so no notification owed to a listener is skipped (taskq
-# loaded without shared_preload_libraries cannot tell, and always publishes).
+# taskq publishes on its job channels (taskq_jobs_*) and work channels
+# (taskq_work_*) only while a session may be listening on one of that kind:
+# with nobody listening a submit never takes PostgreSQL's NOTIFY lock, and a
+# LISTEN waits out the commits that decided not to publish, so no
+# notification owed to a listener is skipped (taskq loaded without
+# shared_preload_libraries cannot tell, and always publishes).
 # A synchronous standby that never answers holds commits in their last step
 # (wait event SyncRep) long enough to watch; a NOTIFY of a transaction stuck
 # there holds the NOTIFY lock.
@@ -33,6 +34,9 @@ sub standby_stalls
 }
 
 sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
+# the superuser's channels: the admins' (every transition) and the workers'
+my $jobs = sql('SELECT taskq.channel()');
+my $work = sql('SELECT taskq.work_channel()');
 standby_stalls(1);
 
 # a session, its pid, and $sql sent without waiting for it
@@ -80,12 +84,12 @@ ok(waits_on($quiet_pid, 'SyncRep'),
 my $listener = $node->background_psql('postgres', on_error_stop => 0);
 my $listener_pid = $listener->query_safe('SELECT pg_backend_pid()');
 $listener->query_safe("SET statement_timeout = '300ms'");
-$listener->query('LISTEN taskq_jobs');
+$listener->query("LISTEN $jobs");
 like($listener->{stderr}, qr/statement timeout/,
-	'LISTEN taskq_jobs waits for the commit that did not publish (here until its timeout)');
+	'LISTEN on a job channel waits for the commit that did not publish (here until its timeout)');
 $listener->{stderr} = '';    # (BackgroundPsql keeps it)
 $listener->query_safe('RESET statement_timeout');
-$listener->query_until(qr/sent/, "\\echo sent\nLISTEN taskq_jobs;\n");
+$listener->query_until(qr/sent/, "\\echo sent\nLISTEN $jobs;\n");
 ok(waits_on($listener_pid, 'Extension'), 'retried, it waits again');
 ok(release($quiet_pid), 'that commit ends');
 is($listener->query_safe('SELECT 1'), '1', 'and then LISTEN returns');
@@ -103,9 +107,9 @@ $_->quit for ($holder, $loud);
 
 # 4. Subtransactions: what a rolled back savepoint published is never sent.
 standby_stalls(0);
-sql(q{BEGIN;
+sql(qq{BEGIN;
 SELECT taskq.submit('x', queue => 'kept');
-NOTIFY taskq_jobs, 'plain notify';
+NOTIFY $jobs, 'plain notify';
 SAVEPOINT s;
 SELECT taskq.submit('x', queue => 'undone');
 ROLLBACK TO s;
@@ -131,17 +135,17 @@ ok(waits_on($quiet_pid, 'SyncRep'), 'once the listener is gone, a submit no long
 release($_) for ($holder_pid, $quiet_pid);
 $_->quit for ($holder, $quiet);
 
-# 6. taskq_work, the workers' channel, is counted on its own: with only a
-# listener there, a claim (a transition published on taskq_jobs only) sends
+# 6. The work channels are counted on their own: with only a listener on
+# one, a claim (a transition published on the job channels only) sends
 # nothing, and a submit announces its queue once, however many jobs.
 my $worker = $node->background_psql('postgres');
-$worker->query_safe('LISTEN taskq_work');
+$worker->query_safe("LISTEN $work");
 ($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'the NOTIFY lock is held once more');
 my ($claimer, $claimer_pid) =
   in_background("SELECT count(*) FROM taskq.claim(ARRAY['quiet'], 'w', 1, '1 min')");
 ok(waits_on($claimer_pid, 'SyncRep'),
-	'with a listener on taskq_work only, a claim commits past the NOTIFY lock');
+	'with a listener on a work channel only, a claim commits past the NOTIFY lock');
 release($claimer_pid);
 is(sql("SELECT worker FROM taskq.jobs WHERE queue = 'quiet'"), 'w', 'the claim took the job');
 my ($batch, $batch_pid) = in_background(
@@ -150,21 +154,21 @@ ok(waits_on($batch_pid, 'object'), 'a submit waits for the NOTIFY lock to announ
 release($holder_pid);
 ok(waits_on($batch_pid, 'SyncRep'), 'the submit got the lock');
 
-# That commit sent on taskq_work and dropped its taskq_jobs notifications: a
-# LISTEN taskq_jobs waits for it, a LISTEN taskq_work does not.
+# That commit sent on the work channels and dropped its job channels'
+# notifications: a LISTEN on a job channel waits for it, on a work one not.
 my $late = $node->background_psql('postgres', on_error_stop => 0);
 $late->query_safe("SET statement_timeout = '300ms'");
-$late->query('LISTEN taskq_jobs');
+$late->query("LISTEN $jobs");
 like($late->{stderr}, qr/statement timeout/,
-	'LISTEN taskq_jobs waits for a commit that published on taskq_work only');
+	'LISTEN on a job channel waits for a commit that published on the work channels only');
 my $prompt = $node->background_psql('postgres', on_error_stop => 0);
 $prompt->query_safe("SET statement_timeout = '300ms'");
-$prompt->query('LISTEN taskq_work');
-unlike($prompt->{stderr}, qr/statement timeout/, 'LISTEN taskq_work does not wait for it');
+$prompt->query("LISTEN $work");
+unlike($prompt->{stderr}, qr/statement timeout/, 'LISTEN on a work channel does not wait for it');
 release($batch_pid);
 $heard = $worker->query_safe('SELECT 1');
-my @announced = $heard =~ /Asynchronous notification "taskq_work" with payload "(.*?)"/g;
-is("@announced", 'work', 'the taskq_work listener heard the queue once, for three jobs');
+my @announced = $heard =~ /Asynchronous notification "$work" with payload "(.*?)"/g;
+is("@announced", 'work', 'the work channel\'s listener heard the queue once, for three jobs');
 $_->quit for ($holder, $claimer, $batch, $late, $prompt, $worker);
 
 standby_stalls(0);
@@ -172,33 +176,33 @@ is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"),
 	'quiet, loud, kept, kept too, quiet again, work, work, work',
 	'every job committed, but the rolled back one');
 
-# 7. taskq_work announces only work for external workers: not a job the
+# 7. The work channels announce only work for external workers: not a job the
 # executors will run, but that job once its handler is unregistered.
 $worker = $node->background_psql('postgres');
-$worker->query_safe('LISTEN taskq_work');
+$worker->query_safe("LISTEN $work");
 sql(q{CREATE FUNCTION noop(jsonb) RETURNS void LANGUAGE sql AS '';
 SELECT taskq.pause('moved');
 SELECT taskq.register_handler('moving', 'noop(jsonb)');
 SELECT taskq.submit('moving', queue => 'moved')});
 unlike($worker->query_safe('SELECT 1'), qr/Asynchronous notification/,
-	'a job with a handler is not announced on taskq_work');
+	'a job with a handler is not announced on the work channel');
 sql(q{SELECT taskq.unregister_handler('moving')});
-like($worker->query_safe('SELECT 1'), qr/"taskq_work" with payload "moved"/,
+like($worker->query_safe('SELECT 1'), qr/"$work" with payload "moved"/,
 	'unregistering its handler announces it');
 
-# 8. taskq.notify_level = terminal keeps taskq_jobs to the ends of jobs;
-# taskq_work still announces new work.  none silences both.
+# 8. taskq.notify_level = terminal keeps the job channels to the ends of
+# jobs; the work channels still announce new work.  none silences both.
 my $jobs_listener = $node->background_psql('postgres');
-$jobs_listener->query_safe('LISTEN taskq_jobs');
+$jobs_listener->query_safe("LISTEN $jobs");
 sql(q{SET taskq.notify_level = terminal;
 SELECT taskq.submit('x', queue => 'terminal');
 SELECT count(taskq.complete(id)) FROM taskq.claim(ARRAY['terminal'], 'w', 1, '1 min')});
 $heard = $jobs_listener->query_safe('SELECT 1');
 like($heard, qr/"status": "succeeded", "queue": "terminal"/,
-	'notify_level terminal: the job\'s success is published on taskq_jobs');
+	'notify_level terminal: the job\'s success is published on the job channel');
 unlike($heard, qr/"status": "(pending|running)"/, 'its other transitions are not');
-like($worker->query_safe('SELECT 1'), qr/"taskq_work" with payload "terminal"/,
-	'taskq_work announced the job');
+like($worker->query_safe('SELECT 1'), qr/"$work" with payload "terminal"/,
+	'the work channel announced the job');
 sql(q{SET taskq.notify_level = none;
 SELECT taskq.submit('x', queue => 'none');
 SELECT count(taskq.complete(id)) FROM taskq.claim(ARRAY['none'], 'w', 1, '1 min')});
@@ -213,6 +217,9 @@ $node = PostgreSQL::Test::Cluster->new('not_preloaded');
 $node->init(allows_streaming => 1);
 $node->start;
 sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
+# the superuser's channels: the admins' (every transition) and the workers'
+my $jobs = sql('SELECT taskq.channel()');
+my $work = sql('SELECT taskq.work_channel()');
 standby_stalls(1);
 ($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'not preloaded: the NOTIFY lock is held');
