@@ -284,6 +284,8 @@ GRANT EXECUTE ON FUNCTION
     taskq.complete_many(bigint[], jsonb[], text),
     taskq.fail(bigint, text, boolean, text),
     taskq.heartbeat(bigint, text, interval),
+    taskq.channel(),
+    taskq.work_channel(),
     taskq._caller()
 TO taskq_user, taskq_worker;
 
