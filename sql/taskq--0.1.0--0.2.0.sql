@@ -243,7 +243,7 @@ BEGIN
     LOOP
         IF NOT pg_catalog.pg_has_role(r, 'taskq_user', 'MEMBER') THEN
             EXECUTE format('GRANT taskq_user TO %s', r);
-            RAISE NOTICE 'taskq: role % owns jobs or schedules and was granted taskq_user', r;
+            RAISE WARNING 'taskq: role % owns jobs or schedules and was granted taskq_user', r;
         END IF;
     END LOOP;
 END

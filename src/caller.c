@@ -95,6 +95,8 @@ PG_FUNCTION_INFO_V1(taskq_caller);
 Datum
 taskq_caller(PG_FUNCTION_ARGS)
 {
+	/* every function of an older schema asks: it must not run on this library */
+	taskq_require_current_schema();
 	PG_RETURN_OID(taskq_caller_role());
 }
 
@@ -163,6 +165,7 @@ taskq_api_call(PG_FUNCTION_ARGS)
 	volatile Datum result = (Datum) 0;
 
 	refuse_security_restricted();
+	taskq_require_current_schema();
 	if (body == NULL)
 	{
 		body = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(ApiBody));

@@ -558,6 +558,7 @@ taskq_submit(PG_FUNCTION_ARGS)
 
 	if (PG_NARGS() != N_ARGS - 1)
 		elog(ERROR, "taskq: submit called with %d arguments", PG_NARGS());
+	taskq_require_current_schema();
 	memcpy(args, fcinfo->args, sizeof(NullableDatum) * (N_ARGS - 1));
 	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
 	args[ARG_OWNER].isnull = false;

@@ -8,6 +8,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -421,20 +422,36 @@ taskq_wake_capacity_waiters(void)
 }
 
 /*
- * Is the extension installed in this database?  Needs a transaction.  Locks
+ * Is the extension installed in this database, with the schema this library
+ * needs (schema_version.c)?  Needs a transaction.  Locks
  * the extension until the transaction ends: DROP EXTENSION locks it first,
  * so it waits for a worker's transaction instead of deadlocking with it.
  */
 bool
 taskq_extension_ready(void)
 {
+	static bool told_schema = false;
 	Oid			ext = get_extension_oid("taskq", true);
+	char	   *installed;
 
 	if (!OidIsValid(ext))
 		return false;
 	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
 	/* dropped while we waited for the lock? */
-	return get_extension_oid("taskq", true) == ext;
+	if (get_extension_oid("taskq", true) != ext)
+		return false;
+	if (!taskq_schema_is_current(ext, &installed))
+	{
+		/* said once per worker: the workers wait for the update */
+		if (!told_schema)
+			ereport(LOG,
+					(errmsg("taskq: schema version %s in database \"%s\", library version %s: workers wait",
+							installed, get_database_name(MyDatabaseId), TASKQ_SCHEMA_VERSION),
+					 errhint("Run ALTER EXTENSION taskq UPDATE in that database.")));
+		told_schema = true;
+		return false;
+	}
+	return true;
 }
 
 /* An SPI plan kept for the session (SPI_prepare_cursor's cursor_options). */

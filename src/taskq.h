@@ -219,6 +219,11 @@ extern void taskq_listeners_attach(void);
 extern void taskq_listeners_init(void);
 extern void taskq_listeners_utility(Node *stmt);
 
+/* schema_version.c: the schema this library needs (taskq.control's default_version) */
+#define TASKQ_SCHEMA_VERSION "0.2.0"
+extern bool taskq_schema_is_current(Oid ext, char **installed);
+extern void taskq_require_current_schema(void);
+
 /* caller.c */
 typedef struct TaskqActing
 {

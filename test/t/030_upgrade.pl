@@ -77,6 +77,8 @@ SELECT string_agg(line, E'\n' ORDER BY line) FROM (
 ) s};
 
 # --- a 0.1.0 database with work in every state --------------------------
+# This library refuses to run 0.1.0's functions (test below), so the work is
+# written as 0.1.0 wrote it: job rows, edges, log rows, a handler, a schedule.
 sql(q{
 CREATE EXTENSION taskq VERSION '0.1.0';
 CREATE EXTENSION pg_cron;
@@ -85,33 +87,74 @@ CREATE TABLE runs (job bigint, who text);
 GRANT INSERT ON runs TO PUBLIC;
 CREATE FUNCTION note(payload jsonb) RETURNS void LANGUAGE sql AS
     $$ INSERT INTO public.runs VALUES (taskq.current_job_id(), current_user) $$;
-SELECT taskq.register_handler('note', 'note(jsonb)');
+INSERT INTO taskq.handlers (job_type, handler, registered_by) VALUES ('note', 'note(jsonb)', 'postgres');
+CREATE FUNCTION old_job(status taskq.job_status, queue text, job_type text, parents bigint[] DEFAULT '{}')
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    id bigint;
+    done boolean := status IN ('succeeded', 'failed', 'cancelled');
+BEGIN
+    INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload, result,
+                            last_error, attempts, max_attempts, backoff, cpu_units, memory_mb, run_at,
+                            owner, worker, lease_expires_at, unfinished_parents, in_database,
+                            started_at, finished_at)
+    VALUES (queue, job_type, 'normal', 'normal', status, '{"old": true}',
+            CASE WHEN status = 'succeeded' THEN '{"ok": true}'::jsonb END,
+            CASE WHEN status = 'failed' THEN 'old failure' END,
+            CASE WHEN status IN ('running', 'succeeded', 'failed') THEN 1 ELSE 0 END,
+            CASE WHEN status = 'failed' THEN 1 ELSE 3 END, '1 second', 1, 0, now(),
+            'upgrade_alice', CASE WHEN status = 'running' THEN 'old worker' END,
+            CASE WHEN status = 'running' THEN now() + interval '1 hour' END,
+            cardinality(parents), job_type = 'note',
+            CASE WHEN status IN ('running', 'succeeded', 'failed') THEN now() END,
+            CASE WHEN done THEN now() END)
+    RETURNING jobs.id INTO id;
+    INSERT INTO taskq.job_dependencies (job_id, depends_on) SELECT id, unnest(parents);
+    INSERT INTO taskq.job_logs (job_id, status, attempt, message)
+    VALUES (id, CASE WHEN cardinality(parents) > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, 0, 'submitted');
+    IF status NOT IN ('pending', 'blocked') THEN
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message) VALUES (id, status, 1, 'old');
+    END IF;
+    RETURN id;
+END $$;
+INSERT INTO taskq.schedules (name, cron, job_type, payload, priority, queue, owner, cron_jobid)
+VALUES ('up_nightly', '0 3 * * *', 'note', '{}', 'normal', 'up', 'upgrade_alice',
+        cron.schedule_in_database('taskq:up_nightly', '0 3 * * *',
+                                  $$SELECT taskq.submit('note', '{}'::jsonb, 'normal'::taskq.priority, 'up')$$,
+                                  'postgres', 'upgrade_alice'));
 });
 is(sql(q{SELECT extversion FROM pg_extension WHERE extname = 'taskq'}), '0.1.0', 'installed 0.1.0');
 
 my %job;
-$job{$_->[0]} = sql($_->[1]) for (
-	[ext_pending => q{SET ROLE upgrade_alice; SELECT taskq.submit('ext', queue => 'up')}],
-	[ext_running => q{SELECT taskq.submit('ext', queue => 'up_run')}],
-	[ext_done => q{SELECT taskq.submit('ext', queue => 'up_done')}],
-	[ext_failed => q{SELECT taskq.submit('ext', queue => 'up_fail')}],
-	[ext_cancelled => q{SELECT taskq.submit('ext', queue => 'up')}]);
+$job{$_->[0]} = sql("SELECT old_job($_->[1])") for (
+	[ext_pending => q{'pending', 'up', 'ext'}],
+	[ext_running => q{'running', 'up_run', 'ext'}],
+	[ext_done => q{'succeeded', 'up_done', 'ext'}],
+	[ext_failed => q{'failed', 'up_fail', 'ext'}],
+	[ext_cancelled => q{'cancelled', 'up', 'ext'}]);
 # a DAG: an in-database child waits for alice's external parent
-$job{child} = sql(qq{SET ROLE upgrade_alice; SELECT taskq.submit('note', queue => 'up', depends_on => ARRAY[$job{ext_pending}])});
-$job{grandchild} = sql(qq{SET ROLE upgrade_alice; SELECT taskq.submit('note', queue => 'up', depends_on => ARRAY[$job{child}])});
-sql(q{SELECT count(*) FROM taskq.claim(ARRAY['up_run', 'up_done', 'up_fail'], 'old worker', 10)});
-sql(qq{SELECT taskq.complete($job{ext_done}, '{"old": true}', 'old worker')});
-sql(qq{SELECT taskq.fail($job{ext_failed}, 'old failure', false, 'old worker')});
-sql(qq{SELECT taskq.cancel($job{ext_cancelled})});
-sql(q{SET ROLE upgrade_alice; SELECT taskq.schedule('up_nightly', '0 3 * * *', 'note', queue => 'up')});
+$job{child} = sql(qq{SELECT old_job('blocked', 'up', 'note', ARRAY[$job{ext_pending}])});
+$job{grandchild} = sql(qq{SELECT old_job('blocked', 'up', 'note', ARRAY[$job{child}])});
 is(sql(q{SELECT string_agg(DISTINCT status::text, ',' ORDER BY status::text) FROM taskq.jobs}),
 	'blocked,cancelled,failed,pending,running,succeeded', 'jobs in every state before the update');
 
+# --- an old schema under this library: errors and waiting workers ----------
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT taskq.submit('ext', queue => 'up')});
+like($err, qr/schema in this database is version 0\.1\.0, but its library is version \Q$current\E.*\n.*HINT:\s+Run ALTER EXTENSION taskq UPDATE/s,
+	'a call into the old schema fails with a hint to update');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT taskq.cancel(1)});
+like($err, qr/HINT:\s+Run ALTER EXTENSION taskq UPDATE/, '... every call');
+ok($node->wait_for_log(qr/taskq: schema version 0\.1\.0 in database "postgres", library version \Q$current\E: workers wait/),
+	'the workers wait for the update, and say so');
+is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'taskq executor'}), '0',
+	'... without starting executors');
+
 # --- the update ------------------------------------------------------------
-my ($ret, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION taskq UPDATE');
+($ret, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION taskq UPDATE');
 is($ret, 0, 'ALTER EXTENSION taskq UPDATE succeeds');
-like($err, qr/upgrade_alice owns jobs or schedules and was granted taskq_user/,
+like($err, qr/WARNING:\s+taskq: role upgrade_alice owns jobs or schedules and was granted taskq_user/,
 	'a role that used taskq keeps its rights, and is told so');
+is(sql(q{SELECT pg_has_role('upgrade_alice', 'taskq_user', 'MEMBER')}), 't', '... as a taskq_user member');
 is(sql(q{SELECT extversion FROM pg_extension WHERE extname = 'taskq'}), $current, "updated to $current");
 
 # --- the catalog equals a fresh install's ----------------------------------
@@ -138,13 +181,15 @@ is(sql(qq{SELECT string_agg(who, ',' ORDER BY job) FROM runs}), 'upgrade_alice,u
 is(sql(qq{SELECT string_agg(status::text, ',' ORDER BY id) FROM taskq.jobs WHERE id IN
 	($job{ext_pending}, $job{ext_running}, $job{ext_done}, $job{ext_failed}, $job{ext_cancelled})}),
 	'succeeded,succeeded,succeeded,failed,cancelled', 'every old job ended as it should');
-is(sql(q{SELECT taskq.retry(id) IS NULL FROM taskq.jobs WHERE status = 'failed'}), 't',
+sql(qq{SELECT taskq.retry($job{ext_failed})});
+is(sql(qq{SELECT status FROM taskq.jobs WHERE id = $job{ext_failed}}), 'pending',
 	'a job dead-lettered before the update can be retried');
 my $new = sql(q{SET ROLE upgrade_alice; SELECT taskq.submit('note', queue => 'up')});
 is(sql(qq{SELECT taskq.wait(ARRAY[$new], '60 s')}), 't', 'the old role submits and runs new jobs');
 is(sql(q{SELECT count(*) FROM cron.job WHERE jobname = 'taskq:up_nightly' AND username = 'upgrade_alice'}),
 	'1', 'the schedule survives');
 sql(q{SET ROLE upgrade_alice; SELECT taskq.unschedule('up_nightly')});
+is(sql(q{SELECT count(*) FROM cron.job WHERE jobname = 'taskq:up_nightly'}), '0', '... and is removed by its owner');
 
 # --- bad versions ------------------------------------------------------------
 ($ret, $out, $err) = $node->psql('fresh', q{ALTER EXTENSION taskq UPDATE TO '9.9.9'});
