@@ -15,6 +15,7 @@ packages=(
     python3-psycopg
     pgbouncer
     tmux
+    sqlsmith
 )
 
 missing=()
