@@ -18,7 +18,7 @@ include $(PGXS)
 .PHONY: demo
 demo: ; bash demo/run.sh
 
-$(OBJS): src/taskq.h
+$(OBJS): src/taskq.h src/compat.h
 
 # the `taskq` command-line tool (cli/, libpq), installed next to psql
 CLI_SRCS = $(wildcard cli/*.c)

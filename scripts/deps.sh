@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install what taskq needs to build, test and run, from Debian's packages.
-# Safe to run again: it installs only what is missing.
+# Safe to run again: it installs only what is missing.  TASKQ_PG picks the
+# PostgreSQL major version (15, 17 or 18; default 15).
 set -euo pipefail
+pg=${TASKQ_PG:-15}
 
 packages=(
     build-essential
-    postgresql-15
-    postgresql-server-dev-15
-    postgresql-15-pgtap
+    postgresql-$pg
+    postgresql-server-dev-$pg
+    postgresql-$pg-pgtap
     libtap-parser-sourcehandler-pgtap-perl
-    postgresql-15-cron
+    postgresql-$pg-cron
     libpq-dev
     libipc-run-perl
     python3-psycopg

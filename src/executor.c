@@ -499,7 +499,7 @@ check_job_runnable(ClaimedJob *job)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role %u that submitted the job does not exist", job->owner)));
 	taskq_check_handler_trusted(job->handler);
-	if (pg_proc_aclcheck(job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
+	if (object_aclcheck(ProcedureRelationId, job->handler, job->owner, ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("role \"%s\" may not execute handler %s",

@@ -639,7 +639,7 @@ insert_row(JobWriter *w, ResultRelInfo *rri, TupleTableSlot *slot, Datum *values
 	ExecStoreVirtualTuple(slot);
 	table_tuple_insert(rri->ri_RelationDesc, slot, GetCurrentCommandId(true), 0, NULL);
 	/* no deferred unique index, no exclusion constraint: nothing to recheck */
-	recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, false, NULL, NIL);
+	recheck = ExecInsertIndexTuples(rri, slot, w->estate, false, false, NULL, NIL, false);
 	list_free(recheck);
 	ResetPerTupleExprContext(w->estate);
 }

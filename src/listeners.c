@@ -65,7 +65,7 @@ static const char *const channel_prefixes[NUM_CHANNELS] = {
 typedef struct TaskqListeners
 {
 	pg_atomic_uint32 count[NUM_CLASSES];	/* sessions that ran LISTEN on one */
-	/* by BackendId: CLASS_BIT(class), raised while a commit may drop its notifications */
+	/* by ProcNumber: CLASS_BIT(class), raised while a commit may drop its notifications */
 	pg_atomic_uint32 committing[FLEXIBLE_ARRAY_MEMBER];
 } TaskqListeners;
 
@@ -160,7 +160,7 @@ hold(TaskqChannel channel, int64 job_id, Oid owner, const char *payload, bool un
 	HeldNotification *n;
 	Size		len = strlen(payload) + 1;
 	MemoryContext old;
-	bool		now = Listeners == NULL || MyBackendId == InvalidBackendId;
+	bool		now = Listeners == NULL || MyProcNumber == INVALID_PROC_NUMBER;
 
 	if (OidIsValid(owner))
 		job_id = 0;				/* its owner is all that is needed of it */
@@ -216,7 +216,7 @@ static void
 lower_flag(void)
 {
 	if (flag_raised)
-		pg_atomic_write_u32(&Listeners->committing[MyBackendId], 0);
+		pg_atomic_write_u32(&Listeners->committing[MyProcNumber], 0);
 	flag_raised = false;
 }
 
@@ -242,7 +242,7 @@ send_or_drop_held(void)
 	}
 	if (holding == 0)
 		return;
-	pg_atomic_write_u32(&Listeners->committing[MyBackendId], holding);
+	pg_atomic_write_u32(&Listeners->committing[MyProcNumber], holding);
 	flag_raised = true;
 	pg_memory_barrier();
 	for (int k = 0; k < NUM_CHANNELS; k++)
@@ -266,7 +266,7 @@ send_or_drop_held(void)
 	if (dropped == 0)
 		lower_flag();
 	else if (dropped != holding)
-		pg_atomic_write_u32(&Listeners->committing[MyBackendId], dropped);
+		pg_atomic_write_u32(&Listeners->committing[MyProcNumber], dropped);
 }
 
 static void
@@ -361,11 +361,11 @@ count_this_listener(int class)
 		counted[class] = true;
 	}
 
-	for (int i = 1; i <= MaxBackends; i++)
+	for (int i = 0; i <= MaxBackends; i++)
 	{
 		long		sleep_ms = 1;
 
-		while (i != MyBackendId &&
+		while (i != MyProcNumber &&
 			   (pg_atomic_read_u32(&Listeners->committing[i]) & CLASS_BIT(class)) != 0)
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
@@ -384,7 +384,7 @@ taskq_listeners_utility(Node *stmt)
 	if (!IsA(stmt, ListenStmt))
 		return;
 	/* (only where PostgreSQL will let the LISTEN run: see standard_ProcessUtility) */
-	if (MyBackendType != B_BACKEND || MyBackendId == InvalidBackendId ||
+	if (MyBackendType != B_BACKEND || MyProcNumber == INVALID_PROC_NUMBER ||
 		InSecurityRestrictedOperation() || RecoveryInProgress())
 		return;
 	for (int k = 0; k < NUM_CHANNELS; k++)

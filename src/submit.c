@@ -474,16 +474,16 @@ insert_with_sql(NullableDatum *args, Oid priority_type, bool has_parents, bool l
 /*
  * Insert the job of args; as the owner of the function called (fcinfo) when
  * as_owner, as SECURITY DEFINER would, else as the current user.  On error
- * the (sub)transaction's abort restores the user and pops the path.
+ * the (sub)transaction's abort restores the user and the path.
  */
 static int64
 insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 {
-	OverrideSearchPath catalog_only = {NIL, true, false, 0};
 	Oid			function_owner;
 	Oid			priority_type;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	bool		has_parents = false;
 	bool		plain;
 	int32		unfinished = 0;
@@ -507,7 +507,8 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 		SetUserIdAndSecContext(function_owner,
 							   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	/* also for job_rows.c: index predicates are evaluated as the owner */
-	PushOverrideSearchPath(&catalog_only);
+	save_nestlevel = NewGUCNestLevel();
+	RestrictSearchPath();
 	if (plain)
 	{
 		/* (a keyed submit may only find its job: it can run read-only) */
@@ -518,7 +519,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	if (!created)
 		id = insert_with_sql(args, priority_type, has_parents, !plain, &unfinished, &created,
 							 &in_database);
-	PopOverrideSearchPath();
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	if (created)

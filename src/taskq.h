@@ -6,6 +6,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "executor/spi.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
