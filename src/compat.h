@@ -8,6 +8,7 @@
 
 #include "postgres.h"
 
+#include "catalog/dependency.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_proc.h"
@@ -16,6 +17,7 @@
 #include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/guc.h"
+#include "utils/relcache.h"
 
 /* 16 is not tested: refused like the others */
 #if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 190000 || \
@@ -24,6 +26,44 @@
 #endif
 
 #if PG_VERSION_NUM < 160000
+
+/*
+ * 16's PG_TRY(suffix): a PG_TRY nested in another one names its variables
+ * apart (16's -Wshadow=compatible-local flags the unnamed pair)
+ */
+#undef PG_TRY
+#undef PG_CATCH
+#undef PG_FINALLY
+#undef PG_END_TRY
+#define PG_TRY(...)  \
+	do { \
+		sigjmp_buf *_save_exception_stack##__VA_ARGS__ = PG_exception_stack; \
+		ErrorContextCallback *_save_context_stack##__VA_ARGS__ = error_context_stack; \
+		sigjmp_buf _local_sigjmp_buf##__VA_ARGS__; \
+		bool _do_rethrow##__VA_ARGS__ = false; \
+		if (sigsetjmp(_local_sigjmp_buf##__VA_ARGS__, 0) == 0) \
+		{ \
+			PG_exception_stack = &_local_sigjmp_buf##__VA_ARGS__
+#define PG_CATCH(...)	\
+		} \
+		else \
+		{ \
+			PG_exception_stack = _save_exception_stack##__VA_ARGS__; \
+			error_context_stack = _save_context_stack##__VA_ARGS__
+#define PG_FINALLY(...) \
+		} \
+		else \
+			_do_rethrow##__VA_ARGS__ = true; \
+		{ \
+			PG_exception_stack = _save_exception_stack##__VA_ARGS__; \
+			error_context_stack = _save_context_stack##__VA_ARGS__
+#define PG_END_TRY(...)  \
+		} \
+		if (_do_rethrow##__VA_ARGS__) \
+				PG_RE_THROW(); \
+		PG_exception_stack = _save_exception_stack##__VA_ARGS__; \
+		error_context_stack = _save_context_stack##__VA_ARGS__; \
+	} while (0)
 
 /* 16 folded pg_<class>_aclcheck and pg_<class>_ownercheck into these */
 static inline AclResult
@@ -74,6 +114,10 @@ object_ownercheck(Oid classid, Oid objectid, Oid roleid)
 
 #if PG_VERSION_NUM < 170000
 
+/* 17 takes the open relation */
+#define getIdentitySequence(rel, attnum, missing_ok) \
+	getIdentitySequence(RelationGetRelid(rel), attnum, missing_ok)
+
 /*
  * 17 numbers backends by their PGPROC (from 0) instead of BackendId (from
  * 1); both are below MaxBackends + 1 for any process that runs transactions.
@@ -95,5 +139,21 @@ RestrictSearchPath(void)
 }
 
 #endif							/* PG_VERSION_NUM < 170000 */
+
+/*
+ * 18 can return a deferrable primary key (deferrable_ok); before 18 it
+ * never did, which is deferrable_ok = false
+ */
+#if PG_VERSION_NUM < 180000
+#define RelationGetPrimaryKeyIndex(relation, deferrable_ok) \
+	RelationGetPrimaryKeyIndex(relation)
+#endif
+
+/* 17 moved PGPROC's lxid into vxid: this backend's local transaction id */
+#if PG_VERSION_NUM >= 170000
+#define MyProcLxid (MyProc->vxid.lxid)
+#else
+#define MyProcLxid (MyProc->lxid)
+#endif
 
 #endif							/* TASKQ_COMPAT_H */

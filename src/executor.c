@@ -942,7 +942,7 @@ run_batch(List *jobs, long *sleep_ms)
 		taskq_release_all(MySlot);
 		if (outcome == OUTCOME_GIVEN_BACK)
 			isolate_batches = list_length(jobs);
-		PG_TRY();
+		PG_TRY(2);
 		{
 			ListCell   *lc;
 
@@ -967,7 +967,7 @@ run_batch(List *jobs, long *sleep_ms)
 			SPI_finish();
 			CommitTransactionCommand();
 		}
-		PG_CATCH();
+		PG_CATCH(2);
 		{
 			/*
 			 * The jobs stay running under our name and nothing else would
@@ -977,7 +977,7 @@ run_batch(List *jobs, long *sleep_ms)
 			ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
 			proc_exit(1);
 		}
-		PG_END_TRY();
+		PG_END_TRY(2);
 	}
 	PG_END_TRY();
 	clear_cancel_requests();

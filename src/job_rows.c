@@ -425,12 +425,10 @@ know_tables(void)
 		tables.queue_default_timeout = column(queues, "default_timeout");
 		tables.queue_default_max_attempts = column(queues, "default_max_attempts");
 		tables.handler_job_type = column(handlers, "job_type");
-		tables.queues_key = RelationGetPrimaryKeyIndex(queues);
-		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers);
-		tables.jobs_sequence = getIdentitySequence(tables.jobs,
-												   tables.job_att[J_ID], true);
-		tables.logs_sequence = getIdentitySequence(tables.logs,
-												   tables.log_att[L_ID], true);
+		tables.queues_key = RelationGetPrimaryKeyIndex(queues, false);
+		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers, false);
+		tables.jobs_sequence = getIdentitySequence(jobs, tables.job_att[J_ID], true);
+		tables.logs_sequence = getIdentitySequence(logs, tables.log_att[L_ID], true);
 		tables.priority_type = enum_types[PRIORITY_TYPE - 1];
 		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 										 ObjectIdGetDatum(enum_types[STATUS_TYPE - 1]),

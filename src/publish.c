@@ -77,7 +77,7 @@ read_secret(bool missing_ok)
 	SysScanDesc scan;
 	HeapTuple	tuple;
 
-	if (secret != NULL && secret_checked_in == MyProc->lxid)
+	if (secret != NULL && secret_checked_in == MyProcLxid)
 		return true;
 	table = taskq_table("channel_secret");
 	if (!OidIsValid(table) && missing_ok)
@@ -116,7 +116,7 @@ read_secret(bool missing_ok)
 					 errmsg("taskq's channel secret is missing or too short")));
 		secret_table = table;
 	}
-	secret_checked_in = MyProc->lxid;
+	secret_checked_in = MyProcLxid;
 	return true;
 }
 
@@ -215,7 +215,7 @@ taskq_job_owner(int64 id)
 	if (!OidIsValid(table))
 		return InvalidOid;
 	rel = table_open(table, AccessShareLock);
-	index = RelationGetPrimaryKeyIndex(rel);
+	index = RelationGetPrimaryKeyIndex(rel, false);
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(id));
 	scan = systable_beginscan(rel, index, OidIsValid(index), SnapshotSelf, 1, &key);
 	if ((tuple = systable_getnext(scan)) != NULL)
@@ -291,14 +291,14 @@ taskq_publishing_now(const char *status)
 	if (taskq_notify_level == NOTIFY_NONE ||
 		(!published_on_jobs(status) && strcmp(status, "pending") != 0))
 		return false;
-	if (checked_in != MyProc->lxid)
+	if (checked_in != MyProcLxid)
 	{
 		LOCAL_FCINFO(usage_fcinfo, 0);
 
 		InitFunctionCallInfoData(*usage_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
 		queue_has_room = DatumGetFloat8(pg_notification_queue_usage(usage_fcinfo)) <
 			taskq_notify_queue_limit;
-		checked_in = MyProc->lxid;
+		checked_in = MyProcLxid;
 	}
 	return queue_has_room;
 }
