@@ -148,6 +148,9 @@ typedef struct TaskqPlainFields
 
 extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
+/* dag.c: taskq's private locks */
+extern void taskq_lock_job_type(Datum job_type, bool exclusive);
+
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);
 
