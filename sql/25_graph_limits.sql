@@ -6,6 +6,11 @@
 -- submit_many's naming the job and the key.
 \i sql/include/helpers.psql
 CREATE ROLE taskq_graph_user NOLOGIN;
+DO $$ BEGIN  -- (where the API is granted to taskq_user rather than PUBLIC)
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'taskq_user') THEN
+        GRANT taskq_user TO taskq_graph_user;
+    END IF;
+END $$;
 GRANT ALL ON lbl TO taskq_graph_user;
 SET ROLE taskq_graph_user;
 
