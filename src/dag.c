@@ -10,7 +10,9 @@
  * lock tags whose fourth field is TASKQ_LOCK_SPACE, where pg_advisory_*
  * use 1 and 2 only (Citus keeps its own classes the same way).  Keys are
  * hashed into a few buckets, so a transaction holds at most a few of them
- * whatever it submits or claims.
+ * whatever it submits or claims.  With them, the count of running jobs a
+ * claim of a concurrency-limited queue needs: a dirty read, so that claims
+ * not yet committed count and no claim has to wait for another's commit.
  */
 #include "postgres.h"
 
