@@ -31,6 +31,8 @@ DO $d$ BEGIN  -- (where the API is granted to taskq_user rather than PUBLIC)
 END $d$;
 CREATE FUNCTION noop(payload jsonb) RETURNS void LANGUAGE sql AS $$ SELECT $$;
 SELECT taskq.register_handler('noop', 'noop(jsonb)');
+CREATE FUNCTION nap(payload jsonb) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(0.01) $$;
+SELECT taskq.register_handler('nap', 'nap(jsonb)');
 });
 ok(executors_up($node, 2), 'the executors are up');
 my $launcher = sql("SELECT pid FROM taskq.workers WHERE kind = 'launcher'");
@@ -105,11 +107,52 @@ FROM taskq.claim(ARRAY['wide'], 'ext', 10000, '10 minutes');
 is(sql("SELECT string_agg(DISTINCT status || ' ' || unfinished_parents, ',') FROM taskq.jobs WHERE job_type = 'wide_child'"),
 	'pending 0', 'the children are pending once their parents succeeded');
 
+# The same protocol against the executors' batches: children linked to
+# in-database parents (10 ms each) while the executors claim and complete
+# them (a parent pending, in a batch, or succeeded) are all released and
+# run; nobody deadlocks.
+my $children_sql = join('', map {
+	"SELECT taskq.submit('noop', queue => 'mix', payload => '{\"child\": true}', depends_on => ARRAY(SELECT id FROM taskq.jobs WHERE queue = 'mix' AND payload = '{}' ORDER BY id DESC LIMIT 20));\n"
+} 1 .. 150);
+my @linkers;
+for my $s (1 .. 2)
+{
+	# (each its own copy: IPC::Run consumes its input)
+	my %h = (in => $children_sql, out => '', err => '');
+	$h{run} = IPC::Run::start(
+		[
+			'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d',
+			$node->connstr('postgres') . ' user=producer'
+		],
+		'<', \$h{in}, '>', \$h{out}, '2>', \$h{err});
+	push @linkers, \%h;
+}
+for (1 .. 20)
+{
+	$node->safe_psql('postgres',
+		"SELECT count(taskq.submit('nap', queue => 'mix')) FROM generate_series(1, 30)",
+		extra_params => [ '-U', 'producer' ]);
+}
+for my $h (@linkers)
+{
+	ok($h->{run}->finish, 'a session linked 150 children to running parents') or diag($h->{err});
+}
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) = 0 FROM taskq.jobs WHERE queue = 'mix' AND status <> 'succeeded'"),
+	'every parent and every child succeeded');
+is(sql("SELECT count(*) FROM taskq.jobs WHERE queue = 'mix' AND payload = '{\"child\": true}'"),
+	300, 'all 300 children ran');
+note(sql("SELECT count(*) FROM taskq.job_logs l JOIN taskq.jobs j ON j.id = l.job_id
+          WHERE j.queue = 'mix' AND l.status = 'blocked' AND l.message = 'submitted'")
+	  . ' of the children waited for a parent');
+
 is(sql("SELECT pid FROM taskq.workers WHERE kind = 'launcher'"), $launcher, 'the launcher is the same process');
 ok(executors_up($node, 2), 'the executors are still up');
 my $log = slurp_file($node->logfile);
 unlike($log, qr/out of shared memory|53200/, 'the server never ran out of shared memory');
 unlike($log, qr/terminated by signal|server process .* exited with exit code/, 'no process crashed');
+unlike($log, qr/deadlock detected/, 'no deadlock');
 
 $node->stop;
 done_testing();
