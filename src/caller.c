@@ -151,9 +151,9 @@ find_body(FunctionCallInfo fcinfo, ApiBody *body)
 
 /*
  * The entry point of every privileged public function: note the caller and
- * call the body (a body calling another public function still acts for its
- * own caller) with the same arguments and result info (a set-returning
- * body materializes into the caller's tuplestore).
+ * call the body with the same arguments and result info, through which a
+ * set-returning body returns its rows.  A body calling another public
+ * function still acts for its own caller.
  */
 PG_FUNCTION_INFO_V1(taskq_api_call);
 Datum

@@ -59,9 +59,6 @@ enum
 	N_ARGS
 };
 
-/* taskq._lock_job_type's advisory lock class (register_handler takes it exclusive) */
-#define JOB_TYPE_LOCK_CLASS 29813
-
 static SPIPlanPtr find_live_key_plan = NULL;
 static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr insert_keyed_plan = NULL;
@@ -314,17 +311,11 @@ find_live_key(Datum owner, Datum key)
 	return DatumGetInt64(id);
 }
 
-/* The job type's lock, shared: see taskq._lock_job_type. */
+/* The job type's lock, shared: see taskq_lock_job_type (dag.c). */
 static void
 lock_job_type_shared(Datum job_type)
 {
-	LOCKTAG		tag;
-	int32		hash = DatumGetInt32(DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
-															 job_type));
-
-	/* what pg_advisory_xact_lock_shared(int4, int4) takes */
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, JOB_TYPE_LOCK_CLASS, (uint32) hash, 2);
-	(void) LockAcquire(&tag, ShareLock, false, false);
+	taskq_lock_job_type(job_type, false);
 }
 
 /*
@@ -590,6 +581,26 @@ is_good_name(JsonbValue *v)
 		!name_is_too_long(v->val.string.val, v->val.string.len);
 }
 
+/*
+ * A label of taskq.priority?  Any other string makes the batch not plain, so
+ * that the batch's check names the job (an unknown label only declines).
+ */
+static bool
+is_priority_label(JsonbValue *v)
+{
+	static const char *const labels[] = {"critical", "high", "normal", "low"};
+
+	if (v->type != jbvString)
+		return false;
+	for (int i = 0; i < lengthof(labels); i++)
+	{
+		if (v->val.string.len == strlen(labels[i]) &&
+			memcmp(v->val.string.val, labels[i], v->val.string.len) == 0)
+			return true;
+	}
+	return false;
+}
+
 static bool
 key_is(JsonbValue *key, const char *name)
 {
@@ -629,7 +640,7 @@ taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
 		else if (key_is(&key, "payload") && value.type == jbvBinary &&
 				 JsonContainerIsObject(value.val.binary.data))
 			fields->payload = value;
-		else if (key_is(&key, "priority") && value.type == jbvString)
+		else if (key_is(&key, "priority") && is_priority_label(&value))
 			fields->priority = value;
 		else
 			return false;
@@ -666,4 +677,340 @@ taskq_plain_batch(PG_FUNCTION_ARGS)
 			PG_RETURN_BOOL(false);
 	}
 	PG_RETURN_BOOL(true);
+}
+
+/* the JSON type of a value, as jsonb_typeof names it */
+static const char *
+json_type_name(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsArray(v->val.binary.data) ? "array" : "object";
+		default:
+			return "value";
+	}
+}
+
+#define BATCH_DETAIL "Jobs of the batch are numbered from 0, in array order."
+
+static void
+wrong_json_type(int job, const char *key, const char *wanted, JsonbValue *v)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("job %d of the batch: %s must be a JSON %s, got a JSON %s",
+					job, key, wanted, json_type_name(v)),
+			 errdetail(BATCH_DETAIL)));
+}
+
+/* a JSON number that is a whole number within [min, max], else the error */
+static int64
+batch_integer(int job, const char *key, JsonbValue *v, int64 min, int64 max)
+{
+	char	   *digits;
+	char	   *end;
+	int64		n;
+
+	if (v->type != jbvNumeric)
+		wrong_json_type(job, key, "number", v);
+	digits = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (strspn(digits + (digits[0] == '-'), "0123456789") != strlen(digits + (digits[0] == '-')))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("job %d of the batch: %s must be a whole number, got %s", job, key, digits),
+				 errdetail(BATCH_DETAIL)));
+	errno = 0;
+	n = strtoi64(digits, &end, 10);
+	if (errno == ERANGE || n < min || n > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("job %d of the batch: %s %s is out of range", job, key, digits),
+				 errdetail(BATCH_DETAIL)));
+	return n;
+}
+
+/* a JSON string read by a type's input function, its error naming job and key */
+static Datum
+batch_input(int job, const char *key, JsonbValue *v, PGFunction input)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *s;
+	Datum		result = (Datum) 0;
+
+	if (v->type != jbvString)
+		wrong_json_type(job, key, "string", v);
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	PG_TRY();
+	{
+		result = DirectFunctionCall3(input, CStringGetDatum(s), ObjectIdGetDatum(InvalidOid),
+									 Int32GetDatum(-1));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		/* rethrown at once, with the job and key: the abort cleans up */
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("job %d of the batch: %s: %s", job, key, edata->message),
+				 errdetail(BATCH_DETAIL)));
+	}
+	PG_END_TRY();
+	return result;
+}
+
+static void
+batch_name(int job, const char *key, JsonbValue *v)
+{
+	if (v->type == jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job %d of the batch: %s must not be NULL", job, key),
+				 errdetail(BATCH_DETAIL)));
+	if (v->type != jbvString)
+		wrong_json_type(job, key, "string", v);
+	if (name_is_blank(v->val.string.val, v->val.string.len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job %d of the batch: %s must not be empty", job, key),
+				 errdetail(BATCH_DETAIL)));
+	if (name_is_too_long(v->val.string.val, v->val.string.len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job %d of the batch: %s is longer than 200 characters", job, key),
+				 errdetail(BATCH_DETAIL)));
+}
+
+/* a JSON array of whole numbers within [min, max] */
+static void
+batch_id_list(int job, const char *key, JsonbValue *v, int64 min, int64 max)
+{
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken token;
+
+	if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+		wrong_json_type(job, key, "array", v);
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((token = JsonbIteratorNext(&it, &elem, true)) != WJB_DONE)
+	{
+		int64		k;
+
+		if (token != WJB_ELEM)
+			continue;
+		if (elem.type == jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("job %d of the batch: %s must not contain NULL", job, key),
+					 errdetail(BATCH_DETAIL)));
+		if (elem.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+					 errmsg("job %d of the batch: %s must be a JSON array of numbers, got a JSON %s in it",
+							job, key, json_type_name(&elem)),
+					 errdetail(BATCH_DETAIL)));
+		k = batch_integer(job, key, &elem, PG_INT64_MIN, PG_INT64_MAX);
+		if (k < min || k > max)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("job %d of the batch depends on batch index " INT64_FORMAT ", which is not an earlier job",
+							job, k),
+					 errhint("\"after\" may only name earlier jobs of the same batch.")));
+	}
+}
+
+/* a label of enum taskq.<type_name>? */
+static bool
+is_enum_label(const char *type_name, JsonbValue *v)
+{
+	Oid			type = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+									   CStringGetDatum(type_name),
+									   ObjectIdGetDatum(get_namespace_oid("taskq", false)));
+	char	   *label;
+
+	if (!OidIsValid(type) || v->val.string.len >= NAMEDATALEN)
+		return false;
+	label = pnstrdup(v->val.string.val, v->val.string.len);
+	return SearchSysCacheExists2(ENUMTYPOIDNAME, ObjectIdGetDatum(type), CStringGetDatum(label));
+}
+
+/* Every check of submit() on job i of a submit_many batch, naming i and the key. */
+static void
+check_batch_job(int job, JsonbValue *element)
+{
+	JsonbIterator *it;
+	JsonbValue	key;
+	JsonbValue	v;
+	JsonbIteratorToken token;
+	bool		has_job_type = false;
+
+	if (element->type != jbvBinary || !JsonContainerIsObject(element->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job %d of the batch is not a JSON object", job)));
+	it = JsonbIteratorInit(element->val.binary.data);
+	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
+	{
+		char	   *k;
+
+		if (token != WJB_KEY)
+			continue;
+		if (JsonbIteratorNext(&it, &v, true) != WJB_VALUE)
+			elog(ERROR, "taskq: unexpected jsonb token");
+		k = pnstrdup(key.val.string.val, key.val.string.len);
+		if (strcmp(k, "job_type") == 0)
+		{
+			batch_name(job, k, &v);
+			has_job_type = true;
+			continue;
+		}
+		if (strcmp(k, "payload") == 0)
+		{
+			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: payload must be a JSON object, got a JSON %s",
+								job, json_type_name(&v)),
+						 errdetail(BATCH_DETAIL)));
+			continue;
+		}
+		/* every other key may be null: the default */
+		if (v.type == jbvNull &&
+			(strcmp(k, "queue") == 0 || strcmp(k, "priority") == 0 ||
+			 strcmp(k, "depends_on") == 0 || strcmp(k, "after") == 0 ||
+			 strcmp(k, "run_at") == 0 || strcmp(k, "max_attempts") == 0 ||
+			 strcmp(k, "timeout") == 0 || strcmp(k, "cpu_units") == 0 ||
+			 strcmp(k, "memory_mb") == 0 || strcmp(k, "idempotency_key") == 0 ||
+			 strcmp(k, "backoff") == 0))
+			continue;
+		if (strcmp(k, "queue") == 0)
+			batch_name(job, k, &v);
+		else if (strcmp(k, "priority") == 0)
+		{
+			if (v.type != jbvString)
+				wrong_json_type(job, k, "string", &v);
+			if (!is_enum_label("priority", &v))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("job %d of the batch: invalid priority \"%s\"",
+								job, pnstrdup(v.val.string.val, v.val.string.len)),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else if (strcmp(k, "depends_on") == 0)
+			batch_id_list(job, k, &v, PG_INT64_MIN, PG_INT64_MAX);
+		else if (strcmp(k, "after") == 0)
+			batch_id_list(job, k, &v, 0, job - 1);
+		else if (strcmp(k, "run_at") == 0)
+		{
+			if (TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(batch_input(job, k, &v, timestamptz_in))))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: run_at must be a finite timestamp", job),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else if (strcmp(k, "timeout") == 0 || strcmp(k, "backoff") == 0)
+		{
+			bool		is_timeout = strcmp(k, "timeout") == 0;
+			Datum		d = batch_input(job, k, &v, interval_in);
+
+			if (interval_below_zero(d, is_timeout))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: %s must be %s, got %s", job, k,
+								is_timeout ? "positive" : "non-negative", interval_text(d)),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else if (strcmp(k, "max_attempts") == 0)
+		{
+			int64		n = batch_integer(job, k, &v, PG_INT32_MIN, PG_INT32_MAX);
+
+			if (n < 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: max_attempts must be at least 1, got " INT64_FORMAT,
+								job, n),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else if (strcmp(k, "cpu_units") == 0 || strcmp(k, "memory_mb") == 0)
+		{
+			bool		cpu = strcmp(k, "cpu_units") == 0;
+			int64		n = batch_integer(job, k, &v, PG_INT32_MIN, PG_INT32_MAX);
+
+			if (n < (cpu ? 1 : 0))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: %s must be %s, got " INT64_FORMAT,
+								job, k, cpu ? "positive" : "non-negative", n),
+						 errdetail(BATCH_DETAIL)));
+			if (n > (cpu ? taskq_max_cpu_units : taskq_max_memory_mb))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch needs " INT64_FORMAT " %s but taskq.max_%s is %d",
+								job, n, k, k, cpu ? taskq_max_cpu_units : taskq_max_memory_mb),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else if (strcmp(k, "idempotency_key") == 0)
+		{
+			if (v.type != jbvString)
+				wrong_json_type(job, k, "string", &v);
+			if (v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("job %d of the batch: idempotency_key must not be empty", job),
+						 errdetail(BATCH_DETAIL)));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("job %d of the batch has unknown key \"%s\"", job, k)));
+		pfree(k);
+	}
+	if (!has_job_type)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job %d of the batch: job_type must not be NULL", job),
+				 errdetail(BATCH_DETAIL)));
+}
+
+/*
+ * taskq._check_batch(jobs jsonb): raise the error of the first bad job of a
+ * submit_many batch, naming its index and key; every value must have its
+ * JSON type (a job_type of 5 or a cpu_units of "1" are errors, not cast).
+ * After it, submit_many's casts cannot fail.
+ */
+PG_FUNCTION_INFO_V1(taskq_check_batch);
+Datum
+taskq_check_batch(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
+	JsonbIterator *it;
+	JsonbValue	job;
+	JsonbIteratorToken token;
+	int			i = 0;
+
+	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("jobs must be a JSON array of objects")));
+	it = JsonbIteratorInit(&jobs->root);
+	while ((token = JsonbIteratorNext(&it, &job, true)) != WJB_DONE)
+	{
+		if (token != WJB_ELEM)
+			continue;
+		CHECK_FOR_INTERRUPTS();
+		check_batch_job(i++, &job);
+	}
+	PG_RETURN_VOID();
 }

@@ -155,6 +155,9 @@ extern int	taskq_max_result_size;
 extern void taskq_check_payload_size(Datum payload);
 extern void taskq_check_result_size(Datum result, int64 job_id);
 
+/* dag.c: taskq's private locks */
+extern void taskq_lock_job_type(Datum job_type, bool exclusive);
+
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt);
 

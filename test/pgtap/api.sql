@@ -160,7 +160,7 @@ SELECT is((SELECT count(*) FROM taskq.submit_many('[]')), 0::bigint, 'submit_man
 SELECT throws_ok($$SELECT taskq.add_dependency(NULL, pg_temp.job('pending'))$$, '22004', NULL, 'add_dependency: NULL job_id');
 SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('pending'), NULL)$$, '22004', NULL, 'add_dependency: NULL depends_on');
 SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('pending'), pg_temp.job('pending'))$$, '22023', NULL, 'add_dependency: on itself');
-SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('pending'), -7)$$, 'P0002', 'job -7 does not exist', 'add_dependency: on a missing job');
+SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('pending'), -7)$$, '23503', 'job -7 does not exist', 'add_dependency: on a missing job');
 SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('done'), pg_temp.job('pending'))$$, '55000', NULL, 'add_dependency: to a finished job');
 SELECT lives_ok($$SELECT taskq.add_dependency(pg_temp.job('pending'), pg_temp.job('done'))$$, 'add_dependency: on a succeeded job');
 SELECT throws_ok($$SELECT taskq.add_dependency(pg_temp.job('running'), pg_temp.job('pending'))$$, '55000', NULL, 'add_dependency: to a running job');

@@ -275,7 +275,7 @@ SELECT pg_temp.rejects($$SELECT taskq.heartbeat(pg_temp.job('m_exec'))$$, '55000
 
 -- wait, dag, retry_failed, purge_failed
 SELECT pg_temp.rejects($$SELECT taskq.wait(NULL, '0')$$, '22004', 'wait: NULL ids');
-SELECT pg_temp.rejects($$SELECT taskq.dag(NULL)$$, 'P0002', 'dag: NULL job');
+SELECT pg_temp.rejects($$SELECT taskq.dag(NULL)$$, '22004', 'dag: NULL job');
 SELECT pg_temp.rejects($$SELECT taskq.dag(pg_temp.job('m_pending'), 'svg')$$, '22023', 'dag: unknown format');
 SELECT pg_temp.rejects($$SELECT taskq.dag(pg_temp.job('m_pending'), NULL)$$, '22023', 'dag: NULL format');
 SELECT pg_temp.rejects($$SELECT taskq.dag(pg_temp.job('m_pending'), 'mermaid''); DROP TABLE taskq.jobs; --')$$, '22023', 'dag: SQL as the format');
@@ -411,7 +411,7 @@ SELECT pg_temp.rejects($$SELECT taskq.complete(pg_temp.job('v_run'), '{"forged":
 SELECT pg_temp.rejects($$SELECT taskq.complete(pg_temp.job('v_run'), '{}', 'victim worker')$$, 'P0002', 'mallory: complete the victim''s job under its worker''s name');
 SELECT pg_temp.rejects($$SELECT taskq.fail(pg_temp.job('v_run'), 'sabotage', false)$$, 'P0002', 'mallory: fail the victim''s job');
 SELECT pg_temp.rejects($$SELECT taskq.heartbeat(pg_temp.job('v_run'), NULL, '10 centuries')$$, 'P0002', 'mallory: heartbeat the victim''s job');
-SELECT pg_temp.rejects($$SELECT taskq.add_dependency(pg_temp.job('m_pending'), pg_temp.job('v_pending'))$$, 'P0002', 'mallory: depend on the victim''s job');
+SELECT pg_temp.rejects($$SELECT taskq.add_dependency(pg_temp.job('m_pending'), pg_temp.job('v_pending'))$$, '23503', 'mallory: depend on the victim''s job');
 SELECT pg_temp.rejects($$SELECT taskq.add_dependency(pg_temp.job('v_pending'), pg_temp.job('m_pending'))$$, 'P0002', 'mallory: block the victim''s job on hers');
 SELECT pg_temp.rejects($$SELECT taskq.submit('tap_m', queue => 'tap_m', depends_on => ARRAY[pg_temp.job('v_pending')])$$, '23503', 'mallory: submit after the victim''s job');
 SELECT pg_temp.rejects($$SELECT taskq.dag(pg_temp.job('v_blocked'))$$, 'P0002', 'mallory: draw the victim''s graph');
