@@ -37,10 +37,18 @@ mirror() {
     echo "${m%/}"
 }
 
-# Mounts of the root being used, undone by the trap whatever happens.
+# Mounts of the root being used, undone by the trap whatever happens;
+# first ends what a failed or timed-out run left running in that root.
 mounted=()
+active_root=
 cleanup() {
-    local i
+    local i p
+    if [ -n "$active_root" ]; then
+        for p in /proc/[0-9]*; do
+            [ "$(readlink "$p/root" 2>/dev/null)" = "$active_root" ] && kill -KILL "${p#/proc/}" 2>/dev/null
+        done
+        active_root=
+    fi
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
         umount -R "${mounted[i]}" 2>/dev/null || umount -lR "${mounted[i]}" 2>/dev/null
     done
@@ -51,6 +59,7 @@ trap 'exit 130' INT TERM
 
 mount_root() {
     local root=$1
+    active_root=$(readlink -f "$root")
     mount -t proc proc "$root/proc" && mounted+=("$root/proc") || return 1
     mount --rbind /dev "$root/dev" && mounted+=("$root/dev") || return 1
     mount --make-rslave "$root/dev"
@@ -125,8 +134,12 @@ run_version() {
     echo "== matrix: PostgreSQL $pg in $suite"
     # deps.sh (called by run.sh) runs apt-get update + install only when
     # a package is missing, so a warm root starts testing at once
-    in_root "$root" env TASKQ_PG="$pg" TASKQ_MATRIX=0 TASKQ_BENCH=0 \
-        bash /taskq/test/run.sh 2>&1 | tee "$log" | sed "s/^/[pg$pg] /"
+    # (bounded: a hung run must not eat CI's budget; the 15 suite takes ~10 min)
+    timeout --kill-after=30 "${TASKQ_MATRIX_TIMEOUT:-2400}" \
+        chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        TASKQ_PG="$pg" TASKQ_MATRIX=0 TASKQ_BENCH=0 \
+        bash /taskq/test/run.sh 2>&1 | tee "$log" | sed -u "s/^/[pg$pg] /"
     cleanup
 
     last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)

@@ -80,7 +80,8 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     passed=$((passed + tap_ok))
     failed=$((failed + tap_bad))
     if [ "$tap_bad" -gt 0 ]; then
-        for f in "$tapdir"/tmp_check/log/*; do
+        # (PostgreSQL 17 moved the TAP logs from tmp_check/log to log)
+        for f in "$tapdir"/tmp_check/log/* "$tapdir"/log/*; do
             [ -f "$f" ] && { echo "--- $f"; tail -30 "$f"; }
         done
     fi
