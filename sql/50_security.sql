@@ -85,7 +85,7 @@ SELECT n, pg_temp.try_ids(stmt) AS error FROM (VALUES
  (18, $$DELETE FROM taskq.job_dependencies WHERE job_id = pg_temp.id('a2')$$),
  (19, $$INSERT INTO taskq.queues (name, paused) VALUES ('regress_security', true)$$),
  (20, $$UPDATE taskq.queues SET paused = false$$),
- (21, $$INSERT INTO taskq.handlers (job_type, handler, registered_by) VALUES ('security', 'pg_catalog.jsonb_strip_nulls(jsonb)', 'taskq_alice')$$),
+ (21, $$INSERT INTO taskq.handlers (job_type, handler, registered_by) VALUES ('security', 'pg_catalog.jsonb_pretty(jsonb)', 'taskq_alice')$$),
  (22, $$UPDATE taskq.dag_lock SET version = version + 1$$),
  (23, $$DELETE FROM taskq.schedules$$)
 ) AS t(n, stmt) ORDER BY n;
