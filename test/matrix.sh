@@ -32,8 +32,9 @@ fi
 mirror() {
     local m
     m=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-            /etc/apt/sources.list.d/*.list 2>/dev/null |
-        grep -oE 'https?://[^ ]+/debian/?' | grep -v -- '-security' | head -1)
+            /etc/apt/sources.list.d/*.list 2>/dev/null | grep -v -- '-security' |
+        grep -oE 'https?://[^ ]+/debian/?( |$)' | head -1)
+    m=${m% }
     echo "${m%/}"
 }
 
@@ -123,8 +124,9 @@ run_version() {
         return
     fi
 
-    # a copy of the checkout, without git metadata and build products
-    rm -rf "$root/taskq"
+    # a copy of the checkout, without git metadata and build products; the
+    # previous run's logs and clusters go
+    rm -rf "$root/taskq" "$root"/tmp/taskq-*
     mkdir -p "$root/taskq"
     tar -C "$repo" --exclude=./.git --exclude='*.o' --exclude='*.so' --exclude='*.bc' \
         --exclude=./build.log --exclude=./results --exclude=./tmp_check -cf - . |
@@ -140,6 +142,7 @@ run_version() {
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         TASKQ_PG="$pg" TASKQ_MATRIX=0 TASKQ_BENCH=0 \
         bash /taskq/test/run.sh 2>&1 | tee "$log" | sed -u "s/^/[pg$pg] /"
+    in_root "$root" apt-get clean
     cleanup
 
     last=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
@@ -155,9 +158,15 @@ run_version() {
     failed=$((failed + bad))
 }
 
-for v in "${versions[@]}"; do
-    run_version "$v"
-done
-
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+# (in a function: bash reads a script as it runs, and a checkout edited
+# meanwhile must not change what runs)
+main() {
+    local v
+    for v in "${versions[@]}"; do
+        run_version "$v"
+    done
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+}
+main
+exit
