@@ -943,6 +943,11 @@ executor_exit(int code, Datum arg)
 	AbortOutOfAnyTransaction();
 	taskq_current_job = 0;
 	job_cancel_flag = NULL;
+	if (escalated_job != 0)
+		ereport(LOG,
+				(errmsg("taskq executor: the handler of job %lld did not stop within %d ms of its cancel; the executor ended itself",
+						(long long) escalated_job, TASKQ_CANCEL_ESCALATE_MS),
+				 errhint("A handler must not trap query_canceled.")));
 
 	wanted = palloc0(sizeof(JobOutcome) * list_length(jobs));
 	foreach(lc, jobs)

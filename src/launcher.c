@@ -404,9 +404,17 @@ TaskqLauncherMain(Datum main_arg)
 
 		if (sleep_ms > 0)
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+
+			/* a backoff lasts out its time: only SIGTERM or SIGHUP cut it short */
+			do
+			{
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 sleep_ms, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+			} while (upkeep_failures > 0 && sleep_ms > 0 && !got_sigterm &&
+					 !ConfigReloadPending);
 		}
 	}
 	/* exit code 1: the postmaster restarts us unless it is shutting down */
