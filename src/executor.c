@@ -8,6 +8,11 @@
  * The claim is its own committed transaction, so an attempt is counted before
  * any handler runs: a handler that kills its backend every time ends in the
  * dead-letter queue instead of a crash loop.
+ *
+ * Cancel: taskq.cancel() flags the job in the batch we publish in shared
+ * memory (TaskqHeldBatch); a job not started yet is skipped, the running one
+ * is interrupted by executor_tick, and one whose handler traps the interrupt
+ * ends the executor (executor_exit records its batch).
  */
 #include "postgres.h"
 
@@ -21,6 +26,8 @@
 #include "commands/prepare.h"
 #include "commands/sequence.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -30,7 +37,9 @@
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -924,9 +933,11 @@ lock_held_jobs(List *jobs, JobOutcome candidate, SPIPlanPtr plan)
  * here, and its jobs are recorded in a new one.  The job that was running
  * is charged an attempt, as a crash charges it; its batch-mates go back
  * uncharged; a job taskq.cancel() flagged is left to its canceller, who
- * waits for our row locks.  Rows locked by others are skipped: the launcher
- * recovers what is left once we are gone.  (Before ShutdownPostgres: see
- * RemoveTempRelationsCallback for the same pattern.)
+ * waits for our row locks.  Interrupts are held while we exit, so nothing
+ * here may wait: rows locked by others are skipped, and a locked extension
+ * (DROP EXTENSION) skips it all; the launcher recovers what is left once we
+ * are gone.  (Before ShutdownPostgres: see RemoveTempRelationsCallback for
+ * the same pattern.)
  */
 static void
 executor_exit(int code, Datum arg)
@@ -936,8 +947,10 @@ executor_exit(int code, Datum arg)
 	JobOutcome *wanted;
 	ListCell   *lc;
 	int			i;
+	Oid			ext;
 
-	if (jobs == NIL)
+	/* the postmaster is gone (WL_EXIT_ON_PM_DEATH): write nothing more */
+	if (jobs == NIL || !PostmasterIsAlive())
 		return;
 	running_batch = NIL;
 	AbortOutOfAnyTransaction();
@@ -982,7 +995,11 @@ executor_exit(int code, Datum arg)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (taskq_extension_ready())
+	ext = get_extension_oid("taskq", true);
+	/* no waiting here (interrupts are held): DROP EXTENSION may hold it */
+	if (OidIsValid(ext) &&
+		ConditionalLockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock) &&
+		get_extension_oid("taskq", true) == ext)
 	{
 		prepare_plans();
 		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
