@@ -1,8 +1,10 @@
 /*
- * launcher.c: the launcher background worker.  It keeps taskq.workers
- * executors running (restarting dead ones with backoff) and does the
- * periodic upkeep: jobs of dead executors and expired leases go back to
- * pending, priorities age, finished jobs past taskq.retention are deleted.
+ * launcher.c: the launcher background worker.  It keeps exactly
+ * taskq.workers executors running (restarting dead ones with backoff,
+ * adopting those of a launcher before it) and does the periodic upkeep:
+ * jobs of dead executors and expired leases go back to pending, priorities
+ * age, finished jobs past taskq.retention are deleted.  An error in a round
+ * is logged and the launcher backs off; it never exits for one.
  */
 #include "postgres.h"
 
@@ -63,7 +65,7 @@ taskq_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* Note a failed start or a death: the next start waits, doubling up to a minute. */
+/* After a start (or a failed one) the next waits, doubling up to a minute. */
 static void
 delay_next_start(TimestampTz now)
 {
@@ -106,8 +108,9 @@ start_executor(void)
  * whoever started them: a launcher restarted after an error or a SIGTERM
  * adopts the executors of the one before instead of starting a second set.
  * Executors asked to stop (retiring) no longer count; surplus ones are asked
- * to stop, idle ones first.  A failed start, or the death of an executor we
- * did not stop, delays the next start (backoff).
+ * to stop, idle ones first.  Every start delays the next one, doubling up to
+ * a minute, until a full set has lived through the delay: executors that die
+ * at once are restarted with backoff, not in a loop.
  */
 static void
 manage_executors(void)
