@@ -92,7 +92,6 @@ typedef struct ClaimedJob
 } ClaimedJob;
 
 int64		taskq_current_job = 0;
-Oid			taskq_current_owner = InvalidOid;
 
 static volatile sig_atomic_t got_sigterm = false;
 static volatile TimestampTz sigterm_at = 0;
@@ -670,7 +669,6 @@ run_job(ClaimedJob *job)
 		job_deadline = job->timeout_ms > 0 &&
 			job->timeout_ms < (PG_INT64_MAX - started) / 1000 ?
 			started + job->timeout_ms * 1000 : 0;
-		taskq_current_owner = job->owner;
 		taskq_current_job = job->id;
 
 		call_handler(job);

@@ -185,9 +185,8 @@ extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);
 extern void taskq_register_launcher(void);
 
-/* executor.c: the job being executed by this backend and its owner */
+/* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
-extern Oid	taskq_current_owner;
 
 /* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */
 extern bool taskq_flush_after_notify;
