@@ -16,6 +16,9 @@ packages=(
     pgbouncer
     tmux
     sqlsmith
+    python3-venv
+    python3-setuptools
+    python3-wheel
 )
 
 missing=()
