@@ -19,6 +19,10 @@ packages=(
     python3-venv
     python3-setuptools
     python3-wheel
+    dpkg-dev
+    debhelper
+    fakeroot
+    postgresql-server-dev-all
 )
 
 missing=()

@@ -37,6 +37,10 @@ make -s install >/dev/null || fail_step "make install"
 logdir=$(mktemp -d -t taskq-test.XXXXXX)
 chmod 755 "$logdir"
 
+echo "== Debian packages (build, install in place of make install's files, smoke test, purge)"
+bash test/package.sh "$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')" 2>&1 | tee "$logdir/package.out"
+count_results "$logdir/package.out"
+
 echo "== pg_regress, isolation, pgTAP and Python end-to-end (one throwaway cluster)"
 pg_virtualenv -t \
     -o "shared_preload_libraries=taskq,pg_cron" \
