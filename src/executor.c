@@ -148,6 +148,8 @@ static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
 static SPIPlanPtr constraints_plan = NULL;
+/* the job's deferred triggers are firing (call_handler): none may defer again */
+static bool draining_deferred_triggers = false;
 
 /*
  * SIGTERM: stop after the shutdown grace.  Sent by this very process (a
@@ -637,12 +639,32 @@ call_handler(ClaimedJob *job)
 	 * the executor's superuser, and a broken deferred constraint would fail
 	 * the whole batch.
 	 */
+	draining_deferred_triggers = true;
 	if (SPI_execute_plan(constraints_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "taskq: checking deferred constraints failed");
+	draining_deferred_triggers = false;
 
 	/* revert every SET the handler made, SET LOCAL or not */
 	AtEOXact_GUC(false, nest_level);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * taskq.c's utility hook, for every utility statement: while a job's
+ * deferred triggers fire, none may SET CONSTRAINTS ... DEFERRED.  A trigger
+ * that did would queue work past the job, to the batch's commit, where it
+ * would run as the executor (a superuser) instead of the job's owner.
+ */
+void
+taskq_guard_handler_utility(Node *stmt)
+{
+	if (draining_deferred_triggers && IsA(stmt, ConstraintsSetStmt) &&
+		((ConstraintsSetStmt *) stmt)->deferred)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a deferred trigger of a taskq job may not defer constraints again"),
+				 errdetail("A job's deferred triggers fire when its handler returns, as the job's owner; "
+						   "nothing may be deferred past that.")));
 }
 
 static void
@@ -692,6 +714,7 @@ run_job(ClaimedJob *job)
 		taskq_current_job = 0;
 		job_deadline = 0;
 		job_cancel_flag = NULL;
+		draining_deferred_triggers = false;
 		MemoryContextSwitchTo(batch_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();

@@ -187,6 +187,7 @@ extern void taskq_register_launcher(void);
 
 /* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
+extern void taskq_guard_handler_utility(Node *stmt);
 
 /* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */
 extern bool taskq_flush_after_notify;
