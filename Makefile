@@ -29,10 +29,17 @@ install: install-cli
 install-cli: cli/taskq
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
 	$(INSTALL_PROGRAM) cli/taskq '$(DESTDIR)$(bindir)/taskq'
+	$(if $(DESTDIR),,@echo "taskq: the command-line tool is $(bindir)/taskq, which is not on PATH: add $(bindir) to PATH, or run 'make install-cli-link' to link it into $(CLI_LINK_DIR)")
+# optional: put the CLI on PATH (the Debian packages ship /usr/bin/taskq instead)
+CLI_LINK_DIR ?= /usr/local/bin
+install-cli-link: install-cli
+	$(MKDIR_P) '$(DESTDIR)$(CLI_LINK_DIR)'
+	ln -sf '$(bindir)/taskq' '$(DESTDIR)$(CLI_LINK_DIR)/taskq'
 uninstall: uninstall-cli
 uninstall-cli:
 	rm -f '$(DESTDIR)$(bindir)/taskq'
+	if [ '$(bindir)/taskq' = "$$(readlink '$(DESTDIR)$(CLI_LINK_DIR)/taskq')" ]; then rm -f '$(DESTDIR)$(CLI_LINK_DIR)/taskq'; fi
 clean: clean-cli
 clean-cli:
 	rm -f cli/taskq
-.PHONY: install-cli uninstall-cli clean-cli
+.PHONY: install-cli install-cli-link uninstall-cli clean-cli

@@ -18,6 +18,13 @@ packages=(
     pgbouncer
     tmux
     sqlsmith
+    python3-venv
+    python3-setuptools
+    python3-wheel
+    dpkg-dev
+    debhelper
+    fakeroot
+    postgresql-server-dev-all
 )
 
 missing=()

@@ -4,17 +4,21 @@
  *
  * Both commands refuse to run while other sessions are connected to the
  * database.  taskq's ProcessUtility hook (taskq.c; in every backend, since
- * taskq is in shared_preload_libraries) stops the workers first: they are told to stop
- * now, without the shutdown grace, and the command waits (a few seconds at
- * most) until they are gone.  The launcher then fails to reconnect and backs
+ * taskq is in shared_preload_libraries) stops the workers first, but only
+ * for a statement that will run (its caller owns the database; DROP outside
+ * a transaction block): they are told to stop now, without the shutdown
+ * grace, and the command waits (a few seconds at most) until they are gone.  The launcher then fails to reconnect and backs
  * off (see launcher.c) until the database exists again.
  */
 #include "postgres.h"
 
 #include <signal.h>
 
+#include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "utils/acl.h"
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/wait_event.h"
@@ -53,9 +57,32 @@ stop_workers(void)
 	}
 }
 
+/*
+ * Will this DROP DATABASE or ALTER DATABASE ... RENAME really run?  The
+ * checks PostgreSQL makes before it looks for other sessions, in dropdb()
+ * and RenameDatabase(), so that a statement doomed to fail (a non-owner's,
+ * or one inside a transaction block) cannot stop the workers and cancel
+ * their running jobs without their grace.
+ */
+static bool
+will_run(Node *stmt, const char *dbname, bool top_level)
+{
+	Oid			dboid = get_database_oid(dbname, true);
+
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId ||
+		!pg_database_ownercheck(dboid, GetUserId()))
+		return false;
+	if (IsA(stmt, DropdbStmt))
+		/* what PreventInTransactionBlock("DROP DATABASE") refuses */
+		return top_level && !IsTransactionBlock() && !IsSubTransaction() &&
+			!(MyXactFlags & XACT_FLAGS_PIPELINING);
+	return have_createdb_privilege() &&
+		!OidIsValid(get_database_oid(((RenameStmt *) stmt)->newname, true));
+}
+
 /* Before DROP DATABASE or RENAME of taskq.database runs, stop the workers. */
 void
-taskq_guard_database(Node *stmt)
+taskq_guard_database(Node *stmt, bool top_level)
 {
 	const char *dbname = NULL;
 
@@ -65,6 +92,6 @@ taskq_guard_database(Node *stmt)
 		dbname = ((RenameStmt *) stmt)->subname;
 
 	if (dbname != NULL && TaskqState != NULL && taskq_database != NULL &&
-		strcmp(dbname, taskq_database) == 0)
+		strcmp(dbname, taskq_database) == 0 && will_run(stmt, dbname, top_level))
 		stop_workers();
 }

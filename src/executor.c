@@ -8,6 +8,11 @@
  * The claim is its own committed transaction, so an attempt is counted before
  * any handler runs: a handler that kills its backend every time ends in the
  * dead-letter queue instead of a crash loop.
+ *
+ * Cancel: taskq.cancel() flags the job in the batch we publish in shared
+ * memory (TaskqHeldBatch); a job not started yet is skipped, the running one
+ * is interrupted by executor_tick, and one whose handler traps the interrupt
+ * ends the executor (executor_exit records its batch).
  */
 #include "postgres.h"
 
@@ -21,6 +26,8 @@
 #include "commands/prepare.h"
 #include "commands/sequence.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -30,7 +37,9 @@
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/pmsignal.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -65,6 +74,7 @@ typedef struct ClaimedJob
 {
 	int64		id;
 	int32		attempt;
+	int32		max_attempts;
 	Oid			owner;
 	Oid			handler;		/* InvalidOid if unregistered meanwhile */
 	Datum		payload;
@@ -72,6 +82,8 @@ typedef struct ClaimedJob
 	int32		cpu_units;
 	int32		memory_mb;
 	bool		held;
+	int			area;			/* where it is published: TaskqState->held[.][area] */
+	int			index;			/* and at which index */
 	JobOutcome	outcome;
 	Datum		result;			/* jsonb, when result_isnull is false */
 	bool		result_isnull;
@@ -80,7 +92,6 @@ typedef struct ClaimedJob
 } ClaimedJob;
 
 int64		taskq_current_job = 0;
-Oid			taskq_current_owner = InvalidOid;
 
 static volatile sig_atomic_t got_sigterm = false;
 static volatile TimestampTz sigterm_at = 0;
@@ -92,10 +103,18 @@ static volatile sig_atomic_t job_stopped_by_shutdown = false;
 static volatile sig_atomic_t job_terminated_itself = false;
 static TimeoutId tick_timeout;
 
+/* the running job's cancel flag in shared memory, polled by the tick */
+static volatile bool *job_cancel_flag = NULL;
+/* when the tick first interrupted the running job; the job it ended us for */
+static volatile TimestampTz job_stop_sent_at = 0;
+static volatile int64 escalated_job = 0;
+static volatile sig_atomic_t escalated_for_timeout = false;
+
 /* set before raising an error that retrying cannot fix */
 static bool job_error_permanent = false;
 
 static TaskqWorkerSlot *MySlot = NULL;
+static int	my_slot_index;
 static char worker_name[64];
 /*
  * Settings of the executor's own SQL; handlers get the session's values back.
@@ -112,6 +131,7 @@ static char *handler_settings[lengthof(executor_settings)];
 static MemoryContext batch_cxt = NULL;
 static MemoryContext next_batch_cxt = NULL;
 static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
+static List *running_batch = NIL;	/* inside run_batch: what executor_exit gives back */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
@@ -123,10 +143,13 @@ static char batch_error[512];	/* why the last batch transaction failed */
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
+static SPIPlanPtr lock_skip_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
 static SPIPlanPtr constraints_plan = NULL;
+/* the job's deferred triggers are firing (call_handler): none may defer again */
+static bool draining_deferred_triggers = false;
 
 /*
  * SIGTERM: stop after the shutdown grace.  Sent by this very process (a
@@ -160,7 +183,11 @@ executor_sigterm(SIGNAL_ARGS)
 
 /*
  * Runs every 50 ms while a batch executes (signal context): stops the running
- * handler at its timeout, or when the shutdown grace period is over.
+ * handler when taskq.cancel() flagged its job, at its timeout, or when the
+ * shutdown grace period is over.  A handler can trap the cancel (EXCEPTION
+ * WHEN query_canceled) but not a FATAL: TASKQ_CANCEL_ESCALATE_MS after the
+ * first cancel, the executor ends itself as SIGTERM ends a backend, and
+ * executor_exit records the batch.
  */
 static void
 executor_tick(void)
@@ -171,6 +198,8 @@ executor_tick(void)
 	if (taskq_current_job == 0)
 		return;
 	now = GetCurrentTimestamp();
+	if (job_cancel_flag != NULL && *job_cancel_flag)
+		stop = true;
 	if (job_deadline != 0 && now >= job_deadline)
 	{
 		job_timed_out = true;
@@ -183,12 +212,19 @@ executor_tick(void)
 		job_stopped_by_shutdown = true;
 		stop = true;
 	}
-	if (stop)
+	if (!stop)
+		return;
+	if (job_stop_sent_at == 0)
+		job_stop_sent_at = now;
+	else if (now >= job_stop_sent_at + (TimestampTz) TASKQ_CANCEL_ESCALATE_MS * 1000)
 	{
-		QueryCancelPending = true;
-		InterruptPending = true;
-		SetLatch(MyLatch);
+		escalated_job = taskq_current_job;
+		escalated_for_timeout = job_timed_out;
+		ProcDiePending = true;
 	}
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
 }
 
 static void
@@ -206,7 +242,7 @@ prepare_plans(void)
 	claim_plan = taskq_prepare_kept(
 		"SELECT j.id, j.attempts, j.owner::oid, h.handler::oid, j.payload,"
 		"       coalesce((extract(epoch FROM j.timeout) * 1000)::int8, 0),"
-		"       j.cpu_units, j.memory_mb"
+		"       j.cpu_units, j.memory_mb, j.max_attempts"
 		"  FROM taskq._claim(true, NULL, $1, $2, NULL, $3, $4, NULL) j"
 		"  LEFT JOIN taskq.handlers h ON h.job_type = j.job_type"
 		" ORDER BY j.effective_priority, j.run_at, j.id",
@@ -216,6 +252,12 @@ prepare_plans(void)
 		"SELECT j.id FROM taskq.jobs j"	/* status::text: see jobs_running_idx */
 		" WHERE j.id = ANY ($1) AND j.status::text = 'running' AND j.worker = $2"
 		" ORDER BY j.id FOR NO KEY UPDATE OF j",
+		2, lock_args, 0);
+	/* at exit: a job locked by a canceller is left to it (or to the launcher) */
+	lock_skip_plan = taskq_prepare_kept(
+		"SELECT j.id FROM taskq.jobs j"
+		" WHERE j.id = ANY ($1) AND j.status::text = 'running' AND j.worker = $2"
+		" ORDER BY j.id FOR NO KEY UPDATE OF j SKIP LOCKED",
 		2, lock_args, 0);
 	complete_plan = taskq_prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 									   3, complete_args, 0);
@@ -243,6 +285,7 @@ recover_from_error(const char *what)
 	FreeErrorData(edata);
 	taskq_current_job = 0;
 	job_deadline = 0;
+	job_cancel_flag = NULL;
 }
 
 /*
@@ -275,12 +318,66 @@ replan_if_jobs_grew(void)
 }
 
 /*
+ * Make a claimed batch's ids visible to taskq.cancel() in held area "area"
+ * (empty until now), before the claim commits: whoever sees a job running
+ * under our name finds it there.
+ */
+static void
+publish_batch(List *jobs, int area)
+{
+	TaskqHeldBatch *held = &TaskqState->held[my_slot_index][area];
+	ListCell   *lc;
+	int			n = 0;
+
+	if (list_length(jobs) > TASKQ_MAX_BATCH)
+		elog(ERROR, "taskq: a batch of %d jobs is over %d", list_length(jobs), TASKQ_MAX_BATCH);
+	Assert(held->n == 0);
+	/* no reader looks past n, which is 0: fill first, then publish */
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		job->area = area;
+		job->index = n;
+		held->ids[n] = job->id;
+		held->cancel[n] = false;
+		n++;
+	}
+	SpinLockAcquire(&TaskqState->mutex);
+	held->n = n;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+static void
+unpublish_batch(int area)
+{
+	SpinLockAcquire(&TaskqState->mutex);
+	TaskqState->held[my_slot_index][area].n = 0;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/* Has taskq.cancel() flagged this job? */
+static bool
+cancel_requested(ClaimedJob *job)
+{
+	TaskqHeldBatch *held = &TaskqState->held[my_slot_index][job->area];
+	bool		flagged;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	flagged = job->index < held->n && held->ids[job->index] == job->id &&
+		held->cancel[job->index];
+	SpinLockRelease(&TaskqState->mutex);
+	return flagged;
+}
+
+/*
  * Claim up to batch_limit jobs, each fitting cpu/memory, inside the current
- * transaction (SPI connected), into cxt.  When nothing was claimed, sets
- * *sleep_ms to how long an idle executor may sleep.
+ * transaction (SPI connected), into cxt, published in held area "area".
+ * When nothing was claimed, sets *sleep_ms to how long an idle executor may
+ * sleep.
  */
 static List *
-claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
+claim_jobs(int cpu, int memory, MemoryContext cxt, int area, long *sleep_ms)
 {
 	List	   *jobs = NIL;
 	Datum		args[4];
@@ -315,9 +412,11 @@ claim_jobs(int cpu, int memory, MemoryContext cxt, long *sleep_ms)
 		job->timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 		job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}
+	publish_batch(jobs, area);
 
 	if (jobs == NIL)
 	{
@@ -363,7 +462,7 @@ batch_needs(List *jobs, int *cpu, int *memory)
  * batch needs.  Inside a transaction; the claim counts once it commits.
  */
 static List *
-reserve_and_claim(MemoryContext cxt, long *sleep_ms)
+reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
 {
 	int			cpu;
 	int			memory;
@@ -375,7 +474,7 @@ reserve_and_claim(MemoryContext cxt, long *sleep_ms)
 	if (!taskq_reserve_all_free(MySlot, &cpu, &memory))
 		return NIL;				/* woken when capacity comes free */
 	taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
-	jobs = claim_jobs(cpu, memory, cxt, sleep_ms);
+	jobs = claim_jobs(cpu, memory, cxt, area, sleep_ms);
 	/* a full batch: more may be waiting, for an executor that sleeps */
 	if (list_length(jobs) >= batch_limit)
 		taskq_wake_one_executor();
@@ -402,8 +501,9 @@ claim_batch(long *sleep_ms)
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
 
+		/* no batch is held now: both areas are free */
 		if (taskq_extension_ready())
-			jobs = reserve_and_claim(batch_cxt, sleep_ms);
+			jobs = reserve_and_claim(batch_cxt, 0, sleep_ms);
 		else
 			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
 		PopActiveSnapshot();
@@ -422,6 +522,7 @@ claim_batch(long *sleep_ms)
 			AbortCurrentTransaction();
 		}
 		taskq_release_all(MySlot);
+		unpublish_batch(0);
 		*sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
 		failed = true;
 		jobs = NIL;
@@ -431,30 +532,6 @@ claim_batch(long *sleep_ms)
 		consecutive_errors = 0;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return jobs;
-}
-
-static bool
-cancel_requested(int64 job_id)
-{
-	bool		found = false;
-
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int k = 0; k < TASKQ_PENDING_CANCELS; k++)
-		if (MySlot->cancel_jobs[k] == job_id)
-		{
-			MySlot->cancel_jobs[k] = 0;
-			found = true;
-		}
-	SpinLockRelease(&TaskqState->mutex);
-	return found;
-}
-
-static void
-clear_cancel_requests(void)
-{
-	SpinLockAcquire(&TaskqState->mutex);
-	memset(MySlot->cancel_jobs, 0, sizeof(MySlot->cancel_jobs));
-	SpinLockRelease(&TaskqState->mutex);
 }
 
 /*
@@ -562,12 +639,32 @@ call_handler(ClaimedJob *job)
 	 * the executor's superuser, and a broken deferred constraint would fail
 	 * the whole batch.
 	 */
+	draining_deferred_triggers = true;
 	if (SPI_execute_plan(constraints_plan, NULL, NULL, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "taskq: checking deferred constraints failed");
+	draining_deferred_triggers = false;
 
 	/* revert every SET the handler made, SET LOCAL or not */
 	AtEOXact_GUC(false, nest_level);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * taskq.c's utility hook, for every utility statement: while a job's
+ * deferred triggers fire, none may SET CONSTRAINTS ... DEFERRED.  A trigger
+ * that did would queue work past the job, to the batch's commit, where it
+ * would run as the executor (a superuser) instead of the job's owner.
+ */
+void
+taskq_guard_handler_utility(Node *stmt)
+{
+	if (draining_deferred_triggers && IsA(stmt, ConstraintsSetStmt) &&
+		((ConstraintsSetStmt *) stmt)->deferred)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("a deferred trigger of a taskq job may not defer constraints again"),
+				 errdetail("A job's deferred triggers fire when its handler returns, as the job's owner; "
+						   "nothing may be deferred past that.")));
 }
 
 static void
@@ -582,6 +679,8 @@ run_job(ClaimedJob *job)
 	job_timed_out = false;
 	job_stopped_by_shutdown = false;
 	job_terminated_itself = false;
+	job_stop_sent_at = 0;
+	job_cancel_flag = &TaskqState->held[my_slot_index][job->area].cancel[job->index];
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
@@ -592,7 +691,6 @@ run_job(ClaimedJob *job)
 		job_deadline = job->timeout_ms > 0 &&
 			job->timeout_ms < (PG_INT64_MAX - started) / 1000 ?
 			started + job->timeout_ms * 1000 : 0;
-		taskq_current_owner = job->owner;
 		taskq_current_job = job->id;
 
 		call_handler(job);
@@ -603,6 +701,7 @@ run_job(ClaimedJob *job)
 
 		taskq_current_job = 0;
 		job_deadline = 0;
+		job_cancel_flag = NULL;
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
@@ -614,6 +713,8 @@ run_job(ClaimedJob *job)
 
 		taskq_current_job = 0;
 		job_deadline = 0;
+		job_cancel_flag = NULL;
+		draining_deferred_triggers = false;
 		MemoryContextSwitchTo(batch_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -627,7 +728,7 @@ run_job(ClaimedJob *job)
 			job->error = "the handler terminated its own executor";
 		else if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 		{
-			if (cancel_requested(job->id))
+			if (cancel_requested(job))
 				job->outcome = OUTCOME_CANCELLED;
 			else if (job_timed_out)
 				job->error = psprintf("job timed out after %lld ms",
@@ -713,6 +814,7 @@ static void
 record_failures(List *jobs, JobOutcome outcome)
 {
 	int			n = 0;
+	int			retried = 0;
 	int			total = Max(list_length(jobs), 1);
 	Datum	   *ids = palloc(sizeof(Datum) * total);
 	Datum	   *attempts = palloc(sizeof(Datum) * total);
@@ -732,6 +834,9 @@ record_failures(List *jobs, JobOutcome outcome)
 		errors[n] = CStringGetTextDatum(job->error ? job->error : "unknown error");
 		retryable[n] = BoolGetDatum(job->retryable);
 		n++;
+		/* as _fail decides: pending again or dead-lettered */
+		if (job->retryable && job->attempt < job->max_attempts)
+			retried++;
 	}
 	if (n == 0)
 		return;
@@ -744,7 +849,10 @@ record_failures(List *jobs, JobOutcome outcome)
 	if (SPI_execute_plan(fail_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: recording failures failed");
 	if (outcome == OUTCOME_FAILED)
+	{
 		pg_atomic_fetch_add_u64(&TaskqState->failed, n);
+		pg_atomic_fetch_add_u64(&TaskqState->retried, retried);
+	}
 }
 
 static void
@@ -800,20 +908,22 @@ limit_batch_to_subxid_cache(int ran)
 	clamp_batch_limit();		/* from the claim this transaction makes next */
 }
 
-/* Mark which claimed jobs we still hold, locking their rows to the end. */
+/*
+ * Mark which of the jobs (whose outcome is "candidate") we still hold,
+ * locking their rows to the end of the transaction with plan (lock_plan or
+ * lock_skip_plan).  The outcome of every job is then OUTCOME_NONE.
+ */
 static void
-lock_held_jobs(List *jobs)
+lock_held_jobs(List *jobs, JobOutcome candidate, SPIPlanPtr plan)
 {
 	Datum		args[2];
 	int			n;
 	int64	   *locked;
 	ListCell   *lc;
 
-	foreach(lc, jobs)
-		((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
-	args[0] = int8_array(jobs, OUTCOME_SUCCEEDED, &n);
+	args[0] = int8_array(jobs, candidate, &n);
 	args[1] = CStringGetTextDatum(worker_name);
-	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: locking claimed jobs failed");
 
 	/* the locked ids come in id order: look each job up by bisection */
@@ -846,6 +956,98 @@ lock_held_jobs(List *jobs)
 }
 
 /*
+ * At exit (FATAL) inside run_batch, typically when a handler outlived its
+ * cancel and executor_tick ended us: the batch's transaction is aborted
+ * here, and its jobs are recorded in a new one.  The job that was running
+ * is charged an attempt, as a crash charges it; its batch-mates go back
+ * uncharged; a job taskq.cancel() flagged is left to its canceller, who
+ * waits for our row locks.  Interrupts are held while we exit, so nothing
+ * here may wait: rows locked by others are skipped, and a locked extension
+ * (DROP EXTENSION) skips it all; the launcher recovers what is left once we
+ * are gone.  (Before ShutdownPostgres: see RemoveTempRelationsCallback for
+ * the same pattern.)
+ */
+static void
+executor_exit(int code, Datum arg)
+{
+	List	   *jobs = running_batch;
+	int64		culprit = escalated_job ? escalated_job : taskq_current_job;
+	JobOutcome *wanted;
+	ListCell   *lc;
+	int			i;
+	Oid			ext;
+
+	/* the postmaster is gone (WL_EXIT_ON_PM_DEATH): write nothing more */
+	if (jobs == NIL || !PostmasterIsAlive())
+		return;
+	running_batch = NIL;
+	AbortOutOfAnyTransaction();
+	taskq_current_job = 0;
+	job_cancel_flag = NULL;
+	if (escalated_job != 0)
+		ereport(LOG,
+				(errmsg("taskq executor: the handler of job %lld did not stop within %d ms of its cancel; the executor ended itself",
+						(long long) escalated_job, TASKQ_CANCEL_ESCALATE_MS),
+				 errhint("A handler must not trap query_canceled.")));
+
+	wanted = palloc0(sizeof(JobOutcome) * list_length(jobs));
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		i = foreach_current_index(lc);
+		job->retryable = true;
+		if (!job->held || cancel_requested(job))
+			wanted[i] = OUTCOME_NONE;
+		else if (job->id == culprit)
+		{
+			wanted[i] = OUTCOME_FAILED;
+			if (escalated_job != 0 && escalated_for_timeout)
+				job->error = psprintf("job timed out after %lld ms and ignored the cancel; its executor was ended",
+									  (long long) job->timeout_ms);
+			else if (escalated_job != 0)
+				job->error = "the handler ignored the cancel; its executor was ended";
+			else
+				job->error = "its executor exited while running it";
+		}
+		else
+		{
+			wanted[i] = OUTCOME_GIVEN_BACK;
+			job->error = "its executor exited while running its batch";
+		}
+		/* the candidates for lock_held_jobs */
+		job->outcome = wanted[i] == OUTCOME_NONE ? OUTCOME_NONE : OUTCOME_SUCCEEDED;
+	}
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ext = get_extension_oid("taskq", true);
+	/* no waiting here (interrupts are held): DROP EXTENSION may hold it */
+	if (OidIsValid(ext) &&
+		ConditionalLockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock) &&
+		get_extension_oid("taskq", true) == ext)
+	{
+		prepare_plans();
+		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
+		foreach(lc, jobs)
+		{
+			ClaimedJob *job = lfirst(lc);
+
+			job->outcome = job->held ? wanted[foreach_current_index(lc)] : OUTCOME_NONE;
+		}
+		record_failures(jobs, OUTCOME_FAILED);
+		record_failures(jobs, OUTCOME_GIVEN_BACK);
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	unpublish_batch(0);
+	unpublish_batch(1);
+}
+
+/*
  * Run a claimed batch in one transaction and record every outcome in it.
  * The same transaction claims the batch to run next (returned), so a busy
  * executor commits once per batch.  When that claim found nothing,
@@ -856,8 +1058,10 @@ run_batch(List *jobs, long *sleep_ms)
 {
 	List	   *volatile next = NIL;
 	volatile long next_sleep_ms = 0;
+	int			area = ((ClaimedJob *) linitial(jobs))->area;
 
 	MemoryContextReset(next_batch_cxt);
+	running_batch = jobs;
 	PG_TRY();
 	{
 		ListCell   *lc;
@@ -871,7 +1075,9 @@ run_batch(List *jobs, long *sleep_ms)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("extension \"taskq\" is not installed")));
-		lock_held_jobs(jobs);
+		foreach(lc, jobs)
+			((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
+		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_plan);
 
 		enable_timeout_every(tick_timeout,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
@@ -882,7 +1088,7 @@ run_batch(List *jobs, long *sleep_ms)
 			if (!job->held)
 				continue;
 			CHECK_FOR_INTERRUPTS();
-			if (cancel_requested(job->id))
+			if (cancel_requested(job))
 				job->outcome = OUTCOME_CANCELLED;
 			else if (got_sigterm)
 			{
@@ -916,7 +1122,7 @@ run_batch(List *jobs, long *sleep_ms)
 		{
 			long		claim_sleep_ms;
 
-			next = reserve_and_claim(next_batch_cxt, &claim_sleep_ms);
+			next = reserve_and_claim(next_batch_cxt, 1 - area, &claim_sleep_ms);
 			if (next == NIL)
 				next_sleep_ms = claim_sleep_ms;
 		}
@@ -924,6 +1130,7 @@ run_batch(List *jobs, long *sleep_ms)
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
+		running_batch = NIL;
 	}
 	PG_CATCH();
 	{
@@ -935,9 +1142,11 @@ run_batch(List *jobs, long *sleep_ms)
 		 */
 		JobOutcome	outcome = list_length(jobs) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
 
+		running_batch = NIL;
 		disable_timeout(tick_timeout, false);
 		recover_from_error("running a batch");
 		next = NIL;				/* its claim rolled back with the batch */
+		unpublish_batch(1 - area);
 		next_sleep_ms = 0;
 		taskq_release_all(MySlot);
 		if (outcome == OUTCOME_GIVEN_BACK)
@@ -980,7 +1189,7 @@ run_batch(List *jobs, long *sleep_ms)
 		PG_END_TRY(2);
 	}
 	PG_END_TRY();
-	clear_cancel_requests();
+	unpublish_batch(area);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	*sleep_ms = next_sleep_ms;
 	return next;
@@ -1098,6 +1307,11 @@ TaskqExecutorMain(Datum main_arg)
 	snprintf(worker_name, sizeof(worker_name), "executor/%d.%ld",
 			 MyProcPid, (long) MyStartTime);
 	MySlot = taskq_attach_slot(TASKQ_SLOT_EXECUTOR, worker_name);
+	my_slot_index = MySlot - TaskqState->slots;
+	unpublish_batch(0);
+	unpublish_batch(1);
+	/* after InitPostgres: runs before ShutdownPostgres aborts the transaction */
+	before_shmem_exit(executor_exit, 0);
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, executor_tick);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq batch",
 									  ALLOCSET_DEFAULT_SIZES);
@@ -1139,6 +1353,7 @@ TaskqExecutorMain(Datum main_arg)
 		long		unused;
 
 		(void) run_batch(claimed_batch, &unused);
+		claimed_batch = NIL;
 	}
 	proc_exit(0);
 }

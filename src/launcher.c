@@ -1,8 +1,10 @@
 /*
- * launcher.c: the launcher background worker.  It keeps taskq.workers
- * executors running (restarting dead ones with backoff) and does the
- * periodic upkeep: jobs of dead executors and expired leases go back to
- * pending, priorities age, finished jobs past taskq.retention are deleted.
+ * launcher.c: the launcher background worker.  It keeps exactly
+ * taskq.workers executors running (restarting dead ones with backoff,
+ * adopting those of a launcher before it) and does the periodic upkeep:
+ * jobs of dead executors and expired leases go back to pending, priorities
+ * age, finished jobs past taskq.retention are deleted.  An error in a round
+ * is logged and the launcher backs off; it never exits for one.
  */
 #include "postgres.h"
 
@@ -28,9 +30,13 @@
 static volatile sig_atomic_t got_sigterm = false;
 static TaskqWorkerSlot *MySlot = NULL;
 
-static BackgroundWorkerHandle *executors[TASKQ_MAX_EXECUTORS];
+/* executors this launcher started; a restarted launcher adopts the live ones */
+static BackgroundWorkerHandle *started[TASKQ_MAX_EXECUTORS];
+static int	executors_started = 0;	/* numbers their bgw_name */
 static TimestampTz next_start_at = 0;
 static int	start_failures = 0;
+static int	upkeep_failures = 0;	/* in a row: the launcher backs off */
+static MemoryContext loop_cxt = NULL;	/* reset every round */
 
 static void
 launcher_sigterm(SIGNAL_ARGS)
@@ -59,82 +65,144 @@ taskq_register_launcher(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-static bool
-executor_alive(int i)
+/* After a start (or a failed one) the next waits, doubling up to a minute. */
+static void
+delay_next_start(TimestampTz now)
 {
-	pid_t		pid;
+	start_failures = Min(start_failures + 1, 10);
+	next_start_at = now + (TimestampTz) Min(100L << start_failures, 60000L) * 1000;
+}
 
-	return executors[i] != NULL &&
-		GetBackgroundWorkerPid(executors[i], &pid) != BGWH_STOPPED;
+static bool
+start_executor(void)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext old;
+	int			free_entry = -1;
+
+	for (int i = 0; i < TASKQ_MAX_EXECUTORS && free_entry < 0; i++)
+		if (started[i] == NULL)
+			free_entry = i;
+	if (free_entry < 0)
+		return false;
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqExecutorMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "taskq executor %d", executors_started++);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "taskq executor");
+	worker.bgw_notify_pid = MyProcPid;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		handle = NULL;
+	MemoryContextSwitchTo(old);
+	started[free_entry] = handle;
+	return handle != NULL;
 }
 
 /*
- * Start missing executors and stop surplus ones.  A failed start (or an
- * executor that died) delays the next start, doubling up to a minute.
+ * Keep exactly taskq.workers executors.  They are counted in shared memory,
+ * whoever started them: a launcher restarted after an error or a SIGTERM
+ * adopts the executors of the one before instead of starting a second set.
+ * Executors asked to stop (retiring) no longer count; surplus ones are asked
+ * to stop, idle ones first.  Every start delays the next one, doubling up to
+ * a minute, until a full set has lived through the delay: executors that die
+ * at once are restarted with backoff, not in a loop.
  */
 static void
 manage_executors(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	bool		all_alive = true;
+	pid_t		all_pids[TASKQ_MAX_SLOTS];
+	int			n_all = 0;
+	int			active = 0;
+	int			surplus;
 
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	{
+		TaskqWorkerSlot *slot = &TaskqState->slots[i];
+
+		if (slot->kind != TASKQ_SLOT_EXECUTOR)
+			continue;
+		all_pids[n_all++] = slot->pid;
+		if (!slot->retiring && slot->state != TASKQ_STATE_STOPPING)
+			active++;
+	}
+	SpinLockRelease(&TaskqState->mutex);
+
+	/* ours that are still starting count too; forget the dead */
 	for (int i = 0; i < TASKQ_MAX_EXECUTORS; i++)
 	{
-		bool		alive = executor_alive(i);
+		pid_t		pid = 0;
+		BgwHandleStatus status;
+		bool		in_slot = false;
 
-		if (i >= taskq_workers)
+		if (started[i] == NULL)
+			continue;
+		status = GetBackgroundWorkerPid(started[i], &pid);
+		if (status == BGWH_STOPPED)
 		{
-			if (alive)
-				TerminateBackgroundWorker(executors[i]);
+			pfree(started[i]);
+			started[i] = NULL;
 			continue;
 		}
-		if (alive)
-			continue;
-		all_alive = false;
-		if (executors[i] != NULL)
-		{
-			/* it died: back off before restarting */
-			pfree(executors[i]);
-			executors[i] = NULL;
-			start_failures = Min(start_failures + 1, 10);
-			next_start_at = now + (TimestampTz) Min(100L << start_failures, 60000L) * 1000;
-		}
-		if (now < next_start_at)
-			continue;
-		{
-			BackgroundWorker worker;
-			BackgroundWorkerHandle *handle;
-			MemoryContext old;
-			bool		registered;
-
-			memset(&worker, 0, sizeof(worker));
-			worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-			worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-			worker.bgw_restart_time = BGW_NEVER_RESTART;
-			snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
-			snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqExecutorMain");
-			snprintf(worker.bgw_name, BGW_MAXLEN, "taskq executor %d", i);
-			snprintf(worker.bgw_type, BGW_MAXLEN, "taskq executor");
-			worker.bgw_notify_pid = MyProcPid;
-			old = MemoryContextSwitchTo(TopMemoryContext);
-			registered = RegisterDynamicBackgroundWorker(&worker, &handle);
-			MemoryContextSwitchTo(old);
-			if (registered)
-				executors[i] = handle;
-			else
-			{
-				start_failures = Min(start_failures + 1, 10);
-				next_start_at = now + (TimestampTz) Min(100L << start_failures, 60000L) * 1000;
-				ereport(LOG,
-						(errmsg("taskq launcher: could not start an executor"),
-						 errhint("Raise max_worker_processes.")));
-				break;
-			}
-		}
+		for (int k = 0; k < n_all && !in_slot; k++)
+			in_slot = all_pids[k] == pid;
+		if (!in_slot)
+			active++;
 	}
-	/* a full set of executors again: the next death starts the backoff anew */
-	if (all_alive && now >= next_start_at)
-		start_failures = 0;
+
+	surplus = active - taskq_workers;
+	if (surplus > 0)
+	{
+		pid_t		victims[TASKQ_MAX_SLOTS];
+		int			n = 0;
+
+		/* idle ones first, then any */
+		SpinLockAcquire(&TaskqState->mutex);
+		for (int pass = 0; pass < 2 && n < surplus; pass++)
+			for (int i = 0; i < TASKQ_MAX_SLOTS && n < surplus; i++)
+			{
+				TaskqWorkerSlot *slot = &TaskqState->slots[i];
+
+				if (slot->kind != TASKQ_SLOT_EXECUTOR || slot->retiring ||
+					slot->state == TASKQ_STATE_STOPPING ||
+					(pass == 0 && slot->state != TASKQ_STATE_IDLE))
+					continue;
+				slot->retiring = true;
+				victims[n++] = slot->pid;
+			}
+		SpinLockRelease(&TaskqState->mutex);
+		/* SIGTERM: running jobs get the shutdown grace */
+		for (int i = 0; i < n; i++)
+			kill(victims[i], SIGTERM);
+		return;
+	}
+	if (surplus == 0)
+	{
+		/* a full set again: the next death starts the backoff anew */
+		if (now >= next_start_at)
+			start_failures = 0;
+		return;
+	}
+	/* fewer than wanted: one died, was stopped by hand, or never started */
+	if (now < next_start_at)
+		return;
+	for (int i = 0; i < -surplus; i++)
+		if (!start_executor())
+		{
+			ereport(LOG,
+					(errmsg("taskq launcher: could not start an executor"),
+					 errhint("Raise max_worker_processes.")));
+			delay_next_start(now);
+			return;
+		}
+	/* should they die at once, the next ones wait */
+	delay_next_start(now);
 }
 
 /* Worker names of the executors alive now. */
@@ -160,6 +228,7 @@ static int64
 run_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes, Datum *args)
 {
 	int64		result = 0;
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
@@ -193,6 +262,8 @@ run_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes, Dat
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	/* a transaction's end leaves TopMemoryContext current */
+	MemoryContextSwitchTo(caller_cxt);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return result;
 }
@@ -232,11 +303,13 @@ static bool
 extension_ready(void)
 {
 	bool		ready;
+	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	ready = taskq_extension_ready();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(caller_cxt);
 	return ready;
 }
 
@@ -276,9 +349,12 @@ TaskqLauncherMain(Datum main_arg)
 	MySlot = taskq_attach_slot(TASKQ_SLOT_LAUNCHER, "launcher");
 	pgstat_report_appname("taskq launcher");
 
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "taskq launcher round",
+									 ALLOCSET_DEFAULT_SIZES);
+
 	while (!got_sigterm)
 	{
-		bool		more = false;
+		long		sleep_ms = taskq_poll_interval_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -287,22 +363,61 @@ TaskqLauncherMain(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			taskq_wake_executors();
 		}
-		taskq_sample_counters();
-		if (extension_ready())
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+		PG_TRY();
 		{
-			manage_executors();
-			more = upkeep();
-		}
-		else
-			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
-		/* our deletes must reach autovacuum: a bgworker flushes its own stats */
-		pgstat_report_stat(false);
+			bool		more = false;
 
-		if (!more)
+			taskq_sample_counters();
+			if (extension_ready())
+			{
+				manage_executors();
+				more = upkeep();
+			}
+			else
+				taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+			/* our deletes must reach autovacuum: a bgworker flushes its own stats */
+			pgstat_report_stat(false);
+			upkeep_failures = 0;
+			if (more)
+				sleep_ms = 0;
+		}
+		PG_CATCH();
 		{
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 taskq_poll_interval_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			/*
+			 * An error (out of shared memory, a lock timeout...) must not end
+			 * the launcher: log it, clean up as PostgreSQL's own workers do,
+			 * back off and go on.
+			 */
+			HOLD_INTERRUPTS();
+			EmitErrorReport();
+			AbortCurrentTransaction();
+			MemoryContextSwitchTo(loop_cxt);
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			upkeep_failures = Min(upkeep_failures + 1, 10);
+			sleep_ms = Min((long) taskq_poll_interval_ms << upkeep_failures, 60000L);
+			ereport(LOG,
+					(errmsg("taskq launcher: upkeep failed, retrying in %ld ms", sleep_ms)));
+			taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		if (sleep_ms > 0)
+		{
+			TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), sleep_ms);
+
+			/* a backoff lasts out its time: only SIGTERM or SIGHUP cut it short */
+			do
+			{
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 sleep_ms, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				sleep_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+			} while (upkeep_failures > 0 && sleep_ms > 0 && !got_sigterm &&
+					 !ConfigReloadPending);
 		}
 	}
 	/* exit code 1: the postmaster restarts us unless it is shutting down */

@@ -41,7 +41,9 @@ taskq_worker_slots(PG_FUNCTION_ARGS)
 			continue;
 		values[0] = Int32GetDatum(slots[i].pid);
 		values[1] = CStringGetTextDatum(kind_names[slots[i].kind]);
-		values[2] = CStringGetTextDatum(state_names[slots[i].state]);
+		/* an executor the launcher asked to stop is on its way out */
+		values[2] = CStringGetTextDatum(slots[i].retiring ? "stopping" :
+										state_names[slots[i].state]);
 		values[3] = Int64GetDatum(slots[i].job_id);
 		nulls[3] = slots[i].job_id == 0;
 		values[4] = TimestampTzGetDatum(slots[i].since);
@@ -82,14 +84,18 @@ Datum
 taskq_counters(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false};
+	Datum		values[4];
+	bool		nulls[4] = {false};
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
+	if (desc->natts != lengthof(values))
+		elog(ERROR, "taskq._counters() must return %d columns", (int) lengthof(values));
 	values[0] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->claimed) : 0);
 	values[1] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->succeeded) : 0);
 	values[2] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->failed) : 0);
+	/* failed attempts that went back to pending for another one */
+	values[3] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->retried) : 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }
 

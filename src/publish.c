@@ -23,8 +23,12 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/extension.h"
 #include "common/hmac.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
@@ -57,12 +61,23 @@ static Oid	last_role[NUM_TASKQ_CHANNELS];
 static char last_name[NUM_TASKQ_CHANNELS][NAMEDATALEN];
 static char shared_name[NUM_TASKQ_CHANNELS][NAMEDATALEN];
 
+/*
+ * taskq.<name>, or InvalidOid unless it is the taskq extension's own table:
+ * in a database without taskq any role may create a schema of that name.
+ */
 static Oid
 taskq_table(const char *name)
 {
+	Oid			ext = get_extension_oid("taskq", true);
 	Oid			schema = get_namespace_oid("taskq", true);
+	Oid			table;
 
-	return OidIsValid(schema) ? get_relname_relid(name, schema) : InvalidOid;
+	if (!OidIsValid(ext) || !OidIsValid(schema))
+		return InvalidOid;
+	table = get_relname_relid(name, schema);
+	if (!OidIsValid(table) || getExtensionOfObject(RelationRelationId, table) != ext)
+		return InvalidOid;
+	return table;
 }
 
 /*
@@ -93,6 +108,8 @@ read_secret(bool missing_ok)
 		Datum		value = (Datum) 0;
 
 		rel = table_open(table, AccessShareLock);
+		if (RelationGetDescr(rel)->natts < 1 || TupleDescAttr(RelationGetDescr(rel), 0)->atttypid != BYTEAOID)
+			elog(ERROR, "taskq: taskq.channel_secret is not as the extension made it");
 		scan = systable_beginscan(rel, InvalidOid, false, SnapshotSelf, 0, NULL);
 		if ((tuple = systable_getnext(scan)) != NULL)
 			value = heap_getattr(tuple, 1, RelationGetDescr(rel), &isnull);

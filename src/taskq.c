@@ -4,8 +4,6 @@
  */
 #include "postgres.h"
 
-#include <signal.h>
-
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
@@ -99,6 +97,7 @@ taskq_shmem_startup(void)
 		pg_atomic_init_u64(&TaskqState->claimed, 0);
 		pg_atomic_init_u64(&TaskqState->succeeded, 0);
 		pg_atomic_init_u64(&TaskqState->failed, 0);
+		pg_atomic_init_u64(&TaskqState->retried, 0);
 	}
 	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
 	taskq_scan_floors_init(floors, found);
@@ -171,7 +170,7 @@ define_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.batch_size",
 							"Most jobs an executor claims and completes in one transaction.",
-							NULL, &taskq_batch_size, 256, 1, 1000,
+							NULL, &taskq_batch_size, 256, 1, TASKQ_MAX_BATCH,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomEnumVariable("taskq.notify_level",
 							 "Which status changes are published on the job channels (taskq.channel()).",
@@ -233,8 +232,9 @@ taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 					  ProcessUtilityContext context, ParamListInfo params,
 					  QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	taskq_guard_database(pstmt->utilityStmt);
+	taskq_guard_database(pstmt->utilityStmt, context == PROCESS_UTILITY_TOPLEVEL);
 	taskq_listeners_utility(pstmt->utilityStmt);
+	taskq_guard_handler_utility(pstmt->utilityStmt);
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
@@ -482,44 +482,46 @@ taskq_wake_on_commit(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * Flag a job held by an executor for cancellation; true if the executor
+ * holds it in a batch.  No signal is sent: the executor polls the flag of
+ * the job it runs (executor.c), so a request can only ever stop that job,
+ * never the one the executor has moved on to.  The ids are scanned under
+ * the spinlock: at most two batches of TASKQ_MAX_BATCH, and cancels are rare.
+ */
 PG_FUNCTION_INFO_V1(taskq_request_cancel);
 Datum
 taskq_request_cancel(PG_FUNCTION_ARGS)
 {
 	int64		job_id = PG_GETARG_INT64(0);
 	char	   *worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	int			pid = 0;
 	bool		found = false;
-	bool		running_it = false;
 
 	if (TaskqState == NULL)
 		PG_RETURN_BOOL(false);
 
 	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
+	for (int i = 0; i < TASKQ_MAX_SLOTS && !found; i++)
 	{
 		TaskqWorkerSlot *slot = &TaskqState->slots[i];
 
 		if (slot->kind != TASKQ_SLOT_EXECUTOR || strcmp(slot->name, worker) != 0)
 			continue;
-		pid = slot->pid;
-		for (int k = 0; k < TASKQ_PENDING_CANCELS; k++)
+		for (int b = 0; b < 2 && !found; b++)
 		{
-			if (slot->cancel_jobs[k] == 0 || slot->cancel_jobs[k] == job_id)
-			{
-				slot->cancel_jobs[k] = job_id;
-				found = true;
-				break;
-			}
+			TaskqHeldBatch *held = &TaskqState->held[i][b];
+
+			for (int k = 0; k < held->n; k++)
+				if (held->ids[k] == job_id)
+				{
+					held->cancel[k] = true;
+					found = true;
+					break;
+				}
 		}
-		running_it = found && slot->job_id == job_id;
 		break;
 	}
 	SpinLockRelease(&TaskqState->mutex);
-
-	/* SIGINT cancels the handler's current statement (StatementCancelHandler) */
-	if (running_it)
-		kill(pid, SIGINT);
 	PG_RETURN_BOOL(found);
 }
 

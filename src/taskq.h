@@ -17,7 +17,9 @@
 
 #define TASKQ_MAX_EXECUTORS 64
 #define TASKQ_MAX_SLOTS (TASKQ_MAX_EXECUTORS + 1)
-#define TASKQ_PENDING_CANCELS 8
+#define TASKQ_MAX_BATCH 1000		/* most jobs of one batch (taskq.batch_size) */
+/* a cancelled (or stopped) handler that has not ended by then ends its executor */
+#define TASKQ_CANCEL_ESCALATE_MS 2000
 
 typedef enum TaskqWorkerKind
 {
@@ -52,8 +54,22 @@ typedef struct TaskqWorkerSlot
 	int			memory_held;
 	bool		wants_capacity; /* found none free; wake it on release */
 	bool		wake_requested; /* its latch was set for work, not by a signal */
-	int64		cancel_jobs[TASKQ_PENDING_CANCELS]; /* cancels asked of it */
+	bool		retiring;		/* the launcher asked it to stop (surplus) */
 } TaskqWorkerSlot;
+
+/*
+ * The jobs of a batch an executor holds, claimed or running, so that
+ * taskq.cancel() can flag any of them: one array for the batch being run,
+ * one for the batch its transaction claims to run next.  An array is
+ * filled while its n is 0 and published by setting n; guarded by
+ * TaskqShared->mutex.  The executor polls the flag of its running job.
+ */
+typedef struct TaskqHeldBatch
+{
+	int			n;
+	int64		ids[TASKQ_MAX_BATCH];
+	bool		cancel[TASKQ_MAX_BATCH];
+} TaskqHeldBatch;
 
 /* counter values at one moment; the launcher keeps ~16 minutes of them */
 #define TASKQ_RATE_SAMPLES 100
@@ -75,11 +91,13 @@ typedef struct TaskqShared
 	pg_atomic_uint64 claimed;
 	pg_atomic_uint64 succeeded;
 	pg_atomic_uint64 failed;
+	pg_atomic_uint64 retried;	/* failed attempts that go back for another */
 	int			next_sample;	/* ring position; guarded by mutex */
 	bool		stop_now;		/* taskq's database is being dropped or renamed */
 	int			connect_failures;	/* launcher starts that did not connect */
 	TaskqRateSample samples[TASKQ_RATE_SAMPLES];
 	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
+	TaskqHeldBatch held[TASKQ_MAX_SLOTS][2];	/* by slot index */
 } TaskqShared;
 
 /* taskq.c: GUCs and shared state */
@@ -159,7 +177,7 @@ extern void taskq_check_result_size(Datum result, int64 job_id);
 extern void taskq_lock_job_type(Datum job_type, bool exclusive);
 
 /* database_guard.c */
-extern void taskq_guard_database(Node *stmt);
+extern void taskq_guard_database(Node *stmt, bool top_level);
 
 /* metrics.c */
 extern void taskq_sample_counters(void);
@@ -169,9 +187,9 @@ extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);
 extern void taskq_register_launcher(void);
 
-/* executor.c: the job being executed by this backend and its owner */
+/* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
-extern Oid	taskq_current_owner;
+extern void taskq_guard_handler_utility(Node *stmt);
 
 /* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */
 extern bool taskq_flush_after_notify;

@@ -44,6 +44,10 @@ make -s install >/dev/null || fail_step "make install"
 logdir=$(mktemp -d -t taskq-test.XXXXXX)
 chmod 755 "$logdir"
 
+echo "== Debian packages (build, install in place of make install's files, smoke test, purge)"
+bash test/package.sh "$pg" 2>&1 | tee "$logdir/package.out"
+count_results "$logdir/package.out"
+
 echo "== pg_regress, isolation, pgTAP and Python end-to-end (one throwaway cluster, PostgreSQL $pg)"
 pg_virtualenv -v "$pg" -t \
     -o "shared_preload_libraries=taskq,pg_cron" \

@@ -42,9 +42,24 @@ if ls test/pgtap/*.sql >/dev/null 2>&1; then
     fi
 fi
 
+# The Python client as a user installs it: a package in a fresh virtual
+# environment (offline: Debian's setuptools, wheel and psycopg), and the
+# tests import that, never the source tree.
+venv="$logdir/venv"
+pkgsrc="$logdir/taskq-worker-src"
+rm -rf "$venv" "$pkgsrc"
+cp -r clients/python "$pkgsrc"
+if /usr/bin/python3 -m venv --system-site-packages "$venv" &&
+   "$venv/bin/pip" install -q --no-build-isolation --no-index "$pkgsrc" &&
+   "$venv/bin/python" -c "import taskq_worker, os, sys; sys.exit(taskq_worker.__version__ != '0.2.0' or
+        not os.path.exists(os.path.join(os.path.dirname(taskq_worker.__file__), 'py.typed')))"; then
+    echo "python install_package ... ok"
+else
+    echo "python install_package ... FAILED"
+fi
 for t in test/python/test_*.py; do
     [ -f "$t" ] || continue
-    if PGDATABASE="$db" timeout 600 python3 "$t"; then
+    if PGDATABASE="$db" TASKQ_WORKER_INSTALLED=1 timeout 600 "$venv/bin/python" "$t"; then
         echo "python $(basename "$t") ... ok"
     else
         echo "python $(basename "$t") ... FAILED"

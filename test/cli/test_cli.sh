@@ -312,15 +312,15 @@ else
 fi
 
 # a role that is not an admin watches its own jobs only, not the superuser's
-psql_q -c "CREATE ROLE ${tag}_user LOGIN;
+psql_q -c "CREATE ROLE ${tag}_user LOGIN PASSWORD '${tag}_pw';
            DO \$\$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'taskq_user') THEN
                GRANT taskq_user TO ${tag}_user; END IF; END \$\$" >/dev/null
-PGUSER="${tag}_user" PGAPPNAME="${tag}_watch3" "$taskq" watch >"$work/watch3.out" 2>&1 &
+PGUSER="${tag}_user" PGPASSWORD="${tag}_pw" PGAPPNAME="${tag}_watch3" "$taskq" watch >"$work/watch3.out" 2>&1 &
 w3pid=$!
 pids+=("$w3pid")
 wait_for 30 listening "${tag}_watch3"
 theirs=$("$taskq" submit "${tag}_secret" -q "${tag}_w3_secret")
-mine=$(PGUSER="${tag}_user" "$taskq" submit "${tag}_mine" -q "${tag}_w3")
+mine=$(PGUSER="${tag}_user" PGPASSWORD="${tag}_pw" "$taskq" submit "${tag}_mine" -q "${tag}_w3")
 watch3_mine() { grep -qE "^[0-9:.]+ +$mine +${tag}_mine +${tag}_w3 +pending +0\$" "$work/watch3.out"; }
 if wait_for 30 watch3_mine; then
     echo "cli watch_own_jobs ... ok"

@@ -15,7 +15,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(416);
+SELECT plan(417);
 
 ------------------------------------------------------------------------------
 -- Fixtures (as the superuser running the file)
@@ -306,6 +306,13 @@ RESET ROLE;
 -- Accepted extremes, as a plain role: the right result
 ------------------------------------------------------------------------------
 SET ROLE taskq_tap_mallory;
+SELECT throws_ok($$SELECT taskq.submit('tap_m', jsonb_build_object('blob', repeat('x', 10 * 1024 * 1024)), queue => 'tap_m_huge')$$,
+                 '54000', NULL, 'submit: a 10 MB payload is over the default taskq.max_payload_size');
+-- with the limits off (a superuser's choice), 10 MB go through whole
+RESET ROLE;
+SET taskq.max_payload_size = -1;
+SET taskq.max_result_size = -1;
+SET ROLE taskq_tap_mallory;
 SELECT lives_ok($$INSERT INTO tap_ids SELECT 'm_huge', taskq.submit('tap_m', jsonb_build_object('blob', repeat('x', 10 * 1024 * 1024)), queue => 'tap_m_huge')$$,
                 'submit: a 10 MB payload');
 SELECT is((SELECT octet_length(payload->>'blob') FROM taskq.jobs WHERE id = pg_temp.job('m_huge')), 10 * 1024 * 1024,
@@ -320,6 +327,10 @@ SELECT lives_ok(format('SELECT taskq.complete(%s, %L)', pg_temp.job('m_huge'), j
                 'complete: a 10 MB result');
 SELECT is((SELECT octet_length(result->>'r') FROM taskq.jobs WHERE id = pg_temp.job('m_huge')), 10 * 1024 * 1024,
           'the 10 MB result is stored whole');
+RESET ROLE;
+RESET taskq.max_payload_size;
+RESET taskq.max_result_size;
+SET ROLE taskq_tap_mallory;
 
 SELECT lives_ok($$INSERT INTO tap_ids SELECT 'm_last', taskq.submit('tap_m', queue => 'tap_m_edge', run_at => '294276-12-31 23:59:59.999999+00')$$,
                 'submit: run_at the last representable microsecond');

@@ -82,5 +82,48 @@ like(sql("SELECT last_error FROM taskq.jobs WHERE id = $bad"), qr/negative value
 is(sql("SELECT string_agg(v::text, ',' ORDER BY v) FROM mine"), '1,2,3,4,5,6,7,8',
 	'only the failed job\'s row is missing');
 
+# A deferred trigger that defers again while the job's triggers fire (SET
+# CONSTRAINTS ALL DEFERRED, then queues more) would leave work for the
+# batch's commit, where it would run as the executor's superuser: refused.
+sql(q{
+SET ROLE mallory;
+CREATE TABLE again (v int);
+CREATE FUNCTION again_check() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    outcome text := 'refused';
+BEGIN
+    IF NEW.v = 1 THEN
+        SET CONSTRAINTS ALL DEFERRED;
+        INSERT INTO public.again VALUES (2);
+    ELSE
+        BEGIN
+            ALTER ROLE mallory SUPERUSER;
+            outcome := 'granted';
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
+        INSERT INTO public.fired
+        SELECT current_user, rolsuper, 'again: ' || outcome FROM pg_roles WHERE rolname = current_user;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER again_check AFTER INSERT ON again
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION again_check();
+RESET ROLE;
+CREATE FUNCTION put_again(payload jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO public.again VALUES (1)
+$$;
+SELECT taskq.register_handler('put_again', 'put_again(jsonb)');
+});
+my $again = sql(q{SET ROLE mallory; SELECT taskq.submit('put_again', max_attempts => 1)});
+is(sql("SELECT taskq.wait('{$again}', '60 s')"), 't', 'the re-deferring job finished');
+is(sql("SELECT status FROM taskq.jobs WHERE id = $again"), 'failed', 'it failed');
+like(sql("SELECT last_error FROM taskq.jobs WHERE id = $again"), qr/may not defer constraints again/,
+	'because its trigger deferred again');
+is(sql("SELECT count(*) FROM fired WHERE escalation LIKE 'again:%' AND (superuser OR escalation <> 'again: refused' OR who <> 'mallory')"),
+	'0', 'nothing of it ran as anyone but mallory');
+is(sql("SELECT count(*) FROM again"), '0', 'and its writes rolled back');
+is(sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'"), 'f', 'mallory is still no superuser');
+
 $node->stop;
 done_testing();

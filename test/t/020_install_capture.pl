@@ -214,7 +214,7 @@ my $log_from = -s $node->logfile;    # the controls' warnings are above
 sql(q{
 GRANT taskq_admin TO boss;
 GRANT taskq_worker TO wkr;
-GRANT taskq_user TO alice, mallory, wkr;
+GRANT taskq_user, taskq_monitor TO alice, mallory, wkr;  -- (every function is called by each role below)
 CREATE TABLE public.runs (job_id bigint, who text);
 GRANT INSERT, SELECT ON public.runs TO PUBLIC;
 CREATE FUNCTION public.record_run(payload jsonb) RETURNS jsonb LANGUAGE plpgsql

@@ -18,6 +18,11 @@
 #   * the executors and the launcher never restarted, and the server log
 #     has no ERROR, FATAL or PANIC line, nor a failure logged by a taskq
 #     worker.
+# Meanwhile a hostile unprivileged role, in a loop, submits jobs with 2,000
+# parents three times per transaction, holds the advisory lock keys taskq
+# used for parents (29812, id) ahead of the jobs being run, and claims from
+# a concurrency-limited queue, then stays idle in that transaction for a
+# second: none of it may slow the load or touch the workers.
 # Worker memory is RssAnon (private memory: a leak shows there) from
 # /proc/<pid>/status; VmRSS also counts the shared buffers a process has
 # touched, which legitimately grows toward shared_buffers, so it is only
@@ -91,6 +96,43 @@ END $$;
 
 ok(executors_up($node, 2), 'two executors are up');
 
+# The hostile role, its 2,000 parents (never claimed) and its limited queue.
+sql(q{
+CREATE ROLE hostile LOGIN IN ROLE taskq_user;
+SELECT taskq.configure_queue('hostile_q', concurrency => 1);
+SET ROLE hostile;
+SELECT count(*) FROM taskq.submit_many((SELECT jsonb_agg(jsonb_build_object('job_type', 'ext', 'queue', 'hostile_parents'))
+                                        FROM generate_series(1, 2000)));
+SELECT count(*) FROM taskq.submit_many((SELECT jsonb_agg(jsonb_build_object('job_type', 'ext', 'queue', 'hostile_q'))
+                                        FROM generate_series(1, 500)));
+RESET ROLE;
+CREATE TABLE hostile_held (n bigint NOT NULL);
+INSERT INTO hostile_held VALUES (0);
+GRANT UPDATE, SELECT ON hostile_held TO hostile;
+CREATE PROCEDURE hostile_load(seconds float8) LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    parents bigint[] := (SELECT array_agg(id) FROM taskq.jobs WHERE queue = 'hostile_parents');
+    next_id bigint;
+    held bigint;
+BEGIN
+    WHILE clock_timestamp() < t0 + seconds * interval '1 s' LOOP
+        PERFORM taskq.submit('ext', queue => 'hostile_children', depends_on => parents)
+          FROM generate_series(1, 3);
+        next_id := (SELECT max(id) FROM taskq.jobs);
+        PERFORM pg_advisory_xact_lock_shared(29812, (next_id + i)::integer) FROM generate_series(1, 50) i;
+        SELECT id INTO held FROM taskq.claim(ARRAY['hostile_q'], 'hostile', 1);
+        PERFORM pg_sleep(1);
+        IF held IS NOT NULL THEN
+            PERFORM taskq.complete(held);
+            UPDATE hostile_held SET n = n + 1;
+        END IF;
+        COMMIT;
+    END LOOP;
+END $$;
+GRANT EXECUTE ON PROCEDURE hostile_load(float8) TO hostile;
+});
+
 # pid => kind of the taskq workers
 sub worker_pids
 {
@@ -124,6 +166,13 @@ my $load = IPC::Run::start(
 		'-c', "CALL soak_load($LOAD_SECONDS, " . int($RATE * $TICK) . ", $TICK)"
 	],
 	'>', \$load_out, '2>', \$load_err);
+my ($hostile_out, $hostile_err) = ('', '');
+my $hostile = IPC::Run::start(
+	[
+		'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres') . ' user=hostile',
+		'-c', "CALL hostile_load($LOAD_SECONDS - 5)"
+	],
+	'>', \$hostile_out, '2>', \$hostile_err);
 my $t0 = time;
 
 # Sample until the load stops.
@@ -165,6 +214,16 @@ SELECT pg_total_relation_size('taskq.jobs'), pg_total_relation_size('taskq.job_l
 }
 
 ok(IPC::Run::finish($load), 'the load generator ran to the end') or diag($load_err);
+ok(IPC::Run::finish($hostile), 'the hostile role ran to the end') or diag($hostile_err);
+my ($children, $hostile_done) = split /\|/, sql(q{
+SELECT count(*) FILTER (WHERE queue = 'hostile_children'),
+       (SELECT n FROM hostile_held)
+FROM taskq.jobs});
+cmp_ok($children, '>=', 30, "the hostile role linked $children jobs to 2,000 parents each");
+cmp_ok($hostile_done, '>=', 10, "it claimed and held $hostile_done jobs of its limited queue");
+# its parents end, and with them its blocked children
+sql(q{SELECT count(taskq.cancel(id)) FROM taskq.jobs WHERE queue IN ('hostile_parents', 'hostile_q')
+      AND status IN ('pending', 'blocked')});
 my $submitted = sql('SELECT n FROM soak_submitted');
 cmp_ok($submitted, '>=', int(0.8 * $RATE * $LOAD_SECONDS),
 	"the load was steady: $submitted jobs submitted in ${LOAD_SECONDS}s");

@@ -153,6 +153,21 @@ ok(hears('alice', qr/"queue": "alice-q2", "job_type": "payroll_export_ceo", "att
 	'alice heard her next job');
 unlike($heard{alice}, qr/hr-/, 'and still nothing of bob\'s');
 
+# A database without taskq where a role made its own taskq.channel_secret
+# (of another type): a LISTEN there reads no secret, and crashes nothing.
+my $started = sql('SELECT pg_postmaster_start_time()');
+sql('CREATE ROLE squatter LOGIN');
+sql('CREATE DATABASE squat OWNER squatter');
+my ($ret, $out, $err) = $node->psql('squat', q{
+CREATE SCHEMA taskq;
+CREATE TABLE taskq.channel_secret (secret int8);
+INSERT INTO taskq.channel_secret VALUES (12345);
+LISTEN taskq_jobs_x;
+LISTEN taskq_work_x;
+SELECT 1;}, extra_params => [ '-U', 'squatter' ]);
+is($ret, 0, 'LISTEN beside a planted taskq.channel_secret works') or diag($err);
+is(sql('SELECT pg_postmaster_start_time()'), $started, 'and the server did not restart');
+
 $_->quit for values %session;
 $node->stop;
 done_testing();

@@ -42,7 +42,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import psycopg
 
-__all__ = ["Worker", "Job", "Permanent", "FENCING_SQLSTATES"]
+__all__ = ["Worker", "Job", "Permanent", "FENCING_SQLSTATES", "__version__"]
+
+__version__ = "0.2.0"
 
 log = logging.getLogger("taskq_worker")
 
