@@ -70,7 +70,7 @@ will_run(Node *stmt, const char *dbname, bool top_level)
 	Oid			dboid = get_database_oid(dbname, true);
 
 	if (!OidIsValid(dboid) || dboid == MyDatabaseId ||
-		!pg_database_ownercheck(dboid, GetUserId()))
+		!object_ownercheck(DatabaseRelationId, dboid, GetUserId()))
 		return false;
 	if (IsA(stmt, DropdbStmt))
 		/* what PreventInTransactionBlock("DROP DATABASE") refuses */
