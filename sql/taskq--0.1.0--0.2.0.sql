@@ -193,6 +193,13 @@ CREATE FUNCTION taskq._running_in_queues(queues text[]) RETURNS integer[]
 
 -- A path depends_on -> ... -> job_id that the edge job_id -> depends_on would
 -- close into a cycle, or NULL (src/dag.c: breadth-first, each job once).
+-- add_dependency's graph lock, held from its cycle check to its edge (src/dag.c)
+CREATE FUNCTION taskq._lock_graph(take boolean) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_lock_graph' LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION taskq._lock_graph(boolean) FROM PUBLIC;
+-- (its row lock serialized graph edits to their commit)
+DROP TABLE taskq.dag_lock;
+
 CREATE FUNCTION taskq._cycle_path(job_id bigint, depends_on bigint) RETURNS bigint[]
     AS 'MODULE_PATHNAME', 'taskq_cycle_path' LANGUAGE C VOLATILE STRICT;
 
@@ -220,11 +227,6 @@ BEGIN
         RAISE EXCEPTION 'job % cannot depend on itself', job_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Serializes graph edits: under READ COMMITTED the cycle check below then
-    -- sees every committed edge; under REPEATABLE READ a concurrent edit is a
-    -- serialization failure.
-    UPDATE taskq.dag_lock SET version = version + 1;
-
     child := taskq._lock_job(job_id);
     PERFORM taskq._lock_parents(ARRAY[depends_on], false);
     SELECT * INTO parent FROM taskq.jobs j WHERE j.id = add_dependency.depends_on;
@@ -249,15 +251,17 @@ BEGIN
 
     -- A path depends_on -> ... -> job_id through existing edges would close a
     -- cycle.  (A recursive CTE carried every path: 2^30 of them in a lattice
-    -- of 60 jobs.)
+    -- of 60 jobs.)  Graph edits serialize from the check to the edge's
+    -- insert only; the check reads edges not yet committed too.
+    PERFORM taskq._lock_graph(true);
     SELECT taskq._cycle_path(job_id, depends_on) INTO path;
     IF path IS NOT NULL THEN
         RAISE EXCEPTION 'dependency of job % on job % would create a cycle', job_id, depends_on
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('cycle: %s', array_to_string(ARRAY[job_id] || path, ' -> '));
     END IF;
-
     INSERT INTO taskq.job_dependencies (job_id, depends_on) VALUES (job_id, depends_on);
+    PERFORM taskq._lock_graph(false);
     IF parent.status <> 'succeeded' THEN
         UPDATE taskq.jobs j SET unfinished_parents = j.unfinished_parents + 1,
                                status = 'blocked', updated_at = now()
