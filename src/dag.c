@@ -74,7 +74,27 @@ taskq_lock_job_type(Datum job_type, bool exclusive)
 	LOCKTAG		tag;
 
 	set_lock_tag(&tag, LOCK_CLASS_JOB_TYPE, bucket_of(DatumGetTextPP(job_type)));
-	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+	if (!exclusive)
+	{
+		(void) LockAcquire(&tag, ShareLock, false, false);
+		return;
+	}
+
+	/*
+	 * (Un)registering a handler never queues for the lock: a waiting
+	 * exclusive request would make every later submit of the bucket's job
+	 * types wait behind it, for as long as one role keeps a transaction that
+	 * submitted open.  It waits for the holders' transactions instead, as
+	 * CREATE INDEX CONCURRENTLY does, then tries again.
+	 */
+	while (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		VirtualTransactionId *holders = GetLockConflicts(&tag, ExclusiveLock, NULL);
+
+		for (; VirtualTransactionIdIsValid(*holders); holders++)
+			(void) VirtualXactLock(*holders, true);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /* taskq._lock_job_type(job_type text, exclusive boolean) */
