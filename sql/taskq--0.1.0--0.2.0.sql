@@ -484,6 +484,10 @@ BEGIN
     END IF;
 
     -- Take the picked (and locked) jobs, log and publish, in one statement.
+    -- The pause is read again here, after the locks: `paused` is as of this
+    -- call's start, and taking a lock can wait (for the queue limits, or,
+    -- SKIP LOCKED or not, for a row's later holder when its update chain is
+    -- followed) until a job was given back to a queue paused meanwhile.
     RETURN QUERY
     WITH taken AS (
         UPDATE taskq.jobs j
@@ -491,6 +495,7 @@ BEGIN
                started_at = t, updated_at = t,
                lease_expires_at = t + lease
          WHERE j.id = ANY (picked)
+           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
         RETURNING j.*
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
