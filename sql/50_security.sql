@@ -86,7 +86,7 @@ SELECT n, pg_temp.try_ids(stmt) AS error FROM (VALUES
  (19, $$INSERT INTO taskq.queues (name, paused) VALUES ('regress_security', true)$$),
  (20, $$UPDATE taskq.queues SET paused = false$$),
  (21, $$INSERT INTO taskq.handlers (job_type, handler, registered_by) VALUES ('security', 'pg_catalog.jsonb_pretty(jsonb)', 'taskq_alice')$$),
- (22, $$UPDATE taskq.dag_lock SET version = version + 1$$),
+ (22, $$UPDATE taskq.handlers SET registered_by = 'taskq_alice'$$),
  (23, $$DELETE FROM taskq.schedules$$)
 ) AS t(n, stmt) ORDER BY n;
 -- nor call taskq's internal functions

@@ -185,6 +185,23 @@ SELECT n, pg_temp.try(stmt) AS error FROM (VALUES
 ) AS t(n, stmt) ORDER BY n;
 SELECT sum(jobs) AS queued_all_roles FROM taskq.queue_depth WHERE queue = 'regress_identity';
 RESET ROLE;
+-- 7. No leak through queue_depth: mallory's cheap function sees only the
+-- rows the view shows her (security_barrier), not other roles' queues.
+SET ROLE taskq_victim;
+SELECT pg_temp.j('v_secret', taskq.submit('identity', queue => 'regress_identity_secret'));
+SET ROLE taskq_mallory;
+CREATE FUNCTION regress_mallory.peek(q text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE COST 0.0000001 AS $$
+BEGIN
+    PERFORM set_config('regress.seen', current_setting('regress.seen', true) || ',' || q, false);
+    RETURN true;
+END $$;
+SELECT set_config('regress.seen', '', false) IS NOT NULL AS reset;
+SELECT count(*) > 0 AS own_rows FROM taskq.queue_depth WHERE regress_mallory.peek(queue);
+SELECT current_setting('regress.seen') LIKE '%regress_identity_secret%' AS saw_victims_queue;
+-- 8. A claim names at most 100 queues (one subquery each).
+SELECT pg_temp.try($$SELECT count(*) FROM taskq.claim(array(SELECT 'q' || g FROM generate_series(1, 101) g), 'w')$$) AS many_queues;
+RESET ROLE;
+
 -- who may execute what: the grants of every public function
 SELECT p.proname, array_agg(DISTINCT a.grantee::regrole::text ORDER BY a.grantee::regrole::text) AS executable_by
 FROM pg_proc p, aclexplode(p.proacl) a

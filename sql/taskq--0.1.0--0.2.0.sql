@@ -147,18 +147,29 @@ $$;
 -- waiting by a batch, and a claim never skips a parent being linked to.
 CREATE OR REPLACE FUNCTION taskq._lock_parents(ids bigint[], exclusive boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    admin boolean;
+    me regrole;
 BEGIN
     -- (plpgsql, not sql: its plans are kept, and every completion calls it)
     IF exclusive THEN
         PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) ORDER BY j.id FOR UPDATE OF j;
-    ELSIF pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
-        PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) ORDER BY j.id FOR KEY SHARE OF j;
+        RETURN;
+    END IF;
+    -- a child's parents: only rows its submitter may see are locked (another
+    -- role's would be kept from finishing for as long as the submitter likes)
+    admin := taskq._is_admin();
+    me := taskq._caller();
+    IF pg_catalog.current_setting('transaction_isolation') = 'read committed' THEN
+        PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) AND (admin OR j.owner = me)
+         ORDER BY j.id FOR KEY SHARE OF j;
     ELSE
         -- A REPEATABLE READ snapshot may predate a parent's success and never
         -- see it.  KEY SHARE would lock such a row (its key did not change);
         -- SHARE conflicts with the update, so that is a serialization failure
         -- instead of a child blocked forever behind a succeeded parent.
-        PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) ORDER BY j.id FOR SHARE OF j;
+        PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (ids) AND (admin OR j.owner = me)
+         ORDER BY j.id FOR SHARE OF j;
     END IF;
 END
 $$;
@@ -182,6 +193,13 @@ CREATE FUNCTION taskq._running_in_queues(queues text[]) RETURNS integer[]
 
 -- A path depends_on -> ... -> job_id that the edge job_id -> depends_on would
 -- close into a cycle, or NULL (src/dag.c: breadth-first, each job once).
+-- add_dependency's graph lock, held from its cycle check to its edge (src/dag.c)
+CREATE FUNCTION taskq._lock_graph(take boolean) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_lock_graph' LANGUAGE C VOLATILE STRICT;
+REVOKE ALL ON FUNCTION taskq._lock_graph(boolean) FROM PUBLIC;
+-- (its row lock serialized graph edits to their commit)
+DROP TABLE taskq.dag_lock;
+
 CREATE FUNCTION taskq._cycle_path(job_id bigint, depends_on bigint) RETURNS bigint[]
     AS 'MODULE_PATHNAME', 'taskq_cycle_path' LANGUAGE C VOLATILE STRICT;
 
@@ -209,11 +227,6 @@ BEGIN
         RAISE EXCEPTION 'job % cannot depend on itself', job_id
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Serializes graph edits: under READ COMMITTED the cycle check below then
-    -- sees every committed edge; under REPEATABLE READ a concurrent edit is a
-    -- serialization failure.
-    UPDATE taskq.dag_lock SET version = version + 1;
-
     child := taskq._lock_job(job_id);
     PERFORM taskq._lock_parents(ARRAY[depends_on], false);
     SELECT * INTO parent FROM taskq.jobs j WHERE j.id = add_dependency.depends_on;
@@ -238,15 +251,17 @@ BEGIN
 
     -- A path depends_on -> ... -> job_id through existing edges would close a
     -- cycle.  (A recursive CTE carried every path: 2^30 of them in a lattice
-    -- of 60 jobs.)
+    -- of 60 jobs.)  Graph edits serialize from the check to the edge's
+    -- insert only; the check reads edges not yet committed too.
+    PERFORM taskq._lock_graph(true);
     SELECT taskq._cycle_path(job_id, depends_on) INTO path;
     IF path IS NOT NULL THEN
         RAISE EXCEPTION 'dependency of job % on job % would create a cycle', job_id, depends_on
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('cycle: %s', array_to_string(ARRAY[job_id] || path, ' -> '));
     END IF;
-
     INSERT INTO taskq.job_dependencies (job_id, depends_on) VALUES (job_id, depends_on);
+    PERFORM taskq._lock_graph(false);
     IF parent.status <> 'succeeded' THEN
         UPDATE taskq.jobs j SET unfinished_parents = j.unfinished_parents + 1,
                                status = 'blocked', updated_at = now()
@@ -298,6 +313,13 @@ DECLARE
     full_queues text[] := '{}';
     locked_limits text[];
 BEGIN
+    -- one subquery per named queue below: bounded, so one call cannot
+    -- spend minutes of a core planning thousands of them
+    IF cardinality(queues) > 100 THEN
+        RAISE EXCEPTION 'a claim may name at most 100 queues, got %', cardinality(queues)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Pass NULL to claim from every queue.';
+    END IF;
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
            coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
       INTO paused, limited
@@ -462,6 +484,10 @@ BEGIN
     END IF;
 
     -- Take the picked (and locked) jobs, log and publish, in one statement.
+    -- The pause is read again here, after the locks: `paused` is as of this
+    -- call's start, and taking a lock can wait (for the queue limits, or,
+    -- SKIP LOCKED or not, for a row's later holder when its update chain is
+    -- followed) until a job was given back to a queue paused meanwhile.
     RETURN QUERY
     WITH taken AS (
         UPDATE taskq.jobs j
@@ -469,6 +495,7 @@ BEGIN
                started_at = t, updated_at = t,
                lease_expires_at = t + lease
          WHERE j.id = ANY (picked)
+           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
         RETURNING j.*
     ), logged AS (
         INSERT INTO taskq.job_logs (job_id, status, attempt, message)
@@ -880,12 +907,141 @@ BEGIN
 END
 $$;
 
+-- Lock only rows the caller may act on: a lock taken before the check kept
+-- other roles' jobs from their owners, their claims and the executors.
+CREATE OR REPLACE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+BEGIN
+    IF job_id IS NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- only a row the caller may act on is locked: another role's is not
+    -- kept from its owner and the executors, nor its existence told
+    SELECT * INTO j FROM taskq.jobs
+     WHERE id = job_id AND (owner = taskq._caller() OR taskq._is_admin())
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION taskq._held_job(job_id bigint, worker text) RETURNS taskq.jobs
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+BEGIN
+    IF job_id IS NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT * INTO j FROM taskq.jobs
+     WHERE id = job_id AND (owner = taskq._caller() OR taskq._can_work_any())
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF j.status <> 'running' THEN
+        RAISE EXCEPTION 'job % is %, not running', job_id, j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF j.worker LIKE 'executor/%' OR (worker IS NOT NULL AND j.worker IS DISTINCT FROM worker) THEN
+        RAISE EXCEPTION 'job % is held by another worker', job_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Held by %s.', j.worker);
+    END IF;
+    IF j.lease_expires_at < now() THEN
+        RAISE EXCEPTION 'lease on job % expired at %', job_id, j.lease_expires_at
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Send taskq.heartbeat() more often than the lease lasts.';
+    END IF;
+    RETURN j;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION taskq.complete_many(job_ids bigint[], results jsonb[] DEFAULT NULL,
+                                    worker text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
+#variable_conflict use_column
+DECLARE
+    n integer := cardinality(job_ids);
+    me regrole := taskq._caller();
+    any_job boolean := taskq._can_work_any();
+    bad bigint;
+    done bigint[];
+BEGIN
+    IF job_ids IS NULL THEN
+        RAISE EXCEPTION 'job_ids must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF array_ndims(job_ids) > 1 OR array_ndims(results) > 1 THEN
+        RAISE EXCEPTION 'job_ids and results must be one-dimensional arrays'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n > 10000 THEN
+        RAISE EXCEPTION 'at most 10000 jobs can be completed at once, got %', n
+            USING ERRCODE = 'program_limit_exceeded', HINT = 'Split the call.';
+    END IF;
+    IF results IS NOT NULL AND cardinality(results) <> n THEN
+        RAISE EXCEPTION 'results must have one element per job id'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('%s job ids, %s results.', n, cardinality(results));
+    END IF;
+    IF array_position(job_ids, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'job id must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  DETAIL = format('job_ids[%s] is NULL.', array_position(job_ids, NULL));
+    END IF;
+    SELECT u.id INTO bad FROM unnest(job_ids) AS u(id) GROUP BY u.id HAVING count(*) > 1
+     ORDER BY u.id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'job % appears more than once in job_ids', bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n = 0 THEN
+        RETURN 0;
+    END IF;
+    PERFORM taskq._require_read_committed('completing a job');
+    -- Lock in id order (concurrent batches cannot deadlock), then fence like
+    -- _held_job, which raises the precise error for the first refused id.
+    PERFORM 1 FROM taskq.jobs j WHERE j.id = ANY (job_ids) AND (any_job OR j.owner = me)
+      ORDER BY j.id FOR NO KEY UPDATE;
+    SELECT u.id INTO bad
+      FROM unnest(job_ids) WITH ORDINALITY AS u(id, ord)
+      LEFT JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (job_ids)
+     WHERE j.id IS NULL OR (j.owner <> me AND NOT any_job) OR j.status <> 'running'
+        OR j.worker LIKE 'executor/%'
+        OR (complete_many.worker IS NOT NULL AND j.worker IS DISTINCT FROM complete_many.worker)
+        OR j.lease_expires_at < now()
+     ORDER BY u.ord LIMIT 1;
+    IF FOUND THEN
+        PERFORM taskq._held_job(bad, complete_many.worker);
+        RAISE EXCEPTION 'job % is not held', bad USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    WITH u AS (
+        UPDATE taskq.jobs j
+           SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
+               updated_at = clock_timestamp(), lease_expires_at = NULL
+          FROM unnest(job_ids, results) AS r(id, result)
+         WHERE j.id = r.id AND j.id = ANY (job_ids) AND j.status = 'running'
+        RETURNING j.id
+    )
+    SELECT array_agg(u.id) INTO done FROM u;
+    PERFORM taskq._succeeded(done);
+    RETURN cardinality(done);
+END
+$$;
+
 -- Metrics count every role's jobs, for taskq_monitor, without showing rows.
 ALTER FUNCTION taskq.metrics() SECURITY DEFINER;
 ALTER FUNCTION taskq.latency(interval) SECURITY DEFINER;
 -- Queue depth: a role's own jobs, every role's for taskq_monitor and
 -- taskq_admin (counts only: the view reads the table as its owner).
-CREATE OR REPLACE VIEW taskq.queue_depth WITH (security_invoker = false) AS
+CREATE OR REPLACE VIEW taskq.queue_depth WITH (security_invoker = false, security_barrier) AS
     SELECT queue, priority, status, count(*) AS jobs
     FROM taskq.jobs
     WHERE status IN ('blocked', 'pending', 'running')

@@ -46,6 +46,7 @@
 /* field2: what the lock orders */
 #define LOCK_CLASS_JOB_TYPE 1	/* submits against (un)registering a handler */
 #define LOCK_CLASS_QUEUE_LIMIT 2	/* claims from concurrency-limited queues */
+#define LOCK_CLASS_GRAPH 3		/* add_dependency's cycle check and its edge */
 
 #define LOCK_BUCKETS 16
 
@@ -73,7 +74,27 @@ taskq_lock_job_type(Datum job_type, bool exclusive)
 	LOCKTAG		tag;
 
 	set_lock_tag(&tag, LOCK_CLASS_JOB_TYPE, bucket_of(DatumGetTextPP(job_type)));
-	(void) LockAcquire(&tag, exclusive ? ExclusiveLock : ShareLock, false, false);
+	if (!exclusive)
+	{
+		(void) LockAcquire(&tag, ShareLock, false, false);
+		return;
+	}
+
+	/*
+	 * (Un)registering a handler never queues for the lock: a waiting
+	 * exclusive request would make every later submit of the bucket's job
+	 * types wait behind it, for as long as one role keeps a transaction that
+	 * submitted open.  It waits for the holders' transactions instead, as
+	 * CREATE INDEX CONCURRENTLY does, then tries again.
+	 */
+	while (LockAcquire(&tag, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		VirtualTransactionId *holders = GetLockConflicts(&tag, ExclusiveLock, NULL);
+
+		for (; VirtualTransactionIdIsValid(*holders); holders++)
+			(void) VirtualXactLock(*holders, true);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 /* taskq._lock_job_type(job_type text, exclusive boolean) */
@@ -135,6 +156,27 @@ taskq_lock_queue_limits(PG_FUNCTION_ARGS)
 		else
 			LockRelease(&tag, ExclusiveLock, false);
 	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * taskq._lock_graph(take boolean): take (or release) the graph lock.
+ * add_dependency holds it from its cycle check until its edge is written,
+ * not to its commit: the check reads edges not yet committed too (see
+ * taskq._cycle_path), so the next edit sees this one, and a role idle in
+ * its transaction keeps nobody's edits waiting.
+ */
+PG_FUNCTION_INFO_V1(taskq_lock_graph);
+Datum
+taskq_lock_graph(PG_FUNCTION_ARGS)
+{
+	LOCKTAG		tag;
+
+	set_lock_tag(&tag, LOCK_CLASS_GRAPH, 0);
+	if (PG_GETARG_BOOL(0))
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	else
+		LockRelease(&tag, ExclusiveLock, false);
 	PG_RETURN_VOID();
 }
 
@@ -281,7 +323,10 @@ typedef struct Reached
  * path depends_on → … → job_id through existing edges (each job to one of its
  * parents), which the edge job_id → depends_on would close into a cycle; NULL
  * when there is none.  Breadth-first, parents in id order, each job visited
- * once, under the statement's snapshot (the caller serializes graph edits).
+ * once.  Edges not yet committed count (a dirty read): the caller holds the
+ * graph lock only until its edge is written, so an edge of a transaction
+ * still open must close a cycle too (one that then rolls back only made
+ * this check refuse an edge it could have taken).
  */
 PG_FUNCTION_INFO_V1(taskq_cycle_path);
 Datum
@@ -303,6 +348,7 @@ taskq_cycle_path(PG_FUNCTION_ARGS)
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	ScanKeyData key;
+	SnapshotData dirty;
 	AttrNumber	parent_att;
 	Reached    *r;
 	bool		dup;
@@ -333,7 +379,8 @@ taskq_cycle_path(PG_FUNCTION_ARGS)
 		elog(ERROR, "taskq: taskq.job_dependencies_pkey is not on (job_id, depends_on)");
 	parent_att = index->rd_index->indkey.values[1];
 	slot = table_slot_create(rel, NULL);
-	scan = begin_index_scan(rel, index, GetActiveSnapshot(), 1);
+	InitDirtySnapshot(dirty);
+	scan = begin_index_scan(rel, index, &dirty, 1);
 
 	while (next < queue_len && !found_target)
 	{
