@@ -72,7 +72,7 @@ flush_after_locks(void)
 		return false;
 	if (publishes)
 		return taskq_flush_after_notify;
-	return wakes && taskq_wake_before_flush && TaskqState != NULL;
+	return wakes && taskq_wake_before_flush && taskq_state() != NULL;
 }
 
 static void

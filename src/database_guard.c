@@ -1,14 +1,17 @@
 /*
  * database_guard.c: keeps taskq's workers from blocking DROP DATABASE and
- * ALTER DATABASE ... RENAME of taskq.database.
+ * ALTER DATABASE ... RENAME of a served database (taskq.databases), and
+ * wakes the launcher waiting for a served database that CREATE DATABASE or
+ * RENAME brings into existence.
  *
  * Both commands refuse to run while other sessions are connected to the
  * database.  taskq's ProcessUtility hook (taskq.c; in every backend, since
  * taskq is in shared_preload_libraries) stops the workers first, but only
  * for a statement that will run (its caller owns the database; DROP outside
  * a transaction block): they are told to stop now, without the shutdown
- * grace, and the command waits (a few seconds at most) until they are gone.  The launcher then fails to reconnect and backs
- * off (see launcher.c) until the database exists again.
+ * grace, and the command waits (a few seconds at most) until they are gone.
+ * Only that database's workers stop.  Its launcher then finds the database
+ * missing and waits (launcher.c) until it exists again.
  */
 #include "postgres.h"
 
@@ -25,19 +28,22 @@
 
 #include "taskq.h"
 
-/* SIGTERM every taskq worker and wait up to 10 s for them to exit. */
+/* a CREATE DATABASE or RENAME made a served database exist: wake at commit */
+static bool wake_launchers = false;
+
+/* SIGTERM the workers of database db and wait up to 10 s for them to exit. */
 static void
-stop_workers(void)
+stop_workers(TaskqShared *db)
 {
 	pid_t		pids[TASKQ_MAX_SLOTS];
 	int			n = 0;
 
-	SpinLockAcquire(&TaskqState->mutex);
-	TaskqState->stop_now = true;
+	SpinLockAcquire(&db->mutex);
+	db->stop_now = true;
 	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-		if (TaskqState->slots[i].kind != TASKQ_SLOT_FREE)
-			pids[n++] = TaskqState->slots[i].pid;
-	SpinLockRelease(&TaskqState->mutex);
+		if (db->slots[i].kind != TASKQ_SLOT_FREE)
+			pids[n++] = db->slots[i].pid;
+	SpinLockRelease(&db->mutex);
 
 	for (int i = 0; i < n; i++)
 		kill(pids[i], SIGTERM);
@@ -49,11 +55,11 @@ stop_workers(void)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		n = 0;
-		SpinLockAcquire(&TaskqState->mutex);
+		SpinLockAcquire(&db->mutex);
 		for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-			if (TaskqState->slots[i].kind != TASKQ_SLOT_FREE)
+			if (db->slots[i].kind != TASKQ_SLOT_FREE)
 				n++;
-		SpinLockRelease(&TaskqState->mutex);
+		SpinLockRelease(&db->mutex);
 	}
 }
 
@@ -80,18 +86,64 @@ will_run(Node *stmt, const char *dbname, bool top_level)
 		!OidIsValid(get_database_oid(((RenameStmt *) stmt)->newname, true));
 }
 
-/* Before DROP DATABASE or RENAME of taskq.database runs, stop the workers. */
+/* The served database whose launcher is connected to dboid, or NULL. */
+static TaskqShared *
+served_by_oid(Oid dboid)
+{
+	TaskqShared *found = NULL;
+
+	if (!OidIsValid(dboid))
+		return NULL;
+	for (int i = 0; i < taskq_ndatabases && found == NULL; i++)
+	{
+		TaskqShared *db = &TaskqDatabases[i];
+
+		SpinLockAcquire(&db->mutex);
+		if (db->dboid == dboid)
+			found = db;
+		SpinLockRelease(&db->mutex);
+	}
+	return found;
+}
+
+/*
+ * Before DROP DATABASE or RENAME of a served database runs, stop its
+ * workers.  Before CREATE DATABASE or RENAME to a served name, note to wake
+ * the launchers waiting for their database.
+ */
 void
 taskq_guard_database(Node *stmt, bool top_level)
 {
 	const char *dbname = NULL;
+	const char *newname = NULL;
+	TaskqShared *db;
 
+	if (TaskqDatabases == NULL)
+		return;
 	if (IsA(stmt, DropdbStmt))
 		dbname = ((DropdbStmt *) stmt)->dbname;
 	else if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE)
+	{
 		dbname = ((RenameStmt *) stmt)->subname;
+		newname = ((RenameStmt *) stmt)->newname;
+	}
+	else if (IsA(stmt, CreatedbStmt))
+		newname = ((CreatedbStmt *) stmt)->dbname;
 
-	if (dbname != NULL && TaskqState != NULL && taskq_database != NULL &&
-		strcmp(dbname, taskq_database) == 0 && will_run(stmt, dbname, top_level))
-		stop_workers();
+	if (newname != NULL && taskq_database_index(newname) >= 0)
+		wake_launchers = true;
+	if (dbname == NULL)
+		return;
+	db = served_by_oid(get_database_oid(dbname, true));
+	if (db != NULL && will_run(stmt, dbname, top_level))
+		stop_workers(db);
+}
+
+/* At the end of a transaction: wake the waiting launchers if it created their database. */
+void
+taskq_database_guard_at_commit(bool commit)
+{
+	if (wake_launchers && commit)
+		taskq_wake_waiting_launchers();
+	wake_launchers = false;
 }

@@ -1290,7 +1290,14 @@ TaskqExecutorMain(Datum main_arg)
 #endif
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+	/* the database of the launcher that started us (launcher.c) */
+	taskq_pin_state(DatumGetInt32(main_arg));
+	{
+		Oid			dboid;
+
+		memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+		BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	}
 	/* completions must see dependents linked just before (fresh snapshots) */
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);

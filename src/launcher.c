@@ -1,16 +1,19 @@
 /*
- * launcher.c: the launcher background worker.  It keeps exactly
- * taskq.workers executors running (restarting dead ones with backoff,
+ * launcher.c: the launcher background worker, one per served database
+ * (databases.c).  It keeps exactly taskq.workers executors running (restarting dead ones with backoff,
  * adopting those of a launcher before it) and does the periodic upkeep:
  * jobs of dead executors and expired leases go back to pending, priorities
  * age, finished jobs past taskq.retention are deleted.  An error in a round
- * is logged and the launcher backs off; it never exits for one.
+ * is logged and the launcher backs off; it never exits for one.  A served
+ * database that does not exist is said once; its launcher then waits,
+ * connected to no database, until it is created.
  */
 #include "postgres.h"
 
 #include <signal.h>
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -29,6 +32,15 @@
 
 static volatile sig_atomic_t got_sigterm = false;
 static TaskqWorkerSlot *MySlot = NULL;
+static int	my_index;			/* of my database in taskq.databases */
+static bool told_share = false; /* that taskq.max_total_workers caps us */
+
+/* while connecting: a missing database is said once, not as a FATAL */
+static bool connecting = false;
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* the longest wait between two looks for a missing database */
+#define TASKQ_MISSING_DB_MAX_WAIT_MS (5 * 60 * 1000)
 
 /* executors this launcher started; a restarted launcher adopts the live ones */
 static BackgroundWorkerHandle *started[TASKQ_MAX_EXECUTORS];
@@ -48,21 +60,26 @@ launcher_sigterm(SIGNAL_ARGS)
 	errno = save_errno;
 }
 
+/* One launcher per served database; main_arg is its index. */
 void
-taskq_register_launcher(void)
+taskq_register_launchers(void)
 {
-	BackgroundWorker worker;
+	for (int i = 0; i < taskq_ndatabases; i++)
+	{
+		BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
+		memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	/* never on a standby: started when recovery ends, i.e. on promotion */
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqLauncherMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "taskq launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "taskq launcher");
-	RegisterBackgroundWorker(&worker);
+		worker.bgw_restart_time = 5;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqLauncherMain");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "taskq launcher for %s", taskq_database_name(i));
+		snprintf(worker.bgw_type, BGW_MAXLEN, "taskq launcher");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 /* After a start (or a failed one) the next waits, doubling up to a minute. */
@@ -92,8 +109,12 @@ start_executor(void)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqExecutorMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "taskq executor %d", executors_started++);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "taskq executor %d for %s", executors_started++,
+			 TaskqState->dbname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "taskq executor");
+	/* the executor connects to this very database, even if renamed meanwhile */
+	worker.bgw_main_arg = Int32GetDatum(my_index);
+	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
@@ -104,7 +125,8 @@ start_executor(void)
 }
 
 /*
- * Keep exactly taskq.workers executors.  They are counted in shared memory,
+ * Keep exactly taskq.workers executors (at most this database's share of
+ * taskq.max_total_workers).  They are counted in shared memory,
  * whoever started them: a launcher restarted after an error or a SIGTERM
  * adopts the executors of the one before instead of starting a second set.
  * Executors asked to stop (retiring) no longer count; surplus ones are asked
@@ -120,6 +142,13 @@ manage_executors(void)
 	int			n_all = 0;
 	int			active = 0;
 	int			surplus;
+	int			wanted = taskq_executors_wanted(my_index);
+
+	if (wanted < taskq_workers && !told_share)
+		ereport(LOG,
+				(errmsg("taskq launcher: database \"%s\" runs %d executors, not taskq.workers = %d: its share of taskq.max_total_workers = %d",
+						TaskqState->dbname, wanted, taskq_workers, taskq_max_total_workers)));
+	told_share = wanted < taskq_workers;
 
 	SpinLockAcquire(&TaskqState->mutex);
 	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
@@ -156,7 +185,7 @@ manage_executors(void)
 			active++;
 	}
 
-	surplus = active - taskq_workers;
+	surplus = active - wanted;
 	if (surplus > 0)
 	{
 		pid_t		victims[TASKQ_MAX_SLOTS];
@@ -314,9 +343,10 @@ extension_ready(void)
 }
 
 /*
- * A missing database makes the connection attempt FATAL and the postmaster
- * restarts us: wait 5 s, 10 s, ... up to 5 minutes between attempts, so a
- * dropped or renamed database costs a log line now and then, not a loop.
+ * A database that cannot be connected to (not accepting connections, a
+ * failing login hook...) makes the connection attempt FATAL and the
+ * postmaster restarts us: wait 5 s, 10 s, ... up to 5 minutes between
+ * attempts, so it costs a log line now and then, not a loop.
  */
 static void
 wait_before_connecting(void)
@@ -332,19 +362,136 @@ wait_before_connecting(void)
 	ResetLatch(MyLatch);
 }
 
+/*
+ * While we connect, "database does not exist" is said once, as a WARNING
+ * with a hint, then no more: the next start of this launcher waits for the
+ * database (wait_for_database) instead of failing every few seconds.
+ */
+static void
+connect_log_hook(ErrorData *edata)
+{
+	if (connecting && edata->elevel == FATAL &&
+		edata->sqlerrcode == ERRCODE_UNDEFINED_DATABASE)
+	{
+		bool		told;
+
+		SpinLockAcquire(&TaskqState->mutex);
+		told = TaskqState->missing_told;
+		TaskqState->missing = true;
+		TaskqState->missing_told = true;
+		TaskqState->dboid = InvalidOid;
+		SpinLockRelease(&TaskqState->mutex);
+		if (told)
+			edata->output_to_server = false;
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+
+			/* the process still exits: errfinish acts on its own copy of elevel */
+			edata->elevel = WARNING;
+			edata->message = psprintf("taskq: database \"%s\" in taskq.databases does not exist",
+									  TaskqState->dbname);
+			edata->detail = psprintf("Its launcher looks for it again with backoff, up to every %d minutes, and serves it once it exists.",
+									 TASKQ_MISSING_DB_MAX_WAIT_MS / 60000);
+			edata->hint = pstrdup("Create the database, or remove it from taskq.databases (or taskq.database) and restart.");
+			MemoryContextSwitchTo(old);
+		}
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+static void
+forget_waiting_latch(int code, Datum arg)
+{
+	SpinLockAcquire(&TaskqState->mutex);
+	TaskqState->waiting_latch = NULL;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/*
+ * Connected to no database (pg_database is shared), look for ours every 1,
+ * 2, 4 s... up to 5 minutes, or when CREATE DATABASE or RENAME gives it
+ * its name (database_guard.c sets our latch).  Once it exists, exit: the
+ * postmaster restarts us and we connect to it.
+ */
+static void
+wait_for_database(void)
+{
+	long		wait_ms = 1000;
+
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	SpinLockAcquire(&TaskqState->mutex);
+	TaskqState->waiting_latch = MyLatch;
+	SpinLockRelease(&TaskqState->mutex);
+	on_shmem_exit(forget_waiting_latch, 0);
+	pgstat_report_activity(STATE_IDLE, "waiting for the database to be created");
+
+	while (!got_sigterm)
+	{
+		Oid			dboid;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		dboid = get_database_oid(TaskqState->dbname, true);
+		CommitTransactionCommand();
+		if (OidIsValid(dboid))
+		{
+			ereport(LOG,
+					(errmsg("taskq launcher: database \"%s\" exists now: its launcher restarts to serve it",
+							TaskqState->dbname)));
+			SpinLockAcquire(&TaskqState->mutex);
+			TaskqState->missing = false;
+			TaskqState->missing_told = false;
+			TaskqState->connect_failures = 0;
+			SpinLockRelease(&TaskqState->mutex);
+			break;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		wait_ms = Min(wait_ms * 2, TASKQ_MISSING_DB_MAX_WAIT_MS);
+	}
+	proc_exit(1);
+}
+
 void
 TaskqLauncherMain(Datum main_arg)
 {
+	bool		missing;
+
+	my_index = DatumGetInt32(main_arg);
+	taskq_pin_state(my_index);
 	pqsignal(SIGTERM, launcher_sigterm);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+
+	SpinLockAcquire(&TaskqState->mutex);
+	missing = TaskqState->missing;
+	SpinLockRelease(&TaskqState->mutex);
+	if (missing)
+		wait_for_database();	/* does not return */
+
 	wait_before_connecting();
-	BackgroundWorkerInitializeConnection(taskq_database, NULL, 0);
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = connect_log_hook;
+	connecting = true;
+	BackgroundWorkerInitializeConnection(TaskqState->dbname, NULL, 0);
+	connecting = false;
+	emit_log_hook = prev_emit_log_hook;
 	SetConfigOption("default_transaction_isolation", "read committed",
 					PGC_SUSET, PGC_S_OVERRIDE);
 	SpinLockAcquire(&TaskqState->mutex);
 	TaskqState->connect_failures = 0;
 	TaskqState->stop_now = false;
+	TaskqState->missing_told = false;
+	TaskqState->dboid = MyDatabaseId;
 	SpinLockRelease(&TaskqState->mutex);
 	MySlot = taskq_attach_slot(TASKQ_SLOT_LAUNCHER, "launcher");
 	pgstat_report_appname("taskq launcher");

@@ -1,7 +1,7 @@
 /*
  * metrics.c: what the workers know about themselves, read from shared
  * memory: live workers, capacity in use, counters since server start and
- * their rates over the last minutes.
+ * their rates over the last minutes, each of this database (databases.c).
  */
 #include "postgres.h"
 
@@ -25,7 +25,8 @@ taskq_worker_slots(PG_FUNCTION_ARGS)
 	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (TaskqState == NULL)
+	/* this database's workers only */
+	if (taskq_state() == NULL)
 		PG_RETURN_VOID();
 
 	SpinLockAcquire(&TaskqState->mutex);
@@ -65,7 +66,7 @@ taskq_resources(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (TaskqState != NULL)
+	if (taskq_state() != NULL)
 	{
 		SpinLockAcquire(&TaskqState->mutex);
 		cpu_used = TaskqState->cpu_used;
@@ -91,6 +92,7 @@ taskq_counters(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 	if (desc->natts != lengthof(values))
 		elog(ERROR, "taskq._counters() must return %d columns", (int) lengthof(values));
+	(void) taskq_state();
 	values[0] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->claimed) : 0);
 	values[1] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->succeeded) : 0);
 	values[2] = Int64GetDatum(TaskqState ? pg_atomic_read_u64(&TaskqState->failed) : 0);
@@ -143,7 +145,7 @@ taskq_rates(PG_FUNCTION_ARGS)
 	static const int windows[] = {1, 5, 15};
 
 	InitMaterializedSRF(fcinfo, 0);
-	if (TaskqState == NULL)
+	if (taskq_state() == NULL)
 		PG_RETURN_VOID();
 	SpinLockAcquire(&TaskqState->mutex);
 	memcpy(samples, TaskqState->samples, sizeof(samples));

@@ -26,7 +26,6 @@
 
 PG_MODULE_MAGIC;
 
-char	   *taskq_database = NULL;
 int			taskq_workers = 2;
 int			taskq_max_cpu_units = 4;
 int			taskq_max_memory_mb = 1024;
@@ -48,8 +47,6 @@ static const struct config_enum_entry notify_level_options[] = {
 	{"all", NOTIFY_ALL, false},
 	{NULL, 0, false}
 };
-
-TaskqShared *TaskqState = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -73,7 +70,7 @@ taskq_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
+	RequestAddinShmemSpace(MAXALIGN(taskq_databases_size()));
 	RequestAddinShmemSpace(taskq_scan_floors_size());
 	RequestAddinShmemSpace(taskq_listeners_size());
 	taskq_scan_floors_request();
@@ -84,21 +81,14 @@ taskq_shmem_startup(void)
 {
 	bool		found;
 	TaskqScanFloors *floors;
+	TaskqShared *dbs;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	TaskqState = ShmemInitStruct("taskq", sizeof(TaskqShared), &found);
-	if (!found)
-	{
-		memset(TaskqState, 0, sizeof(TaskqShared));
-		SpinLockInit(&TaskqState->mutex);
-		pg_atomic_init_u64(&TaskqState->claimed, 0);
-		pg_atomic_init_u64(&TaskqState->succeeded, 0);
-		pg_atomic_init_u64(&TaskqState->failed, 0);
-		pg_atomic_init_u64(&TaskqState->retried, 0);
-	}
+	dbs = ShmemInitStruct("taskq", taskq_databases_size(), &found);
+	taskq_databases_attach(dbs, found);
 	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
 	taskq_scan_floors_init(floors, found);
 	taskq_listeners_attach();
@@ -116,6 +106,7 @@ taskq_xact_callback(XactEvent event, void *arg)
 			if (wake_at_commit)
 				taskq_wake_one_executor();
 			wake_at_commit = false;
+			taskq_database_guard_at_commit(true);
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* COMMIT PREPARED may come from another session: no floor lowered */
@@ -129,6 +120,7 @@ taskq_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			taskq_scan_floors_forget();
 			wake_at_commit = false;
+			taskq_database_guard_at_commit(false);
 			break;
 		case XACT_EVENT_PREPARE:
 			/* its COMMIT PREPARED may come from any session: polling finds its jobs */
@@ -144,22 +136,24 @@ define_gucs(void)
 {
 	/* a PGC_POSTMASTER variable defined later is FATAL: only when preloading */
 	if (process_shared_preload_libraries_in_progress)
-		DefineCustomStringVariable("taskq.database",
-								   "Database in which taskq's background workers run.",
-								   NULL, &taskq_database, "postgres",
-								   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		taskq_define_database_gucs();
+
+	/*
+	 * The capacity of one database: PGC_SUSET so that ALTER DATABASE ... SET
+	 * gives a database its own (its workers read it when they connect).
+	 */
 	DefineCustomIntVariable("taskq.workers",
-							"Number of executor background workers.",
+							"Number of executor background workers of each served database.",
 							NULL, &taskq_workers, 2, 0, TASKQ_MAX_EXECUTORS,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.max_cpu_units",
-							"CPU units that running in-database jobs may hold together.",
+							"CPU units that running in-database jobs of one database may hold together.",
 							NULL, &taskq_max_cpu_units, 4, 1, 1000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.max_memory_mb",
-							"Memory (MB) that running in-database jobs may hold together.",
+							"Memory (MB) that running in-database jobs of one database may hold together.",
 							NULL, &taskq_max_memory_mb, 1024, 0, INT_MAX / 2,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("taskq.poll_interval",
 							"Longest sleep of an idle worker; wake-ups are immediate otherwise.",
 							NULL, &taskq_poll_interval_ms, 1000, 10, 3600 * 1000,
@@ -224,8 +218,8 @@ define_gucs(void)
 }
 
 /*
- * The utility statements taskq watches, before they run: DROP and RENAME of
- * taskq.database (database_guard.c) and LISTEN on taskq's channels (listeners.c).
+ * The utility statements taskq watches, before they run: CREATE, DROP and
+ * RENAME of a served database (database_guard.c) and LISTEN on taskq's channels (listeners.c).
  */
 static void
 taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
@@ -261,7 +255,8 @@ _PG_init(void)
 	shmem_startup_hook = taskq_shmem_startup;
 
 	taskq_listeners_init();
-	taskq_register_launcher();
+	taskq_databases_init();
+	taskq_register_launchers();
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = taskq_process_utility;
 }
@@ -328,7 +323,7 @@ taskq_wake_executors(void)
 	Latch	   *latches[TASKQ_MAX_SLOTS];
 	int			n = 0;
 
-	if (TaskqState == NULL)
+	if (taskq_state() == NULL)
 		return;
 	SpinLockAcquire(&TaskqState->mutex);
 	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
@@ -356,7 +351,7 @@ taskq_wake_one_executor(void)
 	Latch	   *idle = NULL;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (TaskqState == NULL)
+	if (taskq_state() == NULL)
 		return;
 	SpinLockAcquire(&TaskqState->mutex);
 	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
@@ -497,7 +492,7 @@ taskq_request_cancel(PG_FUNCTION_ARGS)
 	char	   *worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	bool		found = false;
 
-	if (TaskqState == NULL)
+	if (taskq_state() == NULL)
 		PG_RETURN_BOOL(false);
 
 	SpinLockAcquire(&TaskqState->mutex);

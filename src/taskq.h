@@ -16,6 +16,7 @@
 #include "utils/timestamp.h"
 
 #define TASKQ_MAX_EXECUTORS 64
+#define TASKQ_MAX_DATABASES 32		/* entries of taskq.databases served */
 #define TASKQ_MAX_SLOTS (TASKQ_MAX_EXECUTORS + 1)
 #define TASKQ_MAX_BATCH 1000		/* most jobs of one batch (taskq.batch_size) */
 /* a cancelled (or stopped) handler that has not ended by then ends its executor */
@@ -83,9 +84,19 @@ typedef struct TaskqRateSample
 	uint64		failed;
 } TaskqRateSample;
 
+/*
+ * The shared state of one database in taskq.databases: its workers, their
+ * capacity and counters.  Every database has its own, so the databases
+ * share nothing but max_worker_processes.
+ */
 typedef struct TaskqShared
 {
 	slock_t		mutex;
+	char		dbname[NAMEDATALEN];	/* as listed in taskq.databases */
+	Oid			dboid;			/* set by its launcher once connected */
+	bool		missing;		/* its launcher found no such database */
+	bool		missing_told;	/* and said so once */
+	Latch	   *waiting_latch;	/* the launcher waiting for it to be created */
 	int			cpu_used;		/* sum of cpu_held over slots */
 	int			memory_used;
 	pg_atomic_uint64 claimed;
@@ -93,7 +104,7 @@ typedef struct TaskqShared
 	pg_atomic_uint64 failed;
 	pg_atomic_uint64 retried;	/* failed attempts that go back for another */
 	int			next_sample;	/* ring position; guarded by mutex */
-	bool		stop_now;		/* taskq's database is being dropped or renamed */
+	bool		stop_now;		/* the database is being dropped or renamed */
 	int			connect_failures;	/* launcher starts that did not connect */
 	TaskqRateSample samples[TASKQ_RATE_SAMPLES];
 	TaskqWorkerSlot slots[TASKQ_MAX_SLOTS];
@@ -101,14 +112,28 @@ typedef struct TaskqShared
 } TaskqShared;
 
 /* taskq.c: GUCs and shared state */
-extern char *taskq_database;
 extern int	taskq_workers;
+extern int	taskq_max_total_workers;
 extern int	taskq_max_cpu_units;
 extern int	taskq_max_memory_mb;
 extern int	taskq_poll_interval_ms;
 extern int	taskq_shutdown_grace_ms;
 extern int	taskq_batch_size;
-extern TaskqShared *TaskqState;
+extern int	taskq_ndatabases;
+extern TaskqShared *TaskqDatabases;	/* taskq_ndatabases entries */
+extern TaskqShared *TaskqState; /* this process's database, or NULL */
+
+/* databases.c: the served databases and their shared state */
+extern void taskq_define_database_gucs(void);
+extern void taskq_databases_init(void);
+extern Size taskq_databases_size(void);
+extern void taskq_databases_attach(TaskqShared *dbs, bool found);
+extern int	taskq_database_index(const char *dbname);
+extern const char *taskq_database_name(int index);
+extern TaskqShared *taskq_state(void);
+extern void taskq_pin_state(int index);
+extern int	taskq_executors_wanted(int index);
+extern void taskq_wake_waiting_launchers(void);
 
 extern TaskqWorkerSlot *taskq_attach_slot(TaskqWorkerKind kind, const char *name);
 extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id);
@@ -178,6 +203,7 @@ extern void taskq_lock_job_type(Datum job_type, bool exclusive);
 
 /* database_guard.c */
 extern void taskq_guard_database(Node *stmt, bool top_level);
+extern void taskq_database_guard_at_commit(bool commit);
 
 /* metrics.c */
 extern void taskq_sample_counters(void);
@@ -185,7 +211,7 @@ extern void taskq_sample_counters(void);
 /* executor.c / launcher.c: background worker entry points */
 extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);
-extern void taskq_register_launcher(void);
+extern void taskq_register_launchers(void);
 
 /* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
