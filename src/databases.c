@@ -194,8 +194,8 @@ report_budget(void)
 				 errmsg("taskq needs %d background workers, more than max_worker_processes = %d",
 						total, max_worker_processes),
 				 errdetail("Workers beyond it cannot start; their launchers retry with backoff."),
-				 errhint("Raise max_worker_processes to at least %d, or lower taskq.workers or taskq.max_total_workers.",
-						 all)));
+				 errhint("Raise max_worker_processes to at least %d (taskq %d, pg_cron %d, parallel workers %d), or lower taskq.workers or taskq.max_total_workers.",
+						 all, total, cron, max_parallel_workers)));
 	else if (all > max_worker_processes)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

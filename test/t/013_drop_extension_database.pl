@@ -45,18 +45,20 @@ sub pg  { return $node->safe_psql('postgres', $_[0]); }
 sub log_size  { return -s $node->logfile; }
 sub log_since { return substr(slurp_file($node->logfile), $_[0]); }
 
-# taskq's processes, seen from the postgres database
+# taskq's processes connected to a database, seen from the postgres
+# database (a launcher waiting for its database to be created is not)
 sub worker_pids
 {
 	return pg(
 		"SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
-		  WHERE backend_type IN ('taskq launcher', 'taskq executor')");
+		  WHERE backend_type IN ('taskq launcher', 'taskq executor') AND datname IS NOT NULL");
 }
 
-# the launcher's failed connection attempts logged since $from
+# the launcher's reports of a missing qdb logged since $from (said once,
+# as a WARNING, then it waits: src/launcher.c)
 sub launcher_fatals
 {
-	my @l = (log_since($_[0]) =~ /FATAL:  database "qdb" does not exist/g);
+	my @l = (log_since($_[0]) =~ /database "qdb"(?: in taskq.databases)? does not exist/g);
 	return scalar(@l);
 }
 
@@ -120,7 +122,7 @@ cmp_ok($took, '<', 5, sprintf('RENAME succeeded in %.1fs (shutdown grace is 60s)
 is(worker_pids(), '', 'no taskq worker is left');
 sleep 10;    # a bounded window to count reconnection attempts
 my $fatals = launcher_fatals($log_at);
-cmp_ok($fatals, '<=', 3, "the launcher tried to connect $fatals times in 10s: no loop");
+cmp_ok($fatals, '<=', 1, "the launcher said $fatals times in 10s that qdb is missing: no loop");
 is(worker_pids(), '', 'no executor runs meanwhile');
 
 pg('ALTER DATABASE qdb_moved RENAME TO qdb');
@@ -149,7 +151,7 @@ cmp_ok($took, '<', 5, sprintf('DROP DATABASE succeeded in %.1fs', $took));
 is(worker_pids(), '', 'no taskq worker is left');
 sleep 10;    # a bounded window to count reconnection attempts
 $fatals = launcher_fatals($log_at);
-cmp_ok($fatals, '<=', 3, "the launcher tried to connect $fatals times in 10s: no loop");
+cmp_ok($fatals, '<=', 1, "the launcher said $fatals times in 10s that qdb is missing: no loop");
 is(worker_pids(), '', 'no executor runs meanwhile');
 unlike(log_since($log_at), qr/terminated by signal|reinitializing/, 'no crash');
 
