@@ -179,8 +179,9 @@ report_budget(void)
 	total = launchers + executors;
 	all = total + cron + max_parallel_workers;
 	ereport(LOG,
-			(errmsg("taskq: %d background workers for %d databases: %d launchers and up to %d executors",
-					total, taskq_ndatabases, launchers, executors)));
+			(errmsg_plural("taskq uses up to %d background workers: %d launcher and up to %d executors, for %d database",
+						   "taskq uses up to %d background workers: %d launchers and up to %d executors, for %d databases",
+						   taskq_ndatabases, total, launchers, executors, taskq_ndatabases)));
 	if (taskq_max_total_workers > 0 && taskq_max_total_workers < taskq_ndatabases)
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

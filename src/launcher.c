@@ -1,7 +1,8 @@
 /*
  * launcher.c: the launcher background worker, one per served database
- * (databases.c).  It keeps exactly taskq.workers executors running (restarting dead ones with backoff,
- * adopting those of a launcher before it) and does the periodic upkeep:
+ * (databases.c).  It keeps exactly taskq.workers executors running
+ * (restarting dead ones with backoff, adopting those of a launcher before
+ * it) and does the periodic upkeep:
  * jobs of dead executors and expired leases go back to pending, priorities
  * age, finished jobs past taskq.retention are deleted.  An error in a round
  * is logged and the launcher backs off; it never exits for one.  A served
@@ -69,9 +70,9 @@ taskq_register_launchers(void)
 		BackgroundWorker worker;
 
 		memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* never on a standby: started when recovery ends, i.e. on promotion */
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		/* never on a standby: started when recovery ends, i.e. on promotion */
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 		worker.bgw_restart_time = 5;
 		snprintf(worker.bgw_library_name, BGW_MAXLEN, "taskq");
 		snprintf(worker.bgw_function_name, BGW_MAXLEN, "TaskqLauncherMain");

@@ -57,7 +57,7 @@ like($startup, qr/WARNING:  taskq.databases: database "app1" is listed more than
 	'a duplicate is warned about');
 like($startup, qr/WARNING:  taskq.databases: entry 6 \("x{63}\.\.\."\) is longer than 63 bytes, ignored/,
 	'a name longer than NAMEDATALEN - 1 is warned about');
-like($startup, qr/LOG:  taskq: 9 background workers for 3 databases: 3 launchers and up to 6 executors/,
+like($startup, qr/LOG:  taskq uses up to 9 background workers: 3 launchers and up to 6 executors, for 3 databases/,
 	'the log says how many background workers taskq uses');
 like($startup,
 	qr/WARNING:  taskq's 9 background workers, pg_cron's 0 and 8 parallel workers do not fit max_worker_processes = 12\n.*\n.*HINT:  Raise max_worker_processes to 17/,
