@@ -86,26 +86,6 @@ will_run(Node *stmt, const char *dbname, bool top_level)
 		!OidIsValid(get_database_oid(((RenameStmt *) stmt)->newname, true));
 }
 
-/* The served database whose launcher is connected to dboid, or NULL. */
-static TaskqShared *
-served_by_oid(Oid dboid)
-{
-	TaskqShared *found = NULL;
-
-	if (!OidIsValid(dboid))
-		return NULL;
-	for (int i = 0; i < taskq_ndatabases && found == NULL; i++)
-	{
-		TaskqShared *db = &TaskqDatabases[i];
-
-		SpinLockAcquire(&db->mutex);
-		if (db->dboid == dboid)
-			found = db;
-		SpinLockRelease(&db->mutex);
-	}
-	return found;
-}
-
 /*
  * Before DROP DATABASE or RENAME of a served database runs, stop its
  * workers.  Before CREATE DATABASE or RENAME to a served name, note to wake
@@ -134,7 +114,7 @@ taskq_guard_database(Node *stmt, bool top_level)
 		wake_launchers = true;
 	if (dbname == NULL)
 		return;
-	db = served_by_oid(get_database_oid(dbname, true));
+	db = taskq_state_of(get_database_oid(dbname, true));
 	if (db != NULL && will_run(stmt, dbname, top_level))
 		stop_workers(db);
 }

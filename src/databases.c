@@ -249,6 +249,26 @@ taskq_pin_state(int index)
 	state_pinned = true;
 }
 
+/* The state of the served database whose launcher connected to dboid, or NULL. */
+TaskqShared *
+taskq_state_of(Oid dboid)
+{
+	TaskqShared *found = NULL;
+
+	if (!OidIsValid(dboid) || TaskqDatabases == NULL)
+		return NULL;
+	for (int i = 0; i < taskq_ndatabases && found == NULL; i++)
+	{
+		TaskqShared *db = &TaskqDatabases[i];
+
+		SpinLockAcquire(&db->mutex);
+		if (db->dboid == dboid)
+			found = db;
+		SpinLockRelease(&db->mutex);
+	}
+	return found;
+}
+
 /*
  * The state of this backend's database, or NULL when no launcher serves it
  * (yet).  Once found it stays: a database cannot be dropped or renamed
@@ -259,20 +279,8 @@ taskq_state(void)
 {
 	if (state_pinned || TaskqDatabases == NULL)
 		return TaskqState;
-	if (TaskqState != NULL && TaskqState->dboid == MyDatabaseId)
-		return TaskqState;
-	TaskqState = NULL;
-	if (!OidIsValid(MyDatabaseId))
-		return NULL;
-	for (int i = 0; i < taskq_ndatabases && TaskqState == NULL; i++)
-	{
-		TaskqShared *db = &TaskqDatabases[i];
-
-		SpinLockAcquire(&db->mutex);
-		if (db->dboid == MyDatabaseId)
-			TaskqState = db;
-		SpinLockRelease(&db->mutex);
-	}
+	if (TaskqState == NULL || TaskqState->dboid != MyDatabaseId)
+		TaskqState = taskq_state_of(MyDatabaseId);
 	return TaskqState;
 }
 

@@ -131,6 +131,7 @@ extern void taskq_databases_attach(TaskqShared *dbs, bool found);
 extern int	taskq_database_index(const char *dbname);
 extern const char *taskq_database_name(int index);
 extern TaskqShared *taskq_state(void);
+extern TaskqShared *taskq_state_of(Oid dboid);
 extern void taskq_pin_state(int index);
 extern int	taskq_executors_wanted(int index);
 extern void taskq_wake_waiting_launchers(void);
