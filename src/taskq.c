@@ -219,7 +219,8 @@ define_gucs(void)
 
 /*
  * The utility statements taskq watches, before they run: CREATE, DROP and
- * RENAME of a served database (database_guard.c) and LISTEN on taskq's channels (listeners.c).
+ * RENAME of a served database (database_guard.c) and LISTEN on taskq's
+ * channels (listeners.c).
  */
 static void
 taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,

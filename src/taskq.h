@@ -113,17 +113,17 @@ typedef struct TaskqShared
 
 /* taskq.c: GUCs and shared state */
 extern int	taskq_workers;
-extern int	taskq_max_total_workers;
 extern int	taskq_max_cpu_units;
 extern int	taskq_max_memory_mb;
 extern int	taskq_poll_interval_ms;
 extern int	taskq_shutdown_grace_ms;
 extern int	taskq_batch_size;
+
+/* databases.c: the served databases and their shared state */
+extern int	taskq_max_total_workers;
 extern int	taskq_ndatabases;
 extern TaskqShared *TaskqDatabases;	/* taskq_ndatabases entries */
 extern TaskqShared *TaskqState; /* this process's database, or NULL */
-
-/* databases.c: the served databases and their shared state */
 extern void taskq_define_database_gucs(void);
 extern void taskq_databases_init(void);
 extern Size taskq_databases_size(void);
@@ -136,6 +136,7 @@ extern void taskq_pin_state(int index);
 extern int	taskq_executors_wanted(int index);
 extern void taskq_wake_waiting_launchers(void);
 
+/* taskq.c: worker slots and wake-ups, within this process's database */
 extern TaskqWorkerSlot *taskq_attach_slot(TaskqWorkerKind kind, const char *name);
 extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id);
 extern void taskq_wake_executors(void);
