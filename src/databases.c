@@ -202,7 +202,7 @@ report_budget(void)
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("taskq's %d background workers, pg_cron's %d and %d parallel workers do not fit max_worker_processes = %d",
 						total, cron, max_parallel_workers, max_worker_processes),
-				 errdetail("While all of them run, taskq executors, pg_cron jobs or parallel queries cannot get a background worker."),
+				 errdetail("While all of them run, some get no background worker: an executor waits for one, a pg_cron job fails, a parallel query runs with fewer workers."),
 				 errhint("Raise max_worker_processes to %d, or lower max_parallel_workers, cron.max_running_jobs, taskq.workers or taskq.max_total_workers.",
 						 all)));
 }
