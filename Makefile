@@ -10,11 +10,28 @@ PGFILEDESC = "taskq - job queue inside PostgreSQL"
 
 PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 
-# Tests need a cluster with taskq preloaded: run `bash test/run.sh`.
+# Tests, the PGXS way: `make installcheck` runs the regression and isolation
+# suites against a running server that preloads taskq (its postgresql.conf
+# lines are in src/README.md, "Running the tests"); one suite alone:
+# `make installcheck REGRESS=10_submit ISOLATION=`.  `bash test/run.sh` runs
+# everything, from a fresh machine, on throwaway clusters.
+# pg_regress inputs are sql/NN_name.sql (outputs expected/NN_name.out); the
+# install and update scripts are the sql/taskq--*.sql files, never tests.
+REGRESS = $(sort $(basename $(notdir $(filter-out sql/taskq--%,$(wildcard sql/*.sql)))))
+REGRESS_OPTS = --use-existing
+REGRESS_PREP = $(if $(REGRESS)$(ISOLATION),installcheck-prep)
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/isolation/specs/*.spec))))
+ISOLATION_OPTS = --use-existing --inputdir=test/isolation
+# TAP (test/t): each test starts its own clusters, so it runs as a non-root
+# user and only on request: `make installcheck TAP_TESTS=1 REGRESS= ISOLATION=`
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+# (after the include, which sets PostgreSQL's own defaults)
+CONTRIB_TESTDB = taskq_regress
+ISOLATION_TESTDB = taskq_regress
 .PHONY: demo
 demo: ; bash demo/run.sh
 
@@ -43,3 +60,17 @@ clean: clean-cli
 clean-cli:
 	rm -f cli/taskq
 .PHONY: install-cli install-cli-link uninstall-cli clean-cli
+
+# The suites run in database taskq_regress (taskq.database and
+# cron.database_name point there): create it and the extensions once, then
+# wait (at most a minute) for the launcher to connect its executors.
+PSQL = $(bindir)/psql -X -q -v ON_ERROR_STOP=1
+installcheck-prep:
+	@$(PSQL) -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname = 'taskq_regress'" | grep -q 1 || \
+	    $(PSQL) -d postgres -c 'CREATE DATABASE taskq_regress'
+	@$(PSQL) -d taskq_regress -c 'SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS taskq; CREATE EXTENSION IF NOT EXISTS pg_cron'
+	@for i in $$(seq 1 120); do \
+	    [ "$$($(PSQL) -d taskq_regress -Atc "SELECT count(*) >= current_setting('taskq.workers')::int FROM taskq.workers WHERE kind = 'executor'")" = t ] && exit 0; \
+	    sleep 0.5; \
+	done; echo "taskq: no executor connected to taskq_regress (is taskq preloaded, taskq.database = taskq_regress?)" >&2; exit 1
+.PHONY: installcheck-prep

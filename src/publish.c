@@ -13,10 +13,11 @@
  *	taskq_work_<hmac("work/workers")>     every such queue, for taskq_worker
  *
  * taskq.channel() and taskq.work_channel() give each role its names.  The
- * payloads are those of DESIGN.md, as taskq.notify_level says; the old
- * channels taskq_jobs and taskq_work carry nothing.  listeners.c holds the
- * notifications until commit, sends them only while someone may listen,
- * and asks taskq_job_owner whose job it was when the caller did not know.
+ * payloads are those of DESIGN.md (Notifications, at the repository's top),
+ * as taskq.notify_level says; the old channels taskq_jobs and taskq_work
+ * carry nothing.  listeners.c holds the notifications until commit, sends
+ * them only while someone may listen, and asks taskq_job_owner whose job it
+ * was when the caller did not know.
  */
 #include "postgres.h"
 

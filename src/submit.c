@@ -206,7 +206,7 @@ interval_text(Datum interval)
 	return DatumGetCString(DirectFunctionCall1(interval_out, interval));
 }
 
-/* Every check of DESIGN.md's submit, each with its own message and SQLSTATE. */
+/* Every check of submit in DESIGN.md (top level), each with its message and SQLSTATE. */
 static void
 check_job(NullableDatum *args)
 {

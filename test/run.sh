@@ -44,6 +44,10 @@ make -s install >/dev/null || fail_step "make install"
 logdir=$(mktemp -d -t taskq-test.XXXXXX)
 chmod 755 "$logdir"
 
+echo "== docs (the map, src/README.md, names only what exists)"
+bash test/docs/check_map.sh 2>&1 | tee "$logdir/docs.out"
+count_results "$logdir/docs.out"
+
 echo "== Debian packages (build, install in place of make install's files, smoke test, purge)"
 bash test/package.sh "$pg" 2>&1 | tee "$logdir/package.out"
 count_results "$logdir/package.out"
