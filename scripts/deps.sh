@@ -25,6 +25,11 @@ packages=(
     debhelper
     fakeroot
     postgresql-server-dev-all
+    libmicrohttpd-dev
+    xxd
+    chromium
+    chromium-driver
+    python3-selenium
 )
 
 missing=()
