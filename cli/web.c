@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #define POOL_SIZE 4
 #define CONNECTION_TIMEOUT 30	/* seconds without progress on a connection */
 #define MAX_CONNECTIONS 200
+#define STREAM_SNDBUF (32 * 1024)
 
 static volatile sig_atomic_t stop_requested = 0;
 static int	wake_pipe[2] = {-1, -1};
@@ -395,7 +397,18 @@ handle(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
 		if (strcmp(url, "/events") == 0)
 		{
 			struct MHD_Response *resp = web_events_response();
+			const union MHD_ConnectionInfo *ci =
+				MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+			int			sndbuf = STREAM_SNDBUF;
 			enum MHD_Result ret;
+
+			/*
+			 * A small send buffer: a browser that stops reading stalls its
+			 * stream soon, and MHD's timeout then closes it, instead of the
+			 * kernel queueing megabytes of events for it.
+			 */
+			if (ci)
+				setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 
 			if (resp == NULL)
 				return send_error(conn, 503, "too many event streams");

@@ -16,6 +16,7 @@
 #define POOL_MAX 8
 #define PAGE_DEFAULT 50
 #define PAGE_MAX 500
+#define STATEMENT_TIMEOUT "15s"
 
 static PGconn *pool[POOL_MAX];
 static bool pool_busy[POOL_MAX];
@@ -23,13 +24,23 @@ static int	pool_size;
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_free = PTHREAD_COND_INITIALIZER;
 
+/* no page may hold a backend for long, whatever its filters */
+static void
+set_timeout(PGconn *conn)
+{
+	PQclear(PQexec(conn, "SET statement_timeout = '" STATEMENT_TIMEOUT "'"));
+}
+
 /* Open size connections (the first failure exits with libpq's message). */
 bool
 web_db_init(int size)
 {
 	pool_size = size < POOL_MAX ? size : POOL_MAX;
 	for (int i = 0; i < pool_size; i++)
+	{
 		pool[i] = connect_db("web");
+		set_timeout(pool[i]);
+	}
 	return true;
 }
 
@@ -64,7 +75,11 @@ web_db_acquire(void)
 	pthread_mutex_unlock(&pool_lock);
 	/* the server restarted or the connection broke: try once to reconnect */
 	if (PQstatus(conn) != CONNECTION_OK)
+	{
 		PQreset(conn);
+		if (PQstatus(conn) == CONNECTION_OK)
+			set_timeout(conn);
+	}
 	return conn;
 }
 
@@ -140,6 +155,8 @@ status_of(const char *sqlstate)
 		return 409;
 	if (strcmp(sqlstate, "54000") == 0)
 		return 413;
+	if (strcmp(sqlstate, "57014") == 0)
+		return 503;				/* statement_timeout */
 	return 500;
 }
 
@@ -274,25 +291,44 @@ overview(void)
 
 /*
  * The jobs page: newest first, keyset-paged on the primary key (before = the
- * last id of the previous page).  Absent filters are NULL parameters, which
- * the planner folds away (PQexecParams plans with the values), so the scan is
- * a backward walk of jobs_pkey from the cursor that stops after a page.
+ * last id of the previous page).  So that a page costs the same with ten
+ * million jobs whatever the filters, it searches at most SCAN_WINDOWS ranges
+ * of SCAN_WINDOW ids below the cursor, each a range scan of jobs_pkey (a
+ * filter that matches rarely would otherwise make the planner read the whole
+ * table and sort), and stops as soon as it has a page; "next" then continues
+ * below what was searched.  Absent filters are NULL parameters, which the
+ * planner folds away (PQexecParams plans with the values).
+ */
+#define SCAN_WINDOW "50000"
+#define SCAN_WINDOWS "10"
+#define SCAN_SPAN "500000"		/* SCAN_WINDOW * SCAN_WINDOWS */
+#define JOBS_UPPER_SQL \
+	"coalesce($8::bigint, (SELECT max(id) + 1 FROM taskq.jobs), 1)"
+/*
+ * (The windows' bounds are computed in a subquery of their own: under row
+ * security only leakproof operators reach the index, and a bare comparison
+ * of id with a column is one, an arithmetic expression is not.)
  */
 #define JOBS_PAGE_SQL \
-	"SELECT id, queue, job_type, priority, status, owner::text AS owner, attempts," \
-	" max_attempts, created_at, run_at, started_at, finished_at, worker," \
-	" left(last_error, 300) AS last_error" \
-	" FROM taskq.jobs" \
-	" WHERE ($1::text IS NULL OR queue = $1)" \
-	" AND ($2::text IS NULL OR job_type = $2)" \
-	" AND ($3::taskq.job_status IS NULL OR status = $3::taskq.job_status)" \
-	" AND ($4::text IS NULL OR owner = pg_catalog.to_regrole($4))" \
-	" AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz)" \
-	" AND ($6::timestamptz IS NULL OR created_at < $6::timestamptz)" \
-	" AND ($7::text IS NULL OR strpos(payload::text, $7) > 0" \
-	"      OR strpos(last_error, $7) > 0)" \
-	" AND ($8::bigint IS NULL OR id < $8::bigint)" \
-	" ORDER BY id DESC LIMIT $9::int + 1"
+	"SELECT j.* FROM (SELECT upper - k * " SCAN_WINDOW " AS hi," \
+	"  upper - (k + 1) * " SCAN_WINDOW " AS lo" \
+	"  FROM (SELECT " JOBS_UPPER_SQL " AS upper OFFSET 0) t," \
+	"  generate_series(0, " SCAN_WINDOWS " - 1) k OFFSET 0) w," \
+	" LATERAL (SELECT id, queue, job_type, priority, status, owner::text AS owner, attempts," \
+	"  max_attempts, created_at, run_at, started_at, finished_at, worker," \
+	"  left(last_error, 300) AS last_error" \
+	"  FROM taskq.jobs" \
+	"  WHERE id < w.hi AND id >= w.lo" \
+	"  AND ($1::text IS NULL OR queue = $1)" \
+	"  AND ($2::text IS NULL OR job_type = $2)" \
+	"  AND ($3::taskq.job_status IS NULL OR status = $3::taskq.job_status)" \
+	"  AND ($4::text IS NULL OR owner = pg_catalog.to_regrole($4))" \
+	"  AND ($5::timestamptz IS NULL OR created_at >= $5::timestamptz)" \
+	"  AND ($6::timestamptz IS NULL OR created_at < $6::timestamptz)" \
+	"  AND ($7::text IS NULL OR strpos(payload::text, $7) > 0" \
+	"       OR strpos(last_error, $7) > 0)" \
+	"  ORDER BY id DESC LIMIT $9::int + 1) j" \
+	" LIMIT $9::int + 1"
 
 char *
 web_jobs_sql(void)
@@ -384,11 +420,13 @@ jobs_page(ParamFn get, void *ctx)
 {
 	static const char sql[] =
 		"WITH page AS MATERIALIZED (" JOBS_PAGE_SQL "),"
-		" shown AS (SELECT * FROM page ORDER BY id DESC LIMIT $9::int)"
+		" shown AS (SELECT * FROM page ORDER BY id DESC LIMIT $9::int),"
+		" floor AS (SELECT " JOBS_UPPER_SQL " - " SCAN_SPAN " AS id)"
 		" SELECT json_build_object("
 		"  'jobs', (SELECT coalesce(json_agg(s ORDER BY s.id DESC), '[]') FROM shown s),"
-		"  'next', CASE WHEN (SELECT count(*) FROM page) > $9::int"
-		"          THEN (SELECT min(id) FROM shown)::text END)";
+		"  'next', (CASE WHEN (SELECT count(*) FROM page) > $9::int THEN (SELECT min(id) FROM shown)"
+		"          WHEN (SELECT id FROM floor) > 1 THEN (SELECT id FROM floor) END)::text,"
+		"  'searched_to', (SELECT greatest(id, 1) FROM floor)::text)";
 	const char *params[9];
 	char	   *err;
 

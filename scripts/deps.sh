@@ -30,6 +30,7 @@ packages=(
     chromium
     chromium-driver
     python3-selenium
+    iproute2
 )
 
 missing=()

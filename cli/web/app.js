@@ -25,7 +25,7 @@ function h(tag, attrs, ...children) {
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? '' : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     el.append(c instanceof Node ? c : String(c));
   }
@@ -38,7 +38,7 @@ function s(tag, attrs, ...children) {
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     el.append(c instanceof Node ? c : String(c));
   }
@@ -200,6 +200,7 @@ function historyCharts(history, now) {
     return n ? `${P + i * bw + bw / 2},${H - (m.bad / n) * (H - 10)}` : null;
   }).filter(Boolean);
   if (pts.length) rate.append(s('polyline', { points: pts.join(' '), fill: 'none', stroke: STATUS_COLORS.failed, 'stroke-width': 2 }));
+  pts.forEach(p => { const [cx, cy] = p.split(','); rate.append(s('circle', { cx, cy, r: 3, fill: STATUS_COLORS.failed })); });
   rate.append(s('text', { x: P, y: H + 16, fill: '#6b7483' }, '-60 min'));
   rate.append(s('text', { x: W - 30, y: H + 16, fill: '#6b7483' }, 'now'));
   const total = mins.reduce((a, m) => [a[0] + m.ok, a[1] + m.bad], [0, 0]);
@@ -223,7 +224,7 @@ function latencyCard(lat, tp) {
   ) : h('p', { class: 'muted' }, 'no jobs ran in the last hour'));
   if (tp && Array.isArray(tp) && tp.length)
     parts.push(h('p', { class: 'muted' }, tp.map(t => `${t.window_minutes} min: ${t.succeeded_per_s.toFixed(2)}/s ok, ${t.failed_per_s.toFixed(2)}/s failed`).join(' · ')));
-  return section('Wait and run time, last hour', ...parts);
+  return h('section', { class: 'card wide', id: 'latency' }, h('h2', {}, 'Wait and run time, last hour'), ...parts);
 }
 
 function workersCard(ex, ext) {
@@ -232,7 +233,7 @@ function workersCard(ex, ext) {
   else parts.push(h('table', { id: 'executors' },
     h('thead', {}, h('tr', {}, ['pid', 'kind', 'state', 'current job', 'since', 'done'].map(c => h('th', {}, c)))),
     h('tbody', {}, ex.map(w => h('tr', {}, h('td', {}, w.pid), h('td', {}, w.kind), h('td', {}, w.state),
-      h('td', {}, w.job_id ? [jobLink(w.job_id), ' ', w.job_type || ''] : ''), h('td', {}, fmtTime(w.since)), h('td', { class: 'num' }, w.jobs_done))))));
+      h('td', {}, w.job_id ? [jobLink(w.job_id), ' ', w.job_type || ''] : ''), h('td', {}, fmtTime(w.since).slice(11)), h('td', { class: 'num' }, w.jobs_done))))));
   parts.push(h('h2', {}, 'External workers'));
   if (partError(ext)) parts.push(partError(ext));
   else parts.push(ext.length ? h('table', { id: 'external' },
@@ -258,7 +259,7 @@ function resourcesCard(r) {
 function healthCard(hc) {
   if (partError(hc)) return section('Health', partError(hc));
   return h('section', { class: 'card', id: 'health' }, h('h2', {}, 'Health'), h('table', {}, h('tbody', {},
-    hc.map(c => h('tr', {}, h('td', {}, c.check_name), h('td', { class: 'h-' + c.status }, c.status), h('td', { class: 'err muted' }, c.message))))));
+    hc.map(c => h('tr', {}, h('td', {}, c.check_name), h('td', { class: 'h-' + c.status }, c.status), h('td', { class: 'msg' }, c.message))))));
 }
 
 function dlqCard() {
@@ -300,8 +301,8 @@ function overviewView(main) {
     if (!dlq) dlq = dlqCard();
     const grid = h('div', { class: 'grid', id: 'overview' },
       queuesCard(data.queues), ...historyCharts(data.history, data.me.now || Date.now()),
-      latencyCard(data.latency, data.throughput), workersCard(data.executors, data.external),
-      resourcesCard(data.resources), healthCard(data.health), dlq, recentCard());
+      resourcesCard(data.resources), latencyCard(data.latency, data.throughput),
+      workersCard(data.executors, data.external), healthCard(data.health), dlq, recentCard());
     main.replaceChildren(h('h1', {}, 'Overview'), grid);
   }
   return { refresh, onEvent: ev => {
