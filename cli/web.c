@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -26,15 +26,13 @@
 #define MAX_CONNECTIONS 200
 #define STREAM_SNDBUF (32 * 1024)
 
-static volatile sig_atomic_t stop_requested = 0;
-static int	wake_pipe[2] = {-1, -1};
-
 static char csrf_token[65];
 static char *index_html;		/* the page with the token in it */
 static size_t index_len;
 static char *auth_user;			/* --auth: the one user name and password */
 static char *auth_password;
 static bool loopback;
+static char listen_host[260];	/* as --listen names it, IPv6 in brackets */
 static unsigned int port;
 
 typedef struct Request
@@ -42,19 +40,6 @@ typedef struct Request
 	size_t		body;			/* request body bytes received (and dropped) */
 	bool		too_big;
 }			Request;
-
-static void
-on_signal(int signo)
-{
-	int			save_errno = errno;
-	ssize_t		rc;
-
-	(void) signo;
-	stop_requested = 1;
-	rc = write(wake_pipe[1], "x", 1);
-	(void) rc;
-	errno = save_errno;
-}
 
 static void
 usage(void)
@@ -172,6 +157,7 @@ parse_listen(const char *arg, struct sockaddr_storage *addr, bool *is_loopback)
 		memcpy(host, arg + 1, end - arg - 1);
 		host[end - arg - 1] = '\0';
 		portstr = end + 2;
+		snprintf(listen_host, sizeof(listen_host), "[%s]", host);
 	}
 	else
 	{
@@ -182,6 +168,7 @@ parse_listen(const char *arg, struct sockaddr_storage *addr, bool *is_loopback)
 		memcpy(host, arg, colon - arg);
 		host[colon - arg] = '\0';
 		portstr = colon + 1;
+		snprintf(listen_host, sizeof(listen_host), "%s", host);
 	}
 	if (*portstr == '\0' || strspn(portstr, "0123456789") != strlen(portstr) ||
 		strlen(portstr) > 5 || atoi(portstr) > 65535)
@@ -217,8 +204,8 @@ parse_listen(const char *arg, struct sockaddr_storage *addr, bool *is_loopback)
 static bool
 host_allowed(const char *hosthdr)
 {
-	static const char *const names[] = {"localhost", "127.0.0.1", "[::1]", NULL};
-	char		want[64];
+	const char *const names[] = {"localhost", "127.0.0.1", "[::1]", listen_host, NULL};
+	char		want[300];
 
 	if (!loopback)
 		return true;
@@ -460,7 +447,8 @@ cmd_web(int argc, char **argv)
 	const char *auth_file = NULL;
 	const char *explain = NULL;
 	struct sockaddr_storage addr;
-	struct sigaction sa;
+	sigset_t	stop_signals;
+	int			signo;
 	struct MHD_Daemon *daemon;
 	const union MHD_DaemonInfo *info;
 	unsigned int flags;
@@ -501,14 +489,14 @@ cmd_web(int argc, char **argv)
 	make_token();
 	make_index();
 
-	if (pipe(wake_pipe) != 0)
-		fatal("could not create pipe: %s", strerror(errno));
-	fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK);
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/*
+	 * SIGINT and SIGTERM are blocked in every thread (the mask is inherited)
+	 * and taken by sigwait() below: no handler, no self-pipe.
+	 */
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGINT);
+	sigaddset(&stop_signals, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	web_db_init(POOL_SIZE);
@@ -545,13 +533,8 @@ cmd_web(int argc, char **argv)
 	}
 	fflush(stdout);
 
-	while (!stop_requested)
-	{
-		struct pollfd pfd = {wake_pipe[0], POLLIN, 0};
-
-		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
-			break;
-	}
+	while (sigwait(&stop_signals, &signo) != 0)
+		;
 	/* end the event streams first: MHD waits for their threads */
 	web_events_stop();
 	MHD_stop_daemon(daemon);

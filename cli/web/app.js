@@ -378,7 +378,9 @@ function jobsView(main) {
     newer.disabled = !before;
     older.disabled = !page.next;
     older.onclick = () => { cursors.push(before); before = page.next; apply(true); };
-    info.textContent = `${page.jobs.length} jobs` + (before ? ` older than #${before}` : '');
+    const limit = 50;
+    info.textContent = `${page.jobs.length} jobs` + (before ? ` older than #${before}` : '') +
+      (page.jobs.length < limit && page.next ? ` (searched down to #${page.searched_to}; older → searches further)` : '');
   }
   /* live: the first page follows new jobs; later pages stay put */
   return { refresh, onEvent: () => { if (!before) scheduleRefresh(); } };
@@ -526,12 +528,18 @@ function navigate(url) {
   route();
 }
 
-/* several events in a burst make one refresh */
+/* a burst of events makes one refresh, and a busy queue at most about one
+ * a second: each event is shown within a second, the server is not hammered */
+let lastRefresh = 0;
 function scheduleRefresh(delay) {
+  if (refreshTimer && delay === undefined) return;
   clearTimeout(refreshTimer);
+  const wait = delay !== undefined ? delay : Math.max(100, lastRefresh + 800 - Date.now());
   refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    lastRefresh = Date.now();
     if (view) view.refresh().catch(e => toast(e.message, true));
-  }, delay === undefined ? 150 : delay);
+  }, wait);
 }
 
 const recent = [];
