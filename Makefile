@@ -20,7 +20,7 @@ demo: ; bash demo/run.sh
 
 $(OBJS): src/taskq.h src/compat.h
 
-# the `taskq` command-line tool (cli/, libpq), installed next to psql
+# the `taskq` command-line tool (cli/, libpq, libmicrohttpd), installed next to psql
 # (`taskq web` serves cli/web/*, compiled in as C arrays by xxd: no files at run time)
 CLI_SRCS = $(filter-out cli/web_assets.c,$(wildcard cli/*.c)) cli/web_assets.c
 WEB_ASSETS = cli/web/index.html cli/web/app.js cli/web/style.css

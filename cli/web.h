@@ -22,18 +22,14 @@ typedef struct WebReply
 	char	   *body;
 } WebReply;
 
-/* a GET or POST parameter lookup of the request being served */
+/* a parameter of the request being served (NULL when absent) */
 typedef const char *(*ParamFn) (void *ctx, const char *name);
 
 /* web_db.c */
 extern bool web_db_init(int size);
 extern void web_db_close(void);
-extern PGconn *web_db_acquire(void);
-extern void web_db_release(PGconn *conn);
 extern WebReply web_json_query(const char *sql, int nparams, const char *const *params);
 extern WebReply web_error(unsigned int status, const char *message);
-extern char *web_jobs_sql(void);
-extern bool web_jobs_params(ParamFn get, void *ctx, const char **params, char **err);
 extern WebReply web_api_get(const char *path, ParamFn get, void *ctx);
 extern WebReply web_api_post(const char *path, ParamFn get, void *ctx);
 extern int	web_explain_jobs(const char *querystring);

@@ -54,7 +54,7 @@ web_db_close(void)
 }
 
 /* A connection of the pool, waiting for one to be free. */
-PGconn *
+static PGconn *
 web_db_acquire(void)
 {
 	PGconn	   *conn = NULL;
@@ -83,7 +83,7 @@ web_db_acquire(void)
 	return conn;
 }
 
-void
+static void
 web_db_release(PGconn *conn)
 {
 	pthread_mutex_lock(&pool_lock);
@@ -330,12 +330,6 @@ overview(void)
 	"  ORDER BY id DESC LIMIT $9::int + 1) j" \
 	" LIMIT $9::int + 1"
 
-char *
-web_jobs_sql(void)
-{
-	return JOBS_PAGE_SQL;
-}
-
 static const char *const job_statuses[] = {
 	"blocked", "pending", "running", "succeeded", "failed", "cancelled", NULL
 };
@@ -365,7 +359,7 @@ param(ParamFn get, void *ctx, const char *name)
  * with *err set when a filter is malformed.  Timestamps are checked by the
  * server (22007 becomes 400).
  */
-bool
+static bool
 web_jobs_params(ParamFn get, void *ctx, const char **params, char **err)
 {
 	static const char *const names[] = {"queue", "type", "status", "owner", "from", "to", "q", "before"};
