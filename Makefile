@@ -37,11 +37,16 @@ demo: ; bash demo/run.sh
 
 $(OBJS): src/taskq.h src/compat.h
 
-# the `taskq` command-line tool (cli/, libpq), installed next to psql
-CLI_SRCS = $(wildcard cli/*.c)
+# the `taskq` command-line tool (cli/, libpq, libmicrohttpd), installed next to psql
+# (`taskq web` serves cli/web/*, compiled in as C arrays by xxd: no files at run time)
+CLI_SRCS = $(filter-out cli/web_assets.c,$(wildcard cli/*.c)) cli/web_assets.c
+WEB_ASSETS = cli/web/index.html cli/web/app.js cli/web/style.css
 all: cli/taskq
-cli/taskq: $(CLI_SRCS) cli/taskq.h
-	$(CC) $(CFLAGS) -Wextra -I$(includedir) -o $@ $(CLI_SRCS) $(LDFLAGS) -L$(libdir) -lpq
+cli/taskq: $(CLI_SRCS) cli/taskq.h cli/web.h
+	$(CC) $(CFLAGS) -Wextra -I$(includedir) -o $@ $(CLI_SRCS) $(LDFLAGS) -L$(libdir) -lpq -lmicrohttpd -lpthread
+cli/web_assets.c: $(WEB_ASSETS)
+	{ echo '/* generated from cli/web/ by the Makefile (xxd -i): do not edit */'; \
+	  for f in $(WEB_ASSETS); do (cd cli && xxd -i $${f#cli/}) || exit 1; done; } > $@.tmp && mv $@.tmp $@
 install: install-cli
 install-cli: cli/taskq
 	$(MKDIR_P) '$(DESTDIR)$(bindir)'
@@ -58,7 +63,7 @@ uninstall-cli:
 	if [ '$(bindir)/taskq' = "$$(readlink '$(DESTDIR)$(CLI_LINK_DIR)/taskq')" ]; then rm -f '$(DESTDIR)$(CLI_LINK_DIR)/taskq'; fi
 clean: clean-cli
 clean-cli:
-	rm -f cli/taskq
+	rm -f cli/taskq cli/web_assets.c cli/web_assets.c.tmp
 .PHONY: install-cli install-cli-link uninstall-cli clean-cli
 
 # The suites run in database taskq_regress (taskq.database and

@@ -23,6 +23,7 @@ static const Command commands[] = {
 	{"dlq", cmd_dlq, "list, retry or purge the dead-letter queue"},
 	{"dag", cmd_dag, "render a job's dependency graph (Mermaid or Graphviz)"},
 	{"submit", cmd_submit, "submit a job and print its id"},
+	{"web", cmd_web, "serve the live web dashboard (HTTP, localhost by default)"},
 };
 
 static void

@@ -72,5 +72,6 @@ extern int	cmd_top(int argc, char **argv);
 extern int	cmd_dlq(int argc, char **argv);
 extern int	cmd_dag(int argc, char **argv);
 extern int	cmd_submit(int argc, char **argv);
+extern int	cmd_web(int argc, char **argv);
 
 #endif							/* TASKQ_CLI_H */

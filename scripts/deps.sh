@@ -25,6 +25,12 @@ packages=(
     debhelper
     fakeroot
     postgresql-server-dev-all
+    libmicrohttpd-dev
+    xxd
+    chromium
+    chromium-driver
+    python3-selenium
+    iproute2
 )
 
 missing=()

@@ -63,4 +63,13 @@ done
 if [ -f test/cli/test_cli.sh ]; then
     PGDATABASE="$db" timeout 600 bash test/cli/test_cli.sh || echo "cli test_cli.sh ... FAILED (exit $?)"
 fi
+
+# the web dashboard in headless chromium: one "web NAME ... ok|FAILED" line per check
+if [ -f test/web/test_web.sh ]; then
+    PGDATABASE="$db" TASKQ_WEB_ARTIFACTS="$logdir/web" timeout 600 bash test/web/test_web.sh >"$logdir/web.out" 2>&1
+    rc=$?
+    cat "$logdir/web.out"
+    # a crash or timeout of the driver must count even if no check printed FAILED
+    [ $rc -eq 0 ] || grep -q '^web .* FAILED' "$logdir/web.out" || echo "web test_web.sh ... FAILED (exit $rc)"
+fi
 exit 0
