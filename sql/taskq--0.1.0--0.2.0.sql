@@ -813,6 +813,94 @@ CREATE TRIGGER schedules_check_payload_size BEFORE INSERT OR UPDATE OF payload O
 
 
 ------------------------------------------------------------------------------
+-- Schedules, metrics and monitoring
+------------------------------------------------------------------------------
+
+-- Claims and finished attempts of both lanes (executors and external
+-- workers), noted by this trigger and counted at commit in shared memory
+-- (src/job_metrics.c): the source of the _total counters and histograms.
+CREATE FUNCTION taskq._count_transition() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'taskq_count_transition' LANGUAGE C;
+REVOKE ALL ON FUNCTION taskq._count_transition() FROM PUBLIC;
+CREATE TRIGGER jobs_count_transition BEFORE UPDATE OF status ON taskq.jobs
+    FOR EACH ROW WHEN ((OLD.status = 'running') IS DISTINCT FROM (NEW.status = 'running'))
+    EXECUTE FUNCTION taskq._count_transition();
+
+-- This database's counters and histogram buckets, one row per sample.
+CREATE FUNCTION taskq._job_metrics(
+    OUT metric text, OUT queue text, OUT job_type text, OUT lane text,
+    OUT outcome text, OUT le text, OUT value float8)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'taskq_job_metrics' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION taskq._job_metrics() FROM PUBLIC;
+
+-- Every metric as (name, labels, value), named as Prometheus names them:
+-- metrics_prometheus() prints exactly these.  Counters end in _total and
+-- only grow (from zero at server start); rates are Prometheus' rate().
+CREATE OR REPLACE FUNCTION taskq.metrics()
+RETURNS TABLE (metric text, labels jsonb, value float8)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'taskq_queue_depth', jsonb_build_object('queue', d.queue, 'priority', d.priority, 'status', d.status),
+           count(*)::float8
+      FROM taskq.jobs d
+     WHERE d.status IN ('blocked', 'pending', 'running')
+     GROUP BY d.queue, d.priority, d.status
+    UNION ALL
+    SELECT 'taskq_dead_letter_jobs', '{}'::jsonb, (SELECT count(*) FROM taskq.jobs WHERE status = 'failed')::float8
+    UNION ALL
+    SELECT c.metric,
+           jsonb_strip_nulls(jsonb_build_object('queue', c.queue, 'job_type', c.job_type, 'lane', c.lane,
+                                                'outcome', c.outcome, 'le', c.le)),
+           c.value
+      FROM taskq._job_metrics() c
+    UNION ALL
+    SELECT m.name, '{}'::jsonb, m.v::float8
+      FROM taskq._resources() r,
+           LATERAL (VALUES ('taskq_cpu_units_used', r.cpu_units_used), ('taskq_cpu_units_max', r.cpu_units_max),
+                           ('taskq_memory_mb_used', r.memory_mb_used), ('taskq_memory_mb_max', r.memory_mb_max)) m(name, v)
+    UNION ALL
+    SELECT 'taskq_workers', jsonb_build_object('kind', w.kind, 'state', w.state), count(*)::float8
+      FROM taskq._worker_slots() w GROUP BY w.kind, w.state
+    UNION ALL
+    SELECT 'taskq_oldest_runnable_age_seconds', '{}'::jsonb,
+           coalesce(extract(epoch FROM taskq._oldest_runnable_age()), 0)::float8
+$$;
+
+-- Prometheus text exposition of taskq.metrics(): a TYPE line per family
+-- (counter for _total, histogram for the _bucket/_sum/_count of
+-- taskq_job_*_seconds, gauge otherwise), its samples next to it.  Label
+-- values are escaped as the format requires (backslash, double quote,
+-- newline): any role names its queues and job types, and must not forge lines.
+CREATE OR REPLACE FUNCTION taskq.metrics_prometheus() RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    WITH m AS (
+        SELECT m.metric, m.labels, m.value,
+               regexp_replace(m.metric, '^(taskq_job_(wait|run)_seconds)_(bucket|sum|count)$', '\1') AS family
+          FROM taskq.metrics() m
+    )
+    SELECT coalesce(string_agg(line, E'\n' ORDER BY family, ord, metric, labels_key, le), '') || E'\n'
+    FROM (
+        SELECT DISTINCT m.family, 0 AS ord, ''::text AS metric, ''::text AS labels_key, 0::float8 AS le,
+               format('# TYPE %s %s', m.family,
+                      CASE WHEN m.family ~ '_total$' THEN 'counter'
+                           WHEN m.family <> m.metric THEN 'histogram'
+                           ELSE 'gauge' END) AS line
+          FROM m
+        UNION ALL
+        SELECT m.family, 1, m.metric, (m.labels - 'le')::text, coalesce((m.labels->>'le')::float8, 0),
+               m.metric ||
+               coalesce('{' || (SELECT string_agg(format('%s="%s"', k,
+                                                        replace(replace(replace(v, '\', '\\'),
+                                                                        '"', '\"'),
+                                                                E'\n', '\n')),
+                                                  ',' ORDER BY k)
+                                FROM jsonb_each_text(m.labels) AS e(k, v)) || '}', '') ||
+               ' ' || m.value::text
+          FROM m
+    ) s
+$$;
+
+------------------------------------------------------------------------------
 -- Identity and privileges (last: it wraps every public function defined above)
 ------------------------------------------------------------------------------
 
