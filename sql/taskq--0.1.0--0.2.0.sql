@@ -864,6 +864,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UNION ALL
     SELECT 'taskq_oldest_runnable_age_seconds', '{}'::jsonb,
            coalesce(extract(epoch FROM taskq._oldest_runnable_age()), 0)::float8
+    UNION ALL
+    SELECT 'taskq_health_status', jsonb_build_object('check', h.check_name),
+           CASE h.status WHEN 'ok' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END
+      FROM taskq.health() h
 $$;
 
 -- Prometheus text exposition of taskq.metrics(): a TYPE line per family
