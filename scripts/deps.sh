@@ -25,6 +25,9 @@ packages=(
     debhelper
     fakeroot
     postgresql-server-dev-all
+    prometheus
+    prometheus-postgres-exporter
+    curl
 )
 
 missing=()
