@@ -27,6 +27,7 @@ packages=(
     postgresql-server-dev-all
     prometheus
     prometheus-postgres-exporter
+    python3-yaml
     curl
 )
 

@@ -132,4 +132,54 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 $quantile_ok && report histogram_quantile ok || { report histogram_quantile FAILED; echo "# last: $out"; }
+
+# the Grafana dashboard: every query is valid PromQL over known names
+/usr/bin/python3 - "$prom_port" contrib/grafana/taskq-dashboard.json "$(psql -XAt -c \
+    "SELECT string_agg(DISTINCT regexp_replace(metric, '_(bucket|sum|count)$', ''), ' ') FROM taskq.metrics()")" <<'PY' \
+    && report grafana_dashboard ok || report grafana_dashboard FAILED
+import json, re, sys, urllib.parse, urllib.request
+port, path, known = sys.argv[1], sys.argv[2], set(sys.argv[3].split())
+bad = 0
+for panel in json.load(open(path))["panels"]:
+    for t in panel["targets"]:
+        expr = t["expr"].replace("$__rate_interval", "1m").replace("$queue", ".*")
+        for name in re.findall(r"\b(taskq_[a-z_]+)", expr):
+            if re.sub(r"_(bucket|sum|count)$", "", name) not in known:
+                print("# unknown metric %s in panel %r" % (name, panel["title"])); bad += 1
+        url = "http://127.0.0.1:%s/api/v1/query?%s" % (port, urllib.parse.urlencode({"query": expr}))
+        try:
+            r = json.load(urllib.request.urlopen(url, timeout=5))
+        except Exception as e:
+            r = {"status": str(e)}
+        if r.get("status") != "success":
+            print("# panel %r: %s" % (panel["title"], r)); bad += 1
+sys.exit(bad != 0)
+PY
+
+# sql_exporter's collector: each query runs as the exporter role, gives its
+# key labels and value, and the collector covers every name of metrics()
+PGUSER=taskq_prom_exporter PGPASSWORD=$password /usr/bin/python3 - contrib/sql_exporter/taskq.collector.yml <<'PY' \
+    && report sql_exporter_collector ok || report sql_exporter_collector FAILED
+import subprocess, sys, yaml
+def psql(sql):
+    return subprocess.run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          capture_output=True, text=True, check=True).stdout
+bad = 0
+names = set()
+for m in yaml.safe_load(open(sys.argv[1]))["metrics"]:
+    names.add(m["metric_name"])
+    want = list(m.get("key_labels", [])) + list(m["values"])
+    try:
+        got = psql("CREATE TEMP VIEW c AS " + m["query"] + ";"
+                   " SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute"
+                   " WHERE attrelid = 'c'::regclass AND attnum > 0").strip()
+    except subprocess.CalledProcessError as e:
+        print("# %s: %s" % (m["metric_name"], e.stderr.strip())); bad += 1; continue
+    if got.split(",") != want:
+        print("# %s: columns %s, want %s" % (m["metric_name"], got, want)); bad += 1
+missing = set(psql("SELECT DISTINCT metric FROM taskq.metrics()").split()) - names
+if missing:
+    print("# not in the collector: %s" % sorted(missing)); bad += 1
+sys.exit(bad != 0)
+PY
 exit 0
