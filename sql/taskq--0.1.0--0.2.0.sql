@@ -121,6 +121,8 @@ BEGIN
                       coalesce(live, 0), coalesce(dead_tup, 0),
                       coalesce(date_trunc('second', horizon)::text, 'by nobody'));
     RETURN NEXT;
+
+    RETURN QUERY SELECT * FROM taskq._schedule_health();
 END
 $$;
 
@@ -650,6 +652,7 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Add pg_cron to shared_preload_libraries, set cron.database_name to this database and CREATE EXTENSION pg_cron.';
     END IF;
+    PERFORM taskq._check_cron_can_run(me);
     SELECT * INTO existing FROM taskq.schedules s WHERE s.name = schedule.name FOR UPDATE;
     IF FOUND AND existing.owner <> me AND NOT taskq._is_admin() THEN
         RAISE EXCEPTION 'schedule "%" belongs to another role', name
@@ -815,6 +818,133 @@ CREATE TRIGGER schedules_check_payload_size BEFORE INSERT OR UPDATE OF payload O
 ------------------------------------------------------------------------------
 -- Schedules, metrics and monitoring
 ------------------------------------------------------------------------------
+
+-- Why pg_cron could not start a run as role, or NULL.  pg_cron starts each
+-- run as the role that scheduled it: as a background worker when
+-- cron.use_background_workers is on, else over libpq to cron.host with no
+-- password, which works only where pg_hba.conf's first matching rule trusts
+-- it.  (Runs as the extension's owner: pg_hba_file_rules is theirs to read.)
+CREATE FUNCTION taskq._cron_login_problem(role regrole) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    host text := coalesce(nullif(current_setting('cron.host', true), ''), 'localhost');
+    rname name := (SELECT r.rolname FROM pg_roles r WHERE r.oid = role);
+    addrs inet[];
+    a inet;
+    rule record;
+BEGIN
+    IF NOT (SELECT r.rolcanlogin FROM pg_roles r WHERE r.oid = role) THEN
+        RETURN format('role %s cannot log in (NOLOGIN), and pg_cron runs a schedule as its role', role);
+    END IF;
+    IF coalesce(current_setting('cron.use_background_workers', true), 'off') = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF host LIKE '/%' THEN
+        addrs := ARRAY[NULL::inet];
+    ELSIF current_setting('listen_addresses') = '' THEN
+        RETURN format('pg_cron would connect over TCP to cron.host = %s, but listen_addresses is empty', host);
+    ELSIF host = 'localhost' THEN
+        addrs := ARRAY['127.0.0.1'::inet, '::1'::inet];
+    ELSIF host ~ '^[0-9.]+$' OR host ~ '^[0-9a-fA-F:]+$' THEN
+        addrs := ARRAY[host::inet];
+    ELSE
+        RETURN format('pg_cron would connect to cron.host = %s, whose pg_hba.conf rule taskq cannot check', host);
+    END IF;
+    FOREACH a IN ARRAY addrs LOOP
+        SELECT r.line_number, r.auth_method INTO rule
+          FROM pg_hba_file_rules r
+         WHERE r.error IS NULL
+           AND CASE WHEN a IS NULL THEN r.type = 'local'
+                    ELSE r.type IN ('host', CASE WHEN current_setting('ssl') = 'on' THEN 'hostssl' ELSE 'hostnossl' END)
+                         AND (r.address IN ('all', 'samehost', 'samenet', 'localhost')
+                              OR (r.address ~ '^[0-9a-fA-F.:]+$' AND r.netmask IS NOT NULL
+                                  AND family(r.address::inet) = family(a)
+                                  AND host(a & r.netmask::inet) = host(r.address::inet & r.netmask::inet)))
+               END
+           AND ('all' = ANY (r.database) OR current_database() = ANY (r.database)
+                OR ('sameuser' = ANY (r.database) AND current_database() = rname))
+           AND ('all' = ANY (r.user_name) OR rname = ANY (r.user_name)
+                OR EXISTS (SELECT 1 FROM unnest(r.user_name) AS u(n)
+                            WHERE u.n LIKE '+%' AND to_regrole(substr(u.n, 2)) IS NOT NULL
+                              AND pg_has_role(role, to_regrole(substr(u.n, 2)), 'MEMBER')))
+         ORDER BY r.line_number LIMIT 1;
+        IF NOT FOUND THEN
+            RETURN format('no pg_hba.conf rule accepts pg_cron''s connection as %s to %s (cron.host = %s)',
+                          role, current_database(), host);
+        ELSIF rule.auth_method <> 'trust' THEN
+            RETURN format('pg_hba.conf line %s asks pg_cron''s connection as %s (cron.host = %s) for %s, and pg_cron has no password',
+                          rule.line_number, role, host, rule.auth_method);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._cron_login_problem(regrole) FROM PUBLIC;
+
+-- Refuses a schedule pg_cron could not run (called by schedule()).
+CREATE FUNCTION taskq._check_cron_can_run(role regrole) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text := taskq._cron_login_problem(role);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'pg_cron could not run this schedule as role %', role
+            USING ERRCODE = 'object_not_in_prerequisite_state', DETAIL = problem || '.',
+                  HINT = CASE WHEN problem LIKE '%NOLOGIN%'
+                              THEN format('ALTER ROLE %s LOGIN, or schedule as a role that can log in.', role)
+                              ELSE 'Set cron.use_background_workers = on (and max_worker_processes to fit cron.max_running_jobs besides taskq''s workers), or give this role a trust rule in pg_hba.conf and set cron.host to the socket directory.' END;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._check_cron_can_run(regrole) FROM PUBLIC;
+
+-- health()'s "schedules" check: runs pg_cron failed in the last hour, and
+-- schedules it could not run now.  A role sees its own schedules; a
+-- taskq_admin member every one, with pg_cron's error; a taskq_monitor
+-- member every one's count and names.
+CREATE FUNCTION taskq._schedule_health(OUT check_name text, OUT status text, OUT message text)
+RETURNS SETOF record
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    me regrole := taskq._caller();
+    admin boolean := taskq._is_admin();
+    everyone boolean := admin OR pg_has_role(me, 'taskq_monitor', 'MEMBER');
+    failed bigint;
+    failed_names text;
+    last_error text;
+    stuck text;
+BEGIN
+    check_name := 'schedules';
+    IF to_regclass('cron.job_run_details') IS NULL THEN
+        status := 'ok'; message := 'pg_cron is not installed in this database';
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    EXECUTE $q$
+        SELECT count(*), string_agg(DISTINCT s.name, ', '),
+               (array_agg(d.return_message ORDER BY d.start_time DESC))[1]
+          FROM cron.job_run_details d JOIN taskq.schedules s ON s.cron_jobid = d.jobid
+         WHERE d.status = 'failed' AND d.start_time > now() - interval '1 hour'
+           AND (s.owner = $1 OR $2)$q$
+       INTO failed, failed_names, last_error USING me, everyone;
+    SELECT string_agg(format('%s (%s)', s.name, p.problem), '; ' ORDER BY s.name) INTO stuck
+      FROM taskq.schedules s, LATERAL (SELECT taskq._cron_login_problem(s.owner) AS problem) p
+     WHERE (s.owner = me OR everyone) AND p.problem IS NOT NULL;
+    IF failed = 0 AND stuck IS NULL THEN
+        status := 'ok'; message := 'no pg_cron run of a schedule failed in the last hour';
+    ELSE
+        status := 'fail';
+        message := concat_ws('; ',
+            CASE WHEN failed > 0 THEN
+                format('%s pg_cron runs failed in the last hour (schedules: %s)', failed, failed_names) ||
+                CASE WHEN admin OR NOT everyone THEN format(', the last with: %s', btrim(last_error)) ELSE '' END
+            END,
+            CASE WHEN stuck IS NOT NULL THEN 'pg_cron cannot run: ' || stuck END);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._schedule_health() FROM PUBLIC;
 
 -- Claims and finished attempts of both lanes (executors and external
 -- workers), noted by this trigger and counted at commit in shared memory
@@ -1253,3 +1383,11 @@ TO taskq_admin;
 
 -- RLS policies call this as the reading role.
 GRANT EXECUTE ON FUNCTION taskq._current_role() TO PUBLIC;
+
+------------------------------------------------------------------------------
+-- Grants: schedules, metrics and monitoring
+------------------------------------------------------------------------------
+
+-- A role that schedules jobs sees in health() whether pg_cron runs them
+-- (its own schedules' failures; the other checks are counts, no rows).
+GRANT EXECUTE ON FUNCTION taskq.health() TO taskq_user;

@@ -244,6 +244,7 @@ taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	taskq_guard_database(pstmt->utilityStmt, context == PROCESS_UTILITY_TOPLEVEL);
 	taskq_listeners_utility(pstmt->utilityStmt);
 	taskq_guard_handler_utility(pstmt->utilityStmt);
+	taskq_unschedule_on_drop(pstmt->utilityStmt);
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,
