@@ -776,17 +776,28 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 GRANT EXECUTE ON FUNCTION taskq.channel(), taskq.work_channel() TO PUBLIC;
 
--- Prometheus text exposition of taskq.metrics().  Label values are escaped
--- as the format requires (backslash, double quote, newline): any role names
--- its queues and job types, and must not forge lines.
+-- Prometheus text exposition of taskq.metrics(): a TYPE line per family
+-- (counter for _total, histogram for the _bucket/_sum/_count of
+-- taskq_job_*_seconds, gauge otherwise), its samples next to it.  Label
+-- values are escaped as the format requires (backslash, double quote,
+-- newline): any role names its queues and job types, and must not forge lines.
 CREATE OR REPLACE FUNCTION taskq.metrics_prometheus() RETURNS text
 LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(string_agg(line, E'\n' ORDER BY metric, ord), '') || E'\n'
+    WITH m AS (
+        SELECT m.metric, m.labels, m.value,
+               regexp_replace(m.metric, '^(taskq_job_(wait|run)_seconds)_(bucket|sum|count)$', '\1') AS family
+          FROM taskq.metrics() m
+    )
+    SELECT coalesce(string_agg(line, E'\n' ORDER BY family, ord, metric, labels_key, le), '') || E'\n'
     FROM (
-        SELECT m.metric, 0 AS ord, format('# TYPE %s gauge', m.metric) AS line
-          FROM (SELECT DISTINCT metric FROM taskq.metrics()) m
+        SELECT DISTINCT m.family, 0 AS ord, ''::text AS metric, ''::text AS labels_key, 0::float8 AS le,
+               format('# TYPE %s %s', m.family,
+                      CASE WHEN m.family ~ '_total$' THEN 'counter'
+                           WHEN m.family <> m.metric THEN 'histogram'
+                           ELSE 'gauge' END) AS line
+          FROM m
         UNION ALL
-        SELECT m.metric, 1,
+        SELECT m.family, 1, m.metric, (m.labels - 'le')::text, coalesce((m.labels->>'le')::float8, 0),
                m.metric ||
                coalesce('{' || (SELECT string_agg(format('%s="%s"', k,
                                                         replace(replace(replace(v, '\', '\\'),
@@ -795,7 +806,7 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
                                                   ',' ORDER BY k)
                                 FROM jsonb_each_text(m.labels) AS e(k, v)) || '}', '') ||
                ' ' || m.value::text
-          FROM taskq.metrics() m
+          FROM m
     ) s
 $$;
 
@@ -1000,39 +1011,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       FROM taskq.health() h
 $$;
 
--- Prometheus text exposition of taskq.metrics(): a TYPE line per family
--- (counter for _total, histogram for the _bucket/_sum/_count of
--- taskq_job_*_seconds, gauge otherwise), its samples next to it.  Label
--- values are escaped as the format requires (backslash, double quote,
--- newline): any role names its queues and job types, and must not forge lines.
-CREATE OR REPLACE FUNCTION taskq.metrics_prometheus() RETURNS text
-LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
-    WITH m AS (
-        SELECT m.metric, m.labels, m.value,
-               regexp_replace(m.metric, '^(taskq_job_(wait|run)_seconds)_(bucket|sum|count)$', '\1') AS family
-          FROM taskq.metrics() m
-    )
-    SELECT coalesce(string_agg(line, E'\n' ORDER BY family, ord, metric, labels_key, le), '') || E'\n'
-    FROM (
-        SELECT DISTINCT m.family, 0 AS ord, ''::text AS metric, ''::text AS labels_key, 0::float8 AS le,
-               format('# TYPE %s %s', m.family,
-                      CASE WHEN m.family ~ '_total$' THEN 'counter'
-                           WHEN m.family <> m.metric THEN 'histogram'
-                           ELSE 'gauge' END) AS line
-          FROM m
-        UNION ALL
-        SELECT m.family, 1, m.metric, (m.labels - 'le')::text, coalesce((m.labels->>'le')::float8, 0),
-               m.metric ||
-               coalesce('{' || (SELECT string_agg(format('%s="%s"', k,
-                                                        replace(replace(replace(v, '\', '\\'),
-                                                                        '"', '\"'),
-                                                                E'\n', '\n')),
-                                                  ',' ORDER BY k)
-                                FROM jsonb_each_text(m.labels) AS e(k, v)) || '}', '') ||
-               ' ' || m.value::text
-          FROM m
-    ) s
-$$;
 
 ------------------------------------------------------------------------------
 -- Identity and privileges (last: it wraps every public function defined above)
