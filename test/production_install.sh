@@ -194,6 +194,7 @@ report health_after_upgrade $up
 # README 9. Uninstall: DROP EXTENSION removes taskq's pg_cron jobs; then the
 # settings; the roles last (cluster-wide: once no database has taskq).
 check schedule_before_uninstall psql_as app app -c "SELECT taskq.schedule('nightly', '0 3 * * *', 'echo')"
+check roles_kept_while_installed test "$(psql_pg -d postgres -c 'DROP ROLE taskq_user' 2>&1 | grep -c 'in database app')" -ge 1
 check drop_extension psql_pg -d app -c 'DROP EXTENSION taskq'
 check no_pg_cron_jobs_left test "$(psql_pg -d app -Atc "SELECT count(*) FROM cron.job WHERE jobname LIKE 'taskq:%'")" = 0
 rm -f "$conf/conf.d/taskq.conf"
