@@ -20,7 +20,6 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
-#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
