@@ -68,7 +68,6 @@ typedef struct MetricKey
 
 typedef struct MetricSet
 {
-	bool		used;
 	MetricKey	key;
 	uint64		count[NOUTCOMES];
 	uint64		wait[NBUCKETS];	/* claims by wait, run_at -> claim */
@@ -146,7 +145,6 @@ find_set(const MetricKey *key, bool may_take_reserve)
 			return &JobMetrics->sets[i];
 	if (JobMetrics->nsets >= limit)
 		return NULL;
-	JobMetrics->sets[JobMetrics->nsets].used = true;
 	JobMetrics->sets[JobMetrics->nsets].key = *key;
 	return &JobMetrics->sets[JobMetrics->nsets++];
 }
