@@ -856,10 +856,12 @@ BEGIN
         RETURN format('pg_cron would connect over TCP to cron.host = %s, but listen_addresses is empty', host);
     ELSIF host = 'localhost' THEN
         addrs := ARRAY['127.0.0.1'::inet, '::1'::inet];
-    ELSIF host ~ '^[0-9.]+$' OR host ~ '^[0-9a-fA-F:]+$' THEN
-        addrs := ARRAY[host::inet];
     ELSE
-        RETURN format('pg_cron would connect to cron.host = %s, whose pg_hba.conf rule taskq cannot check', host);
+        BEGIN
+            addrs := ARRAY[host::inet];
+        EXCEPTION WHEN invalid_text_representation THEN
+            RETURN format('pg_cron would connect to cron.host = %s, a host name whose pg_hba.conf rule taskq cannot check', host);
+        END;
     END IF;
     FOREACH a IN ARRAY addrs LOOP
         SELECT r.line_number, r.auth_method INTO rule
