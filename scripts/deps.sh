@@ -31,6 +31,10 @@ packages=(
     chromium-driver
     python3-selenium
     iproute2
+    prometheus
+    prometheus-postgres-exporter
+    python3-yaml
+    curl
 )
 
 missing=()

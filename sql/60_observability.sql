@@ -20,11 +20,11 @@ SELECT taskq.submit('obs_ext', queue => 'obs_a', priority => 'high') IS NOT NULL
        taskq.submit('obs_ext', queue => 'obs_b', priority => 'low') IS NOT NULL AS b1;
 SELECT queue, priority, status, jobs FROM taskq.queue_depth ORDER BY queue, priority, status;
 SELECT labels->>'queue' AS queue, labels->>'status' AS status, value
-FROM taskq.metrics() WHERE metric = 'taskq_jobs' ORDER BY 1, 2;
+FROM taskq.metrics() WHERE metric = 'taskq_queue_depth' ORDER BY 1, 2;
 
 -- Prometheus exposition: TYPE lines and samples with labels
 SELECT line FROM regexp_split_to_table(taskq.metrics_prometheus(), E'\n') AS line
-WHERE line LIKE '%taskq_jobs%' OR line LIKE '# TYPE taskq_dead_letter_jobs%' OR line LIKE 'taskq_dead_letter_jobs%'
+WHERE line LIKE '%taskq_queue_depth%' OR line LIKE '# TYPE taskq_dead_letter_jobs%' OR line LIKE 'taskq_dead_letter_jobs%'
 ORDER BY line;
 
 -- a runnable job that has waited too long turns oldest_runnable_job to warn, then fail

@@ -50,11 +50,11 @@ RESET ROLE;
 -- is a taskq_workers line with the forged value
 SELECT count(*) AS bad_lines
   FROM regexp_split_to_table(rtrim(taskq.metrics_prometheus(), E'\n'), E'\n') AS line
- WHERE line !~ '^(# TYPE [a-z_]+ gauge|[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? [-+0-9.e]+|[a-z_]+(\{.*\})? (NaN|Infinity))$'
+ WHERE line !~ '^(# TYPE [a-z_]+ (gauge|counter|histogram)|[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? [-+0-9.e]+|[a-z_]+(\{.*\})? (NaN|Infinity))$'
     OR line ~ '^taskq_workers\{kind="executor",state="idle"\} 64$';
 -- the hostile queue's sample, escaped
 SELECT line FROM regexp_split_to_table(taskq.metrics_prometheus(), E'\n') AS line
- WHERE line LIKE 'taskq_jobs{%regress_privacy%';
+ WHERE line LIKE 'taskq_queue_depth{%regress_privacy%';
 SELECT pg_temp.cancel_all('regress_privacy%') AS cancelled;
 
 ------------------------------------------------------------------------------

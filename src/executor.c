@@ -437,7 +437,6 @@ claim_jobs(int cpu, int memory, MemoryContext cxt, int area, long *sleep_ms)
 			}
 		}
 	}
-	pg_atomic_fetch_add_u64(&TaskqState->claimed, list_length(jobs));
 	return jobs;
 }
 
@@ -803,7 +802,6 @@ record_successes(List *jobs)
 												 JSONBOID, -1, false, TYPALIGN_INT));
 	if (SPI_execute_plan(complete_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: recording successes failed");
-	pg_atomic_fetch_add_u64(&TaskqState->succeeded, n);
 	SpinLockAcquire(&TaskqState->mutex);
 	MySlot->jobs_done += n;
 	SpinLockRelease(&TaskqState->mutex);
@@ -814,7 +812,6 @@ static void
 record_failures(List *jobs, JobOutcome outcome)
 {
 	int			n = 0;
-	int			retried = 0;
 	int			total = Max(list_length(jobs), 1);
 	Datum	   *ids = palloc(sizeof(Datum) * total);
 	Datum	   *attempts = palloc(sizeof(Datum) * total);
@@ -834,9 +831,6 @@ record_failures(List *jobs, JobOutcome outcome)
 		errors[n] = CStringGetTextDatum(job->error ? job->error : "unknown error");
 		retryable[n] = BoolGetDatum(job->retryable);
 		n++;
-		/* as _fail decides: pending again or dead-lettered */
-		if (job->retryable && job->attempt < job->max_attempts)
-			retried++;
 	}
 	if (n == 0)
 		return;
@@ -848,11 +842,6 @@ record_failures(List *jobs, JobOutcome outcome)
 	args[5] = BoolGetDatum(outcome == OUTCOME_GIVEN_BACK);
 	if (SPI_execute_plan(fail_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: recording failures failed");
-	if (outcome == OUTCOME_FAILED)
-	{
-		pg_atomic_fetch_add_u64(&TaskqState->failed, n);
-		pg_atomic_fetch_add_u64(&TaskqState->retried, retried);
-	}
 }
 
 static void

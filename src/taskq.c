@@ -62,7 +62,10 @@ taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
 		taskq_scan_floors_at_subabort();
+		taskq_job_metrics_at_subabort(mySubid);
+	}
 }
 
 static void
@@ -73,6 +76,7 @@ taskq_shmem_request(void)
 	RequestAddinShmemSpace(MAXALIGN(taskq_databases_size()));
 	RequestAddinShmemSpace(taskq_scan_floors_size());
 	RequestAddinShmemSpace(taskq_listeners_size());
+	RequestAddinShmemSpace(taskq_job_metrics_size());
 	taskq_scan_floors_request();
 }
 
@@ -92,6 +96,7 @@ taskq_shmem_startup(void)
 	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
 	taskq_scan_floors_init(floors, found);
 	taskq_listeners_attach();
+	taskq_job_metrics_attach();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -103,6 +108,7 @@ taskq_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			taskq_scan_floors_at_commit();
+			taskq_job_metrics_at_commit();
 			if (wake_at_commit)
 				taskq_wake_one_executor();
 			wake_at_commit = false;
@@ -119,10 +125,13 @@ taskq_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			taskq_scan_floors_forget();
+			taskq_job_metrics_forget();
 			wake_at_commit = false;
 			taskq_database_guard_at_commit(false);
 			break;
 		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED may come from another session: not counted */
+			taskq_job_metrics_forget();
 			/* its COMMIT PREPARED may come from any session: polling finds its jobs */
 			wake_at_commit = false;
 			break;
@@ -230,6 +239,7 @@ taskq_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnly
 	taskq_guard_database(pstmt->utilityStmt, context == PROCESS_UTILITY_TOPLEVEL);
 	taskq_listeners_utility(pstmt->utilityStmt);
 	taskq_guard_handler_utility(pstmt->utilityStmt);
+	taskq_unschedule_on_drop(pstmt->utilityStmt);
 
 	if (prev_process_utility)
 		prev_process_utility(pstmt, queryString, readOnlyTree, context, params,

@@ -148,6 +148,16 @@ extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
 									 int cursor_options);
 extern void taskq_wake_at_commit(void);
 
+/* cron_cleanup.c: DROP EXTENSION taskq removes its pg_cron jobs */
+extern void taskq_unschedule_on_drop(Node *stmt);
+
+/* job_metrics.c: counters and histograms per queue, job type and lane */
+extern Size taskq_job_metrics_size(void);
+extern void taskq_job_metrics_attach(void);
+extern void taskq_job_metrics_at_commit(void);
+extern void taskq_job_metrics_forget(void);
+extern void taskq_job_metrics_at_subabort(SubTransactionId subid);
+
 /* resources.c: capacity accounting */
 extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
 extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);

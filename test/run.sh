@@ -95,6 +95,11 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     fi
 fi
 
+echo "== production install (README's steps on a pg_createcluster cluster, port 54454)"
+timeout 900 bash test/production_install.sh > "$logdir/production.out" 2>&1
+cat "$logdir/production.out"
+count_results "$logdir/production.out"
+
 if [ "${TASKQ_BENCH:-1}" != 0 ] && [ "$pg" = 15 ]; then
     echo "== benchmark smoke (bench/run.sh --quick on its own throwaway server)"
     bash test/bench_smoke.sh > "$logdir/bench.out" 2>&1

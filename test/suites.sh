@@ -59,6 +59,9 @@ for t in test/python/test_*.py; do
     fi
 done
 
+# the metrics in Debian's postgres_exporter and Prometheus (bounded: 1 s scrapes)
+timeout 300 bash test/prometheus.sh "$db" || echo "prometheus test/prometheus.sh ... FAILED (exit $?)"
+
 # the taskq command-line tool: one "cli NAME ... ok|FAILED" line per check
 if [ -f test/cli/test_cli.sh ]; then
     PGDATABASE="$db" timeout 600 bash test/cli/test_cli.sh || echo "cli test_cli.sh ... FAILED (exit $?)"
