@@ -76,7 +76,9 @@ taskq_shmem_request(void)
 	RequestAddinShmemSpace(MAXALIGN(sizeof(TaskqShared)));
 	RequestAddinShmemSpace(taskq_scan_floors_size());
 	RequestAddinShmemSpace(taskq_listeners_size());
+	RequestAddinShmemSpace(taskq_rate_buckets_size());
 	taskq_scan_floors_request();
+	taskq_rate_buckets_request();
 }
 
 static void
@@ -102,6 +104,7 @@ taskq_shmem_startup(void)
 	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
 	taskq_scan_floors_init(floors, found);
 	taskq_listeners_attach();
+	taskq_rate_buckets_attach();
 	LWLockRelease(AddinShmemInitLock);
 }
 
