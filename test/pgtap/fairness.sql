@@ -10,7 +10,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(46);
+SELECT plan(49);
 
 CREATE ROLE taskq_tap_fair_user IN ROLE taskq_user;
 CREATE ROLE taskq_tap_fair_wrk IN ROLE taskq_worker;
@@ -140,6 +140,33 @@ SELECT ok(taskq.claim_retry_after(ARRAY['tap_fair']) >= interval '0',
           'a taskq_worker may ask when to come back');
 RESET ROLE;
 SELECT is(pg_temp.snap(), :'before', 'refused calls wrote nothing');
+
+------------------------------------------------------------------------------
+-- Metrics: a row per limit, for taskq_monitor too, and in the Prometheus text
+------------------------------------------------------------------------------
+CREATE ROLE taskq_tap_fair_mon IN ROLE taskq_monitor;
+SELECT taskq.configure_queue('tap_fair_m', key_concurrency => 1, rate_limit => '5/s', rate_burst => 3);
+SELECT taskq.submit('tap', queue => 'tap_fair_m', concurrency_key => 'x') FROM generate_series(1, 3);
+UPDATE taskq.jobs SET status = 'running', worker = 'tap', lease_expires_at = now() + interval '1 hour'
+ WHERE id = (SELECT min(id) FROM taskq.jobs WHERE queue = 'tap_fair_m');
+SET ROLE taskq_tap_fair_mon;
+SELECT set_eq($$SELECT metric FROM taskq.metrics() WHERE labels->>'queue' = 'tap_fair_m'
+                  AND metric LIKE 'taskq\_%\_limit\_%'$$,
+              ARRAY['taskq_rate_limit_per_second', 'taskq_rate_limit_burst', 'taskq_rate_limit_tokens',
+                    'taskq_rate_limit_throttled_claims', 'taskq_rate_limit_taken_jobs',
+                    'taskq_key_limit_running_keys', 'taskq_key_limit_waiting_jobs'],
+              'taskq_monitor sees a row of each limit metric');
+SELECT results_eq($$SELECT metric, value FROM taskq.metrics()
+                     WHERE labels->>'queue' = 'tap_fair_m' AND metric IN
+                           ('taskq_rate_limit_per_second', 'taskq_rate_limit_burst',
+                            'taskq_key_limit_running_keys', 'taskq_key_limit_waiting_jobs')
+                     ORDER BY metric$$,
+                  $$VALUES ('taskq_key_limit_running_keys', 1::float8), ('taskq_key_limit_waiting_jobs', 2::float8),
+                           ('taskq_rate_limit_burst', 3::float8), ('taskq_rate_limit_per_second', 5::float8)$$,
+                  'one key running, two jobs waiting for it; the limit as configured');
+SELECT ok(taskq.metrics_prometheus() LIKE '%taskq_key_limit_waiting_jobs{queue="tap_fair_m"} 2%',
+          'the Prometheus text carries them');
+RESET ROLE;
 
 -- the old four-argument call still works, and clears the new limits
 SELECT lives_ok($$SELECT taskq.configure_queue('tap_fair', 2, '1 minute', 4)$$, 'configure_queue by position');
