@@ -363,6 +363,9 @@ BEGIN
     IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0 THEN
         locked_limits := limited || fair_keyed || fair_rated;
         PERFORM taskq._lock_queue_limits(locked_limits, true);
+        -- fair scheduling: the claim's time is after its wait for the locks,
+        -- so that started_at orders claims as their tokens were counted
+        t := clock_timestamp();
     END IF;
     IF cardinality(limited) > 0 THEN
         SELECT array_agg(greatest(q.concurrency - r.n, 0) ORDER BY q.name),
@@ -380,7 +383,7 @@ BEGIN
     -- a keyed queue's running jobs are counted per key.
     IF cardinality(fair_rated) > 0 THEN
         slots := coalesce(slots, '{}');
-        fair_slots0 := taskq._rate_tokens(fair_rated, fair_rates, fair_bursts);
+        fair_slots0 := taskq._rate_tokens(fair_rated, fair_rates, fair_bursts, t);
         FOR i IN 1..cardinality(fair_rated) LOOP
             qi := array_position(limited, fair_rated[i]);
             IF qi IS NULL THEN
@@ -966,7 +969,8 @@ RETURNS bigint
 
 -- Token buckets in shared memory (src/fairness.c), read and spent by
 -- taskq._claim under the queues' claim locks.
-CREATE FUNCTION taskq._rate_tokens(queues text[], rates float8[], bursts integer[]) RETURNS integer[]
+CREATE FUNCTION taskq._rate_tokens(queues text[], rates float8[], bursts integer[], now timestamptz)
+RETURNS integer[]
     AS 'MODULE_PATHNAME', 'taskq_rate_tokens' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._rate_take(queues text[], counts integer[], throttled boolean[]) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_rate_take' LANGUAGE C VOLATILE STRICT;
@@ -1158,7 +1162,7 @@ LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM taskq._fair_metrics()
 $$;
 
-REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[]),
+REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
     taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
 

@@ -164,9 +164,12 @@ rate_args(FunctionCallInfo fcinfo, Datum **names, Datum **rates, Datum **bursts)
 }
 
 /*
- * taskq._rate_tokens(queues text[], rates float8[], bursts int[]) → int[]:
- * the whole tokens each queue's bucket holds now (refilled at its rate, in
- * jobs per second, up to its burst).
+ * taskq._rate_tokens(queues text[], rates float8[], bursts int[], now
+ * timestamptz) → int[]: the whole tokens each queue's bucket holds at now,
+ * the claim's time (refilled at its rate, in jobs per second, up to its
+ * burst).  Claims holding the claim locks come in the order of their times,
+ * so jobs claimed (started_at) in any window of length T number at most
+ * burst + rate x T.
  */
 PG_FUNCTION_INFO_V1(taskq_rate_tokens);
 Datum
@@ -177,7 +180,7 @@ taskq_rate_tokens(PG_FUNCTION_ARGS)
 	Datum	   *bursts;
 	int			n = rate_args(fcinfo, &names, &rates, &bursts);
 	Datum	   *tokens = palloc(sizeof(Datum) * Max(n, 1));
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now = PG_GETARG_TIMESTAMPTZ(3);
 
 	check_shared();
 	LWLockAcquire(BucketsLock, LW_EXCLUSIVE);
@@ -238,7 +241,9 @@ taskq_rate_take(PG_FUNCTION_ARGS)
 /*
  * taskq._rate_state(queues text[], rates float8[], bursts int[]) → table
  * (queue, tokens, wait_seconds, throttled, taken): each bucket as of now,
- * without spending; wait_seconds until its next whole token.
+ * without spending; wait_seconds until its next whole token.  The bucket
+ * itself is left as the last claim refilled it: refilling it here, outside
+ * the claim locks, could give a claim stamped earlier tokens earned later.
  */
 PG_FUNCTION_INFO_V1(taskq_rate_state);
 Datum
@@ -256,7 +261,8 @@ taskq_rate_state(PG_FUNCTION_ARGS)
 	LWLockAcquire(BucketsLock, LW_EXCLUSIVE);
 	for (int i = 0; i < n; i++)
 	{
-		RateBucket *b = bucket_of(name_hash(DatumGetTextPP(names[i])), now);
+		RateBucket copy = *bucket_of(name_hash(DatumGetTextPP(names[i])), now);
+		RateBucket *b = &copy;
 		double		rate = DatumGetFloat8(rates[i]);
 		Datum		values[5];
 		bool		nulls[5] = {false};
