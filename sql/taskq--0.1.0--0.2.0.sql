@@ -314,6 +314,23 @@ DECLARE
     prio taskq.priority;
     full_queues text[] := '{}';
     locked_limits text[];
+    -- >>> fair scheduling (issue 23, src/fairness.c): queues with key limits
+    -- and their limits; rate-limited queues, their rates, bursts and tokens;
+    -- free slots per (queue, key) seen; the keys at their limit
+    fair_keyed text[];
+    fair_key_limit integer[];
+    fair_rated text[];
+    fair_rates float8[];
+    fair_bursts integer[];
+    fair_slots0 integer[];
+    k_queue text[] := '{}';
+    k_key text[] := '{}';
+    k_left integer[] := '{}';
+    full_kq text[] := '{}';
+    full_kk text[] := '{}';
+    c_keys text[];
+    ki integer;
+    -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
     -- spend minutes of a core planning thousands of them
@@ -323,21 +340,36 @@ BEGIN
                   HINT = 'Pass NULL to claim from every queue.';
     END IF;
     SELECT coalesce(array_agg(name) FILTER (WHERE paused), '{}'),
-           coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}')
-      INTO paused, limited
+           coalesce(array_agg(name) FILTER (WHERE NOT paused AND concurrency IS NOT NULL), '{}'),
+           -- fair scheduling (issue 23): key and rate limits, in the same read
+           coalesce(array_agg(name) FILTER (WHERE NOT paused AND key_concurrency IS NOT NULL), '{}'),
+           array_agg(key_concurrency) FILTER (WHERE NOT paused AND key_concurrency IS NOT NULL),
+           coalesce(array_agg(name) FILTER (WHERE NOT paused AND rate_per_second IS NOT NULL
+                                            AND (_claim.queues IS NULL OR name = ANY (_claim.queues))), '{}'),
+           array_agg(rate_per_second) FILTER (WHERE NOT paused AND rate_per_second IS NOT NULL
+                                              AND (_claim.queues IS NULL OR name = ANY (_claim.queues))),
+           array_agg(rate_burst) FILTER (WHERE NOT paused AND rate_per_second IS NOT NULL
+                                         AND (_claim.queues IS NULL OR name = ANY (_claim.queues)))
+      INTO paused, limited, fair_keyed, fair_key_limit, fair_rated, fair_rates, fair_bursts
       FROM taskq.queues;
 
     IF cardinality(queues) = 0 THEN
         RETURN;                        -- no queue named
     END IF;
-    IF cardinality(limited) > 0 THEN
-        -- Concurrent claims cannot overshoot a limit: each holds the limited
-        -- queues' claim locks from this count until its jobs are running, and
-        -- the count includes claims not yet committed.  The locks are released
-        -- at the end of this function, not at commit: a claimer idle in its
-        -- transaction blocks nobody (taskq.queues' rows were locked until then).
-        locked_limits := limited;
+    -- Concurrent claims cannot overshoot a limit: each holds the limited
+    -- queues' claim locks from this count until its jobs are running, and
+    -- the count includes claims not yet committed.  The locks are released
+    -- at the end of this function, not at commit: a claimer idle in its
+    -- transaction blocks nobody (taskq.queues' rows were locked until then).
+    -- (fair scheduling, issue 23: key and rate limits under the same locks)
+    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0 THEN
+        locked_limits := limited || fair_keyed || fair_rated;
         PERFORM taskq._lock_queue_limits(locked_limits, true);
+        -- fair scheduling: the claim's time is after its wait for the locks,
+        -- so that started_at orders claims as their tokens were counted
+        t := clock_timestamp();
+    END IF;
+    IF cardinality(limited) > 0 THEN
         SELECT array_agg(greatest(q.concurrency - r.n, 0) ORDER BY q.name),
                array_agg(q.name ORDER BY q.name)
           INTO slots, limited
@@ -347,6 +379,31 @@ BEGIN
         limited := coalesce(limited, '{}');
         slots := coalesce(slots, '{}');
     END IF;
+
+    -- >>> fair scheduling (issue 23, src/fairness.c): a rate-limited queue
+    -- is claimed as a limited one whose slots are its bucket's whole tokens;
+    -- a keyed queue's running jobs are counted per key.
+    IF cardinality(fair_rated) > 0 THEN
+        slots := coalesce(slots, '{}');
+        fair_slots0 := taskq._rate_tokens(fair_rated, fair_rates, fair_bursts, t);
+        FOR i IN 1..cardinality(fair_rated) LOOP
+            qi := array_position(limited, fair_rated[i]);
+            IF qi IS NULL THEN
+                limited := limited || fair_rated[i];
+                slots := slots || fair_slots0[i];
+            ELSE
+                slots[qi] := least(slots[qi], fair_slots0[i]);
+            END IF;
+        END LOOP;
+        fair_slots0 := slots;
+    END IF;
+    IF cardinality(fair_keyed) > 0 THEN
+        SELECT coalesce(array_agg(r.queue), '{}'), coalesce(array_agg(r.key), '{}'),
+               coalesce(array_agg(fair_key_limit[array_position(fair_keyed, r.queue)] - r.n), '{}')
+          INTO k_queue, k_key, k_left
+          FROM taskq._running_per_key(fair_keyed) r;
+    END IF;
+    -- <<< fair scheduling
 
     -- Candidates in claim order, locked as they are read (SKIP LOCKED: rows
     -- another worker is taking are passed over).  LIMIT sits above the lock,
@@ -383,6 +440,11 @@ BEGIN
                 full_queues := ARRAY(SELECT limited[i] FROM generate_subscripts(limited, 1) i
                                      WHERE slots[i] <= 0);
             END IF;
+            -- fair scheduling (issue 23): keys at their limit are left out
+            IF cardinality(k_key) > 0 THEN
+                full_kq := ARRAY(SELECT k_queue[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
+                full_kk := ARRAY(SELECT k_key[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
+            END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
@@ -391,9 +453,11 @@ BEGIN
                        array_agg(c.cpu_units ORDER BY c.run_at, c.id),
                        array_agg(c.memory_mb ORDER BY c.run_at, c.id),
                        array_agg(c.run_at ORDER BY c.run_at, c.id),
-                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb)
-                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at
+                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
+                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)  -- fair scheduling
+                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
+                       c_keys
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -402,6 +466,10 @@ BEGIN
                            AND (only_owner IS NULL OR j.owner = only_owner)
                            AND j.in_database = _claim.in_database
                            AND (round = 1 OR j.id <> ALL (seen))
+                           -- fair scheduling (issue 23): not of a key at its limit
+                           AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                               WHERE f.q = j.queue AND f.k = j.concurrency_key))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
                          FOR NO KEY UPDATE OF j SKIP LOCKED) c;
@@ -417,28 +485,35 @@ BEGIN
                     '       array_agg(c.cpu_units ORDER BY c.run_at, c.id),'
                     '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
                     '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
-                    '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb)'
+                    '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
+                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)'  -- fair scheduling
                     '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
-                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at'
+                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
+                           '       j.concurrency_key'
                            '  FROM taskq.jobs j'
                            ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
                            '   AND (j.run_at, j.id) >= ($3, $4)'
                            '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
                            '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
+                           -- fair scheduling (issue 23): not of a key at its limit
+                           '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
+                           '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
+                           '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
                            ' ORDER BY j.run_at, j.id LIMIT $10'
                            ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
                     || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
-                    INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum
+                    INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
+                         c_keys
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
-                          seen, wanted;
+                          seen, wanted, full_kq, full_kk;
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
-            IF got > 0 AND NOT (c_queues && limited)
+            IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
                 -- the common case: every candidate fits, no queue limit applies
@@ -453,6 +528,20 @@ BEGIN
                     IF qi IS NOT NULL AND slots[qi] <= 0 THEN
                         CONTINUE;
                     END IF;
+                    -- >>> fair scheduling (issue 23): the job's key has a free slot
+                    ki := NULL;
+                    IF c_keys[i] IS NOT NULL AND c_queues[i] = ANY (fair_keyed) THEN
+                        ki := (SELECT s FROM generate_subscripts(k_key, 1) s
+                                WHERE k_queue[s] = c_queues[i] AND k_key[s] = c_keys[i]);
+                        IF ki IS NULL THEN
+                            k_queue := k_queue || c_queues[i];
+                            k_key := k_key || c_keys[i];
+                            k_left := k_left || fair_key_limit[array_position(fair_keyed, c_queues[i])];
+                            ki := cardinality(k_key);
+                        END IF;
+                        CONTINUE WHEN k_left[ki] <= 0;
+                    END IF;
+                    -- <<< fair scheduling
                     -- An executor runs its batch one job at a time, so each job must fit the
                     -- budget on its own; an external worker runs its jobs side by side.
                     IF (in_database AND (c_cpu[i] > cpu_budget OR c_mem[i] > memory_budget))
@@ -471,6 +560,9 @@ BEGIN
                     IF qi IS NOT NULL THEN
                         slots[qi] := slots[qi] - 1;
                     END IF;
+                    IF ki IS NOT NULL THEN                  -- fair scheduling
+                        k_left[ki] := k_left[ki] - 1;
+                    END IF;
                 END LOOP;
             END IF;
             EXIT priorities WHEN big_job_waits;
@@ -479,6 +571,18 @@ BEGIN
         END LOOP;
         EXIT WHEN cardinality(picked) >= max_jobs;
     END LOOP;
+
+    -- >>> fair scheduling (issue 23): spend the tokens of the jobs picked
+    -- (still under the claim locks); a bucket left empty throttled the claim
+    IF cardinality(fair_rated) > 0 THEN
+        PERFORM taskq._rate_take(fair_rated,
+                                 ARRAY(SELECT fair_slots0[array_position(limited, r)] - slots[array_position(limited, r)]
+                                         FROM unnest(fair_rated) AS r),
+                                 ARRAY(SELECT slots[array_position(limited, r)] <= 0
+                                              AND cardinality(picked) < max_jobs
+                                         FROM unnest(fair_rated) AS r));
+    END IF;
+    -- <<< fair scheduling
 
     IF cardinality(picked) = 0 THEN
         PERFORM taskq._lock_queue_limits(locked_limits, false);
@@ -566,7 +670,7 @@ BEGIN
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database)
+                                    in_database, concurrency_key)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
                    coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
@@ -574,7 +678,8 @@ BEGIN
                    coalesce((e->>'timeout')::interval, q.default_timeout),
                    coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
-                   EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type')
+                   EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
+                   e->>'concurrency_key'
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -618,6 +723,7 @@ BEGIN
             coalesce((spec->>'memory_mb')::integer, 0),
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
+            spec->>'concurrency_key',
             me);
         n := n + 1;
     END LOOP;
@@ -985,6 +1091,217 @@ $served$;
 
 
 ------------------------------------------------------------------------------
+-- Fair scheduling: rate limits, concurrency keys, tenants
+------------------------------------------------------------------------------
+
+-- A job's concurrency key (e.g. a customer): a queue's key_concurrency
+-- bounds how many jobs of one key run at once.  Counted from the running
+-- jobs themselves (src/fairness.c), so completions write nothing more.
+ALTER TABLE taskq.jobs ADD COLUMN concurrency_key text;
+-- rate_limit as given ('100/s'), rate_per_second as claims use it
+ALTER TABLE taskq.queues
+    ADD COLUMN key_concurrency integer CHECK (key_concurrency > 0),
+    ADD COLUMN rate_limit text,
+    ADD COLUMN rate_per_second float8 CHECK (rate_per_second > 0),
+    ADD COLUMN rate_burst integer CHECK (rate_burst >= 1);
+
+DROP FUNCTION taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer,
+                           interval, integer, integer, text, interval);
+-- In C (src/submit.c), with plans kept per session.  Not SECURITY DEFINER:
+-- its statements run as the function's owner, under a search_path of
+-- pg_catalog alone, without the GUC save and restore of SET clauses.
+CREATE FUNCTION taskq.submit(
+    job_type        text,
+    payload         jsonb DEFAULT '{}',
+    priority        taskq.priority DEFAULT 'normal',
+    queue           text DEFAULT 'default',
+    depends_on      bigint[] DEFAULT '{}',
+    run_at          timestamptz DEFAULT now(),
+    max_attempts    integer DEFAULT NULL,
+    timeout         interval DEFAULT NULL,
+    cpu_units       integer DEFAULT 1,
+    memory_mb       integer DEFAULT 0,
+    idempotency_key text DEFAULT NULL,
+    backoff         interval DEFAULT NULL,
+    concurrency_key text DEFAULT NULL)
+RETURNS bigint
+    AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
+
+DROP FUNCTION taskq._insert_job(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer,
+                                interval, integer, integer, text, interval, regrole);
+-- Insert one validated job owned by owner, with its log row, edges and
+-- notification (src/submit.c).  The job by job path of submit_many.
+CREATE FUNCTION taskq._insert_job(
+    job_type text, payload jsonb, priority taskq.priority, queue text,
+    depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
+    cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
+    concurrency_key text, owner regrole)
+RETURNS bigint
+    AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
+
+-- Token buckets in shared memory (src/fairness.c), read and spent by
+-- taskq._claim under the queues' claim locks.
+CREATE FUNCTION taskq._rate_tokens(queues text[], rates float8[], bursts integer[], now timestamptz)
+RETURNS integer[]
+    AS 'MODULE_PATHNAME', 'taskq_rate_tokens' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION taskq._rate_take(queues text[], counts integer[], throttled boolean[]) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_rate_take' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION taskq._rate_state(queues text[], rates float8[], bursts integer[])
+RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint)
+    AS 'MODULE_PATHNAME', 'taskq_rate_state' LANGUAGE C VOLATILE STRICT;
+-- Running jobs per (queue, key) of these queues, claims not yet committed too.
+CREATE FUNCTION taskq._running_per_key(queues text[])
+RETURNS TABLE (queue text, key text, n integer)
+    AS 'MODULE_PATHNAME', 'taskq_running_per_key' LANGUAGE C VOLATILE STRICT;
+
+-- '100/s', '6000/min', '10/h' (also sec, second, minute, hour) as jobs per
+-- second; any other text is an error.
+CREATE FUNCTION taskq._parse_rate(rate text) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    m text[] := regexp_match(rate, '^\s*([+-]?[0-9]+(?:\.[0-9]+)?)\s*/\s*([A-Za-z]+)\s*$');
+    n numeric;
+BEGIN
+    IF m IS NULL THEN
+        RAISE EXCEPTION 'invalid rate_limit "%"', rate
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give a number of jobs per unit, as ''100/s'', ''6000/min'' or ''10/h''.';
+    END IF;
+    n := m[1]::numeric;
+    IF n <= 0 THEN
+        RAISE EXCEPTION 'rate_limit must be positive, got "%"', rate USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    CASE lower(m[2])
+        WHEN 's', 'sec', 'second' THEN RETURN n;
+        WHEN 'm', 'min', 'minute' THEN RETURN n / 60;
+        WHEN 'h', 'hour' THEN RETURN n / 3600;
+        ELSE
+            RAISE EXCEPTION 'unknown unit "%" in rate_limit "%"', m[2], rate
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The units are s, min and h.';
+    END CASE;
+END
+$$;
+
+DROP FUNCTION taskq.configure_queue(text, integer, interval, integer);
+-- Per-queue settings; NULL leaves a setting unlimited / at the built-in
+-- default.  key_concurrency: most running jobs per concurrency key;
+-- rate_limit: most jobs claimed per second, minute or hour, in bursts of at
+-- most rate_burst (default: one second's worth, at least 1).
+CREATE FUNCTION taskq.configure_queue(queue text, concurrency integer DEFAULT NULL,
+                                      default_timeout interval DEFAULT NULL,
+                                      default_max_attempts integer DEFAULT NULL,
+                                      key_concurrency integer DEFAULT NULL,
+                                      rate_limit text DEFAULT NULL,
+                                      rate_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    per_second float8;
+BEGIN
+    PERFORM taskq._require_admin('configure a queue');
+    PERFORM taskq._check_name('queue', queue);
+    IF concurrency IS NOT NULL AND concurrency < 1 THEN
+        RAISE EXCEPTION 'concurrency must be at least 1, got %', concurrency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF default_timeout IS NOT NULL AND default_timeout <= interval '0' THEN
+        RAISE EXCEPTION 'default_timeout must be positive' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF default_max_attempts IS NOT NULL AND default_max_attempts < 1 THEN
+        RAISE EXCEPTION 'default_max_attempts must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF key_concurrency IS NOT NULL AND key_concurrency < 1 THEN
+        RAISE EXCEPTION 'key_concurrency must be at least 1, got %', key_concurrency
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
+        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit IS NOT NULL THEN
+        per_second := taskq._parse_rate(rate_limit);
+        IF per_second > 1000000 THEN
+            RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts,
+                                   key_concurrency, rate_limit, rate_per_second, rate_burst)
+    VALUES (queue, concurrency, default_timeout, default_max_attempts, key_concurrency,
+            btrim(rate_limit), per_second,
+            CASE WHEN per_second IS NOT NULL
+                 THEN coalesce(rate_burst, greatest(1, ceil(per_second))::integer) END)
+    ON CONFLICT (name) DO UPDATE
+        SET concurrency = excluded.concurrency, default_timeout = excluded.default_timeout,
+            default_max_attempts = excluded.default_max_attempts,
+            key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
+            rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst,
+            updated_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+-- How long an external worker should wait before it claims again from these
+-- queues (NULL: every queue) when a rate limit held its claim back: zero when
+-- one of the named rate-limited queues has a token now, else the time until
+-- the first has one; NULL when none of them is rate-limited.
+CREATE FUNCTION taskq.claim_retry_after(queues text[] DEFAULT NULL) RETURNS interval
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT make_interval(secs => min(s.wait_seconds))
+      FROM (SELECT array_agg(q.name) AS n, array_agg(q.rate_per_second) AS r, array_agg(q.rate_burst) AS b
+              FROM taskq.queues q
+             WHERE q.rate_per_second IS NOT NULL AND NOT q.paused
+               AND (claim_retry_after.queues IS NULL OR q.name = ANY (claim_retry_after.queues))) a,
+           LATERAL taskq._rate_state(a.n, a.r, a.b) s
+$$;
+
+-- Fair scheduling's rows of taskq.metrics(): per rate-limited queue its
+-- limit, tokens, claims throttled and tokens spent since the server started;
+-- per keyed queue the keys running and the jobs due but waiting for their
+-- key (this one reads the due jobs of keyed queues).
+CREATE FUNCTION taskq._fair_metrics()
+RETURNS TABLE (metric text, labels jsonb, value float8)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH rated AS (
+        SELECT array_agg(name) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
+          FROM taskq.queues WHERE rate_per_second IS NOT NULL
+    ), buckets AS (
+        SELECT s.* FROM rated, LATERAL taskq._rate_state(rated.n, rated.r, rated.b) s
+    ), keyed AS (
+        SELECT coalesce(array_agg(name), '{}') AS n FROM taskq.queues WHERE key_concurrency IS NOT NULL
+    ), running AS (
+        SELECT r.* FROM keyed, LATERAL taskq._running_per_key(keyed.n) r
+    )
+    SELECT m.name, jsonb_build_object('queue', b.queue), m.v
+      FROM buckets b JOIN taskq.queues q ON q.name = b.queue,
+           LATERAL (VALUES ('taskq_rate_limit_per_second', q.rate_per_second),
+                           ('taskq_rate_limit_burst', q.rate_burst::float8),
+                           ('taskq_rate_limit_tokens', b.tokens),
+                           ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
+                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8)) m(name, v)
+    UNION ALL
+    SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
+           (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8
+      FROM taskq.queues q WHERE q.key_concurrency IS NOT NULL
+    UNION ALL
+    SELECT 'taskq_key_limit_waiting_jobs', jsonb_build_object('queue', q.name),
+           (SELECT count(*) FROM taskq.jobs j JOIN running r ON r.queue = j.queue AND r.key = j.concurrency_key
+             WHERE j.status = 'pending' AND j.queue = q.name AND j.run_at <= now()
+               AND r.n >= q.key_concurrency)::float8
+      FROM taskq.queues q WHERE q.key_concurrency IS NOT NULL
+$$;
+
+REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
+    taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
+    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
+
+
+------------------------------------------------------------------------------
 -- Schedules, metrics and monitoring
 ------------------------------------------------------------------------------
 
@@ -1169,6 +1486,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT 'taskq_health_status', jsonb_build_object('check', h.check_name),
            CASE h.status WHEN 'ok' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END
       FROM taskq.health() h
+    UNION ALL
+    -- fair scheduling (issue 23): rate and key limits
+    SELECT * FROM taskq._fair_metrics()
 $$;
 
 
@@ -1463,7 +1783,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA taskq FROM PUBLIC;
 -- taskq_user: submit, link, cancel, retry, schedule and see its own jobs.
 GRANT EXECUTE ON FUNCTION
     taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
-                 integer, integer, text, interval),
+                 integer, integer, text, interval, text),
     taskq.submit_many(jsonb),
     taskq.add_dependency(bigint, bigint),
     taskq.cancel(bigint),
@@ -1514,7 +1834,7 @@ TO taskq_monitor;
 GRANT EXECUTE ON FUNCTION
     taskq.pause(text),
     taskq.resume(text),
-    taskq.configure_queue(text, integer, interval, integer),
+    taskq.configure_queue(text, integer, interval, integer, integer, text, integer),
     taskq.register_handler(text, regprocedure),
     taskq.unregister_handler(text)
 TO taskq_admin;
@@ -1529,3 +1849,8 @@ GRANT EXECUTE ON FUNCTION taskq._current_role() TO PUBLIC;
 -- A role that schedules jobs sees in health() whether pg_cron runs them
 -- (its own schedules' failures; the other checks are counts, no rows).
 GRANT EXECUTE ON FUNCTION taskq.health() TO taskq_user;
+
+------------------------------------------------------------------------------
+-- Grants: fair scheduling
+------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_worker;

@@ -156,4 +156,13 @@ RestrictSearchPath(void)
 #define MyProcLxid (MyProc->lxid)
 #endif
 
+/* 18 added the instrumentation argument of index_beginscan */
+#if PG_VERSION_NUM >= 180000
+#define taskq_index_beginscan(rel, index, snapshot, nkeys) \
+	index_beginscan((rel), (index), (snapshot), NULL, (nkeys), 0)
+#else
+#define taskq_index_beginscan(rel, index, snapshot, nkeys) \
+	index_beginscan((rel), (index), (snapshot), (nkeys), 0)
+#endif
+
 #endif							/* TASKQ_COMPAT_H */

@@ -88,7 +88,7 @@ enum
 	J_RESULT, J_LAST_ERROR, J_ATTEMPTS, J_MAX_ATTEMPTS, J_BACKOFF, J_TIMEOUT,
 	J_CPU_UNITS, J_MEMORY_MB, J_RUN_AT, J_IDEMPOTENCY_KEY, J_OWNER, J_WORKER,
 	J_LEASE_EXPIRES_AT, J_UNFINISHED_PARENTS, J_IN_DATABASE, J_AGED_AT, J_CREATED_AT,
-	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, N_JOB_COLUMNS
+	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, N_JOB_COLUMNS
 };
 
 static const Column job_columns[N_JOB_COLUMNS] = {
@@ -118,7 +118,8 @@ static const Column job_columns[N_JOB_COLUMNS] = {
 	{"created_at", TIMESTAMPTZOID, true, NOW},
 	{"started_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"finished_at", TIMESTAMPTZOID, false, NO_DEFAULT},
-	{"updated_at", TIMESTAMPTZOID, true, NOW}
+	{"updated_at", TIMESTAMPTZOID, true, NOW},
+	{"concurrency_key", TEXTOID, false, NO_DEFAULT}
 };
 
 /*
@@ -698,6 +699,8 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_OWNER, ObjectIdGetDatum(job->owner));
 	SET_JOB(J_UNFINISHED_PARENTS, Int32GetDatum(0));
 	SET_JOB(J_IN_DATABASE, BoolGetDatum(in_database));
+	if (!job->concurrency_key.isnull)
+		SET_JOB(J_CONCURRENCY_KEY, job->concurrency_key.value);
 	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB
@@ -861,6 +864,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 			JsonbPGetDatum(JsonbValueToJsonb(&fields.payload));
 		job.queue = CStringGetTextDatum(queue);
 		job.job_type = CStringGetTextDatum(job_type);
+		job.concurrency_key.isnull = true;	/* a plain job has none */
 
 		/* what earlier jobs of the batch looked up, or look it up once */
 		MemoryContextSwitchTo(caller);

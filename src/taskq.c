@@ -77,7 +77,9 @@ taskq_shmem_request(void)
 	RequestAddinShmemSpace(taskq_scan_floors_size());
 	RequestAddinShmemSpace(taskq_listeners_size());
 	RequestAddinShmemSpace(taskq_job_metrics_size());
+	RequestAddinShmemSpace(taskq_rate_buckets_size());
 	taskq_scan_floors_request();
+	taskq_rate_buckets_request();
 }
 
 static void
@@ -97,6 +99,7 @@ taskq_shmem_startup(void)
 	taskq_scan_floors_init(floors, found);
 	taskq_listeners_attach();
 	taskq_job_metrics_attach();
+	taskq_rate_buckets_attach();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -167,6 +167,11 @@ extern void taskq_release_all(TaskqWorkerSlot *slot);
 typedef struct TaskqScanFloors TaskqScanFloors;
 extern Size taskq_scan_floors_size(void);
 extern void taskq_scan_floors_request(void);
+
+/* fairness.c: rate limits' token buckets */
+extern Size taskq_rate_buckets_size(void);
+extern void taskq_rate_buckets_request(void);
+extern void taskq_rate_buckets_attach(void);
 extern void taskq_scan_floors_init(TaskqScanFloors *floors, bool found);
 extern void taskq_scan_floors_at_commit(void);
 extern void taskq_scan_floors_forget(void);
@@ -188,6 +193,7 @@ typedef struct TaskqPlainJob
 	Datum		cpu_units;		/* int4 */
 	Datum		memory_mb;		/* int4 */
 	NullableDatum run_at;		/* timestamptz; NULL: now() */
+	NullableDatum concurrency_key;	/* text; NULL: none */
 	Oid			owner;
 } TaskqPlainJob;
 

@@ -61,7 +61,8 @@ SELECT ok((SELECT relrowsecurity FROM pg_class WHERE oid = ('taskq.' || t)::regc
 FROM unnest(ARRAY['jobs', 'job_logs', 'job_dependencies']) t;
 
 SELECT has_function('taskq', 'submit', ARRAY['text', 'jsonb', 'taskq.priority', 'text', 'bigint[]',
-                    'timestamp with time zone', 'integer', 'interval', 'integer', 'integer', 'text', 'interval']);
+                    'timestamp with time zone', 'integer', 'interval', 'integer', 'integer', 'text', 'interval',
+                    'text']);
 SELECT has_function('taskq', f, a) FROM (VALUES
     ('submit_many', ARRAY['jsonb']),
     ('add_dependency', ARRAY['bigint', 'bigint']),
@@ -69,7 +70,7 @@ SELECT has_function('taskq', f, a) FROM (VALUES
     ('retry', ARRAY['bigint']),
     ('pause', ARRAY['text']),
     ('resume', ARRAY['text']),
-    ('configure_queue', ARRAY['text', 'integer', 'interval', 'integer']),
+    ('configure_queue', ARRAY['text', 'integer', 'interval', 'integer', 'integer', 'text', 'integer']),
     ('register_handler', ARRAY['text', 'regprocedure']),
     ('unregister_handler', ARRAY['text']),
     ('claim', ARRAY['text[]', 'text', 'integer', 'interval', 'integer', 'integer']),
