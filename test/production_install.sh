@@ -72,7 +72,7 @@ fi
 pg_createcluster "$ver" "$name" -p "$port" >/dev/null || { report create_cluster 1; exit 0; }
 cluster start || { report start_cluster 1; exit 0; }
 
-# README 1. The database first: taskq.database must name an existing one.
+# README 1. The database first: taskq.databases must name an existing one.
 check createdb as_pg createdb -h /var/run/postgresql -p "$port" app
 
 # README 2. Settings, in conf.d (Debian's postgresql.conf includes it), and
@@ -80,7 +80,7 @@ check createdb as_pg createdb -h /var/run/postgresql -p "$port" app
 # (1 + cron.max_running_jobs) + max_parallel_workers (+ logical replication).
 cat >"$conf/conf.d/taskq.conf" <<'EOF'
 shared_preload_libraries = 'taskq,pg_cron'
-taskq.database = 'app'
+taskq.databases = 'app'
 taskq.workers = 4
 cron.database_name = 'app'
 cron.use_background_workers = on
