@@ -45,7 +45,10 @@ SELECT taskq.submit('prom_later', '{}', queue => 'prom_idle', run_at => now() + 
 EOF
 
 # the exporter as README's "Production install" runs it
-DATA_SOURCE_NAME="host=${PGHOST:-/var/run/postgresql} port=${PGPORT:-5432} dbname=$db user=taskq_prom_exporter password=$password sslmode=disable" \
+# (a clean environment: the exporter's lib/pq panics on libpq variables it
+# does not support, such as the PGSYSCONFDIR pg_virtualenv sets)
+env -i PATH="$PATH" HOME="${HOME:-/}" \
+    DATA_SOURCE_NAME="host=${PGHOST:-/var/run/postgresql} port=${PGPORT:-5432} dbname=$db user=taskq_prom_exporter password=$password sslmode=disable" \
     prometheus-postgres-exporter --web.listen-address="127.0.0.1:$exporter_port" \
     --disable-default-metrics --disable-settings-metrics \
     --extend.query-path=contrib/postgres_exporter.yml >"$work/exporter.log" 2>&1 &
@@ -107,7 +110,8 @@ for _ in $(seq 1 60); do
     fi
     sleep 0.5
 done
-$names_ok && report exporter_names ok || { report exporter_names FAILED; tail -5 "$work/exporter.log"; }
+$names_ok && report exporter_names ok || {
+    report exporter_names FAILED; grep -m1 -A4 -E '^panic|level=error' "$work/exporter.log"; tail -5 "$work/exporter.log"; }
 
 # rate() of the completion counter, per lane: both lanes counted, a sane rate
 rate_ok=false
