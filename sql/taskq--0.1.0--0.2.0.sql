@@ -980,6 +980,94 @@ BEGIN
 END
 $$;
 
+-- Has the job a dependent still waiting for it (blocked, pending or running)?
+CREATE FUNCTION taskq._holds_dependents(job_id bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
+                   WHERE d.depends_on = $1 AND c.status IN ('blocked', 'pending', 'running'))
+$$;
+
+-- Delete finished jobs (and their edges and logs) older than taskq.retention,
+-- a small batch per call, read in id order: no index on finished_at, whose
+-- every completion inserted a key on its one hot rightmost page.  The scan
+-- stops at the first job created after the cutoff (a job finishes after it
+-- was created, and ids follow creation within a transaction's length: a job
+-- passed over waits for a later call), so a call reads its batch and the
+-- old jobs still kept, never the young rest of the table.
+CREATE OR REPLACE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+#variable_conflict use_column
+DECLARE
+    keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
+    cutoff timestamptz;
+    old bigint[] := '{}';
+    ids bigint[];
+    j record;
+BEGIN
+    IF keep < interval '0' THEN
+        RETURN 0;
+    END IF;
+    cutoff := now() - keep;
+    FOR j IN SELECT x.id, x.created_at, x.finished_at, x.status FROM taskq.jobs x ORDER BY x.id LOOP
+        EXIT WHEN j.created_at >= cutoff OR cardinality(old) >= batch;
+        IF j.finished_at < cutoff AND j.status IN ('succeeded', 'failed', 'cancelled')
+           -- a failed parent still holds its blocked dependents
+           AND NOT (j.status = 'failed' AND taskq._holds_dependents(j.id)) THEN
+            old := old || j.id;
+        END IF;
+    END LOOP;
+    SELECT array_agg(j.id) INTO ids FROM (
+        SELECT j.id FROM taskq.jobs j
+        WHERE j.id = ANY (old)
+          AND j.finished_at < cutoff AND j.status IN ('succeeded', 'failed', 'cancelled')
+          AND NOT taskq._holds_dependents(j.id)
+        FOR UPDATE SKIP LOCKED) j;
+    IF ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM taskq.job_logs WHERE job_id = ANY (ids);
+    DELETE FROM taskq.jobs WHERE id = ANY (ids);
+    RETURN cardinality(ids);
+END
+$$;
+
+-- Only the indexes a claim, a completion and the purge need; each says which.
+DROP INDEX taskq.jobs_finished_idx;
+COMMENT ON INDEX taskq.jobs_pkey IS
+    'completion, cancel, heartbeat and every lock of a job by id (_complete_batch, _fail, '
+    '_lock_job); the retention purge in id order (_purge_finished)';
+COMMENT ON INDEX taskq.jobs_runnable_idx IS
+    'claims (_claim: each lane''s candidates in claim order, from its scan floor); '
+    'priority aging (_age_priorities); the executors'' sleep (_next_run_at)';
+COMMENT ON INDEX taskq.jobs_runnable_queue_idx IS
+    'external workers'' claims naming their queues (_claim, one range per queue)';
+COMMENT ON INDEX taskq.jobs_running_idx IS
+    'expired leases and orphaned jobs (_recover); running jobs per limited queue '
+    '(_running_in_queues, src/dag.c)';
+COMMENT ON INDEX taskq.jobs_idempotency_idx IS
+    'submit''s ON CONFLICT on a live job''s idempotency key (src/submit.c)';
+COMMENT ON INDEX taskq.job_dependencies_pkey IS
+    'a job''s parents: add_dependency''s duplicate check, the cycle search (_cycle_path)';
+COMMENT ON INDEX taskq.job_dependencies_depends_on_idx IS
+    'a job''s dependents: their release at its success (_release_dependents), the cancel '
+    'cascade (_cancel_job), the purge''s check for waiting dependents (_holds_dependents)';
+COMMENT ON INDEX taskq.job_logs_pkey IS
+    'a job''s history in order (the CLI''s "taskq status ID") and the purge of a job''s rows';
+
+-- Dead rows: every job leaves three dead versions (claim, completion,
+-- purge), and the default thresholds (20 % of the table, at the default
+-- cost delay) let a busy queue grow for minutes.  Vacuum these two tables
+-- early and unthrottled; leave room on each page for a job's next version
+-- (fillfactor), so that its claim and completion stay on its page.
+ALTER TABLE taskq.jobs SET (fillfactor = 80,
+    autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 1000,
+    autovacuum_analyze_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE taskq.job_logs SET (
+    autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0);
+
+
 ------------------------------------------------------------------------------
 -- Identity and privileges (last: it wraps every public function defined above)
 ------------------------------------------------------------------------------
