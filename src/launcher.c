@@ -3,7 +3,8 @@
  * taskq.workers executors running (restarting dead ones with backoff,
  * adopting those of a launcher before it) and does the periodic upkeep:
  * jobs of dead executors and expired leases go back to pending, priorities
- * age, finished jobs past taskq.retention are deleted.  An error in a round
+ * age, finished jobs past taskq.retention are deleted, taskq.jobs is
+ * vacuumed when its dead rows pile up (jobs_vacuum.c).  An error in a round
  * is logged and the launcher backs off; it never exits for one.
  */
 #include "postgres.h"
@@ -295,6 +296,8 @@ upkeep(void)
 						   0, NULL, NULL);
 	purged = run_upkeep_step("deleting old finished jobs", "SELECT taskq._purge_finished()",
 							 0, NULL, NULL);
+	/* claims, completions and the purge leave dead rows faster than autovacuum comes */
+	taskq_vacuum_jobs_if_needed();
 	taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
 	return recovered >= 1000 || aged >= 1000 || purged >= 500;
 }
