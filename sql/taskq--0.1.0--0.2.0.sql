@@ -1057,9 +1057,12 @@ COMMENT ON INDEX taskq.job_logs_pkey IS
 -- Dead rows: every job leaves three dead versions (claim, completion,
 -- purge), and the default thresholds (20 % of the table, at the default
 -- cost delay) let a busy queue grow for minutes.  Vacuum these two tables
--- early and unthrottled; leave room on each page for a job's next version
--- (fillfactor), so that its claim and completion stay on its page.
-ALTER TABLE taskq.jobs SET (fillfactor = 80,
+-- early and unthrottled.  (No fillfactor: a claim or a completion changes
+-- status, in the partial indexes' predicates, so no update is HOT, and
+-- fillfactor 50 drained no faster, bench/README.md.)  Autovacuum still
+-- comes only once per naptime: the launcher vacuums taskq.jobs between
+-- (src/jobs_vacuum.c).
+ALTER TABLE taskq.jobs SET (
     autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_insert_scale_factor = 0.01, autovacuum_vacuum_insert_threshold = 1000,
     autovacuum_analyze_scale_factor = 0.05, autovacuum_vacuum_cost_delay = 0);
