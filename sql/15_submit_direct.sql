@@ -78,11 +78,11 @@ DROP TRIGGER regress_direct_seen ON taskq.jobs;
 DROP FUNCTION public.regress_direct_seen();
 
 SELECT n, pg_temp.job_shape(d.id) = pg_temp.job_shape(s.id) AS same_job,
-       pg_temp.log_shape(d.id) = pg_temp.log_shape(s.id) AS same_log,
+       pg_temp.log_shape(d.id) IS NOT DISTINCT FROM pg_temp.log_shape(s.id) AS same_log,
        d.id <> s.id AS new_ids
   FROM direct d JOIN through_sql s USING (n) ORDER BY n;
 SELECT n, pg_temp.job_shape(d.id) = pg_temp.job_shape(s.id) AS same_job,
-       pg_temp.log_shape(d.id) = pg_temp.log_shape(s.id) AS same_log
+       pg_temp.log_shape(d.id) IS NOT DISTINCT FROM pg_temp.log_shape(s.id) AS same_log
   FROM direct_batch d JOIN through_sql_batch s USING (n) ORDER BY n;
 SELECT n, pg_temp.job_shape(id) AS batch_job FROM direct_batch ORDER BY n;
 SELECT (SELECT array_agg(id ORDER BY n) FROM direct_batch)

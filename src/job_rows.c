@@ -1,16 +1,16 @@
 /*
  * job_rows.c
- *		Plain jobs' rows and their first log rows, written straight into the
- *		heap and the indexes of taskq.jobs and taskq.job_logs, for
- *		taskq.submit and for submit_many's plain batches.
+ *		Plain jobs' rows, written straight into the heap and the indexes of
+ *		taskq.jobs, for taskq.submit and for submit_many's plain batches
+ *		(a submit writes no log row: history records what went wrong).
  *
  * taskq.submit of a job without parents or idempotency key is what every
  * producer calls, once per job.  Through SPI its INSERT cost more than the
  * writes themselves: each call started and ended an executor for two
  * ModifyTables, a join with taskq.queues and a subplan on taskq.handlers,
  * and parsed the table's CHECK constraints and its trigger's WHEN clause
- * again (bench/README.md).  Here the two lookups are index probes, the rows
- * are formed in C and inserted as the logical replication apply worker
+ * again (bench/README.md).  Here the two lookups are index probes, the row
+ * is formed in C and inserted as the logical replication apply worker
  * inserts them, and what the trigger would note is noted directly.
  *
  * What the SQL path gets from the table is repeated here: submit.c has
@@ -131,24 +131,6 @@ static const char *const job_checks[] = {
 	"jobs_memory_mb_check"
 };
 
-/* taskq.job_logs' columns, all of them */
-enum
-{
-	L_ID, L_JOB_ID, L_LOGGED_AT, L_STATUS, L_ATTEMPT, L_MESSAGE, L_ERROR, L_DETAILS,
-	N_LOG_COLUMNS
-};
-
-static const Column log_columns[N_LOG_COLUMNS] = {
-	{"id", INT8OID, true, IDENTITY},
-	{"job_id", INT8OID, true, NO_DEFAULT},
-	{"logged_at", TIMESTAMPTZOID, true, CLOCK},
-	{"status", STATUS_TYPE, true, NO_DEFAULT},
-	{"attempt", INT4OID, true, NO_DEFAULT},
-	{"message", TEXTOID, true, NO_DEFAULT},
-	{"error", TEXTOID, false, NO_DEFAULT},
-	{"details", JSONBOID, false, NO_DEFAULT}
-};
-
 /* taskq.jobs's INSERT trigger and its function; what it does is done here */
 #define JOBS_INSERT_TRIGGER "jobs_note_pending_insert"
 #define JOBS_INSERT_TRIGGER_FUNCTION "_note_pending"
@@ -165,8 +147,7 @@ typedef struct JobTables
 	bool		known;
 	bool		usable;			/* the tables are as this file knows them */
 	Oid			jobs;
-	Oid			logs;
-	Oid			owner;			/* of both: the role that may write them so */
+	Oid			owner;			/* the role that may write it so */
 	Oid			queues;
 	Oid			queues_key;		/* primary key index on name */
 	Oid			queues_key_collation;
@@ -174,11 +155,9 @@ typedef struct JobTables
 	Oid			handlers_key;	/* primary key index on job_type */
 	Oid			handlers_key_collation;
 	Oid			jobs_sequence;	/* identity of jobs.id */
-	Oid			logs_sequence;
 	Oid			pending;		/* enum value 'pending' of taskq.job_status */
 	Oid			priority_type;	/* taskq.priority */
 	AttrNumber	job_att[N_JOB_COLUMNS];
-	AttrNumber	log_att[N_LOG_COLUMNS];
 	AttrNumber	queue_name;
 	AttrNumber	queue_default_timeout;
 	AttrNumber	queue_default_max_attempts;
@@ -192,7 +171,7 @@ static uint64 invalidations = 0;	/* of the tables, seen by forget_tables */
 static void
 forget_tables(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == tables.jobs || relid == tables.logs ||
+	if (relid == InvalidOid || relid == tables.jobs ||
 		relid == tables.queues || relid == tables.handlers)
 	{
 		tables.known = false;
@@ -380,7 +359,6 @@ know_tables(void)
 {
 	Oid			schema = get_namespace_oid("taskq", false);
 	Relation	jobs,
-				logs,
 				queues,
 				handlers;
 	Oid			enum_types[2];
@@ -394,15 +372,13 @@ know_tables(void)
 	memset(&tables, 0, sizeof(tables));
 	invalidations_before = invalidations;
 	tables.jobs = get_relname_relid("jobs", schema);
-	tables.logs = get_relname_relid("job_logs", schema);
 	tables.queues = get_relname_relid("queues", schema);
 	tables.handlers = get_relname_relid("handlers", schema);
-	if (!OidIsValid(tables.jobs) || !OidIsValid(tables.logs) ||
+	if (!OidIsValid(tables.jobs) ||
 		!OidIsValid(tables.queues) || !OidIsValid(tables.handlers))
 		elog(ERROR, "taskq: a table of the extension is missing");
 
 	jobs = table_open(tables.jobs, AccessShareLock);
-	logs = table_open(tables.logs, AccessShareLock);
 	queues = table_open(tables.queues, AccessShareLock);
 	handlers = table_open(tables.handlers, AccessShareLock);
 
@@ -414,12 +390,10 @@ know_tables(void)
 												  ObjectIdGetDatum(schema));
 	tables.owner = jobs->rd_rel->relowner;
 	tables.usable =
-		plain_table(jobs) && plain_table(logs) && logs->rd_rel->relowner == tables.owner &&
+		plain_table(jobs) &&
 		columns_are(jobs, job_columns, N_JOB_COLUMNS, enum_types, tables.job_att) &&
-		columns_are(logs, log_columns, N_LOG_COLUMNS, enum_types, tables.log_att) &&
-		checks_are(jobs, job_checks, lengthof(job_checks)) && checks_are(logs, NULL, 0) &&
-		insert_triggers_are(jobs, JOBS_INSERT_TRIGGER, JOBS_INSERT_TRIGGER_FUNCTION, schema) &&
-		insert_triggers_are(logs, NULL, NULL, schema);
+		checks_are(jobs, job_checks, lengthof(job_checks)) &&
+		insert_triggers_are(jobs, JOBS_INSERT_TRIGGER, JOBS_INSERT_TRIGGER_FUNCTION, schema);
 	if (tables.usable)
 	{
 		tables.queue_name = column(queues, "name");
@@ -429,7 +403,6 @@ know_tables(void)
 		tables.queues_key = RelationGetPrimaryKeyIndex(queues, false);
 		tables.handlers_key = RelationGetPrimaryKeyIndex(handlers, false);
 		tables.jobs_sequence = getIdentitySequence(jobs, tables.job_att[J_ID], true);
-		tables.logs_sequence = getIdentitySequence(logs, tables.log_att[L_ID], true);
 		tables.priority_type = enum_types[PRIORITY_TYPE - 1];
 		tables.pending = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 										 ObjectIdGetDatum(enum_types[STATUS_TYPE - 1]),
@@ -442,13 +415,12 @@ know_tables(void)
 			tables.queue_default_max_attempts != InvalidAttrNumber &&
 			TupleDescAttr(RelationGetDescr(queues), tables.queue_default_timeout - 1)->atttypid == INTERVALOID &&
 			TupleDescAttr(RelationGetDescr(queues), tables.queue_default_max_attempts - 1)->atttypid == INT4OID &&
-			OidIsValid(tables.jobs_sequence) && OidIsValid(tables.logs_sequence) &&
+			OidIsValid(tables.jobs_sequence) &&
 			OidIsValid(tables.pending);
 	}
 
 	table_close(handlers, AccessShareLock);
 	table_close(queues, AccessShareLock);
-	table_close(logs, AccessShareLock);
 	table_close(jobs, AccessShareLock);
 	/* an invalidation that came while we looked: look again next time */
 	tables.known = invalidations == invalidations_before;
@@ -493,15 +465,12 @@ find_by_key(Relation rel, Oid key_index, AttrNumber key_column, Oid collation, D
 typedef struct JobWriter
 {
 	Relation	jobs;
-	Relation	logs;
 	Relation	queues;
 	Relation	handlers;
 	Snapshot	snapshot;		/* the lookups', one for the statement */
 	EState	   *estate;
 	ResultRelInfo *job_rri;
-	ResultRelInfo *log_rri;
 	TupleTableSlot *job_slot;
-	TupleTableSlot *log_slot;
 } JobWriter;
 
 /* a queue's defaults, as taskq.queues has them (or not: found false) */
@@ -517,7 +486,6 @@ close_tables(JobWriter *w)
 {
 	table_close(w->handlers, NoLock);
 	table_close(w->queues, NoLock);
-	table_close(w->logs, NoLock);
 	table_close(w->jobs, NoLock);
 }
 
@@ -563,13 +531,12 @@ begin_writing(JobWriter *w)
 	 * that committed meanwhile (CREATE TRIGGER, ALTER TABLE).
 	 */
 	w->jobs = table_open(tables.jobs, RowExclusiveLock);
-	w->logs = table_open(tables.logs, RowExclusiveLock);
 	w->queues = table_open(tables.queues, AccessShareLock);
 	w->handlers = table_open(tables.handlers, AccessShareLock);
 	if (!tables.known)
 		know_tables();
 	if (!tables.usable || GetUserId() != tables.owner ||
-		RelationGetRelid(w->jobs) != tables.jobs || RelationGetRelid(w->logs) != tables.logs ||
+		RelationGetRelid(w->jobs) != tables.jobs ||
 		RelationGetRelid(w->queues) != tables.queues ||
 		RelationGetRelid(w->handlers) != tables.handlers)
 	{
@@ -581,7 +548,6 @@ begin_writing(JobWriter *w)
 	w->estate = CreateExecutorState();
 	caller = MemoryContextSwitchTo(w->estate->es_query_cxt);
 	w->job_rri = open_for_insert(w, w->jobs, &w->job_slot);
-	w->log_rri = open_for_insert(w, w->logs, &w->log_slot);
 	MemoryContextSwitchTo(caller);
 	return true;
 }
@@ -589,7 +555,6 @@ begin_writing(JobWriter *w)
 static void
 end_writing(JobWriter *w)
 {
-	ExecCloseIndices(w->log_rri);
 	ExecCloseIndices(w->job_rri);
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeExecutorState(w->estate);
@@ -655,15 +620,13 @@ default_backoff(void)
 							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 }
 
-/* Write job, pending, and its first log row; its id. */
+/* Write job, pending; its id. */
 static int64
 write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 		  bool in_database)
 {
 	Datum		job_values[N_JOB_COLUMNS];
 	bool		job_nulls[N_JOB_COLUMNS];
-	Datum		log_values[N_LOG_COLUMNS];
-	bool		log_nulls[N_LOG_COLUMNS];
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
 	NullableDatum timeout = job->timeout.isnull ? defaults->timeout : job->timeout;
@@ -705,28 +668,16 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB
 
-	memset(log_nulls, true, sizeof(log_nulls));
-#define SET_LOG(col, datum) \
-	(log_values[tables.log_att[col] - 1] = (datum), log_nulls[tables.log_att[col] - 1] = false)
-	SET_LOG(L_ID, Int64GetDatum(nextval_internal(tables.logs_sequence, false)));
-	SET_LOG(L_JOB_ID, Int64GetDatum(id));
-	SET_LOG(L_LOGGED_AT, TimestampTzGetDatum(GetCurrentTimestamp()));
-	SET_LOG(L_STATUS, ObjectIdGetDatum(tables.pending));
-	SET_LOG(L_ATTEMPT, Int32GetDatum(0));
-	SET_LOG(L_MESSAGE, CStringGetTextDatum("submitted"));
-#undef SET_LOG
-
 	insert_row(w, w->job_rri, w->job_slot, job_values, job_nulls);
-	insert_row(w, w->log_rri, w->log_slot, log_values, log_nulls);
 	taskq_note_pending_key(tables.jobs, in_database, DatumGetObjectId(job->priority),
 						   run_at, id);
 	return id;
 }
 
 /*
- * Insert job, a pending job without parents or idempotency key, and its
- * first log row.  False, with nothing written, when the tables are not as
- * this file knows them; the caller then takes the SQL path.
+ * Insert job, a pending job without parents or idempotency key.  False,
+ * with nothing written, when the tables are not as this file knows them;
+ * the caller then takes the SQL path.
  */
 bool
 taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database)

@@ -4,7 +4,8 @@
  * (restarting dead ones with backoff, adopting those of a launcher before
  * it) and does the periodic upkeep:
  * jobs of dead executors and expired leases go back to pending, priorities
- * age, finished jobs past taskq.retention are deleted.  An error in a round
+ * age, finished jobs past taskq.retention are deleted, taskq.jobs is
+ * vacuumed when its dead rows pile up (jobs_vacuum.c).  An error in a round
  * is logged and the launcher backs off; it never exits for one.  A served
  * database that does not exist is said once; its launcher then waits,
  * connected to no database, until it is created.
@@ -323,10 +324,13 @@ upkeep(void)
 	}
 	aged = run_upkeep_step("aging priorities", "SELECT taskq._age_priorities()",
 						   0, NULL, NULL);
-	purged = run_upkeep_step("deleting old finished jobs", "SELECT taskq._purge_finished()",
+	/* batches of 5,000: at 500 a queue of 20,000 jobs/s outran its purge */
+	purged = run_upkeep_step("deleting old finished jobs", "SELECT taskq._purge_finished(5000)",
 							 0, NULL, NULL);
+	/* claims, completions and the purge leave dead rows faster than autovacuum comes */
+	taskq_vacuum_jobs_if_needed();
 	taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
-	return recovered >= 1000 || aged >= 1000 || purged >= 500;
+	return recovered >= 1000 || aged >= 1000 || purged >= 5000;
 }
 
 static bool

@@ -92,14 +92,14 @@ forget_plans(void)
 }
 
 /*
- * The job and its first log row; on_conflict: nothing, or for a job with an
- * idempotency key the clause that makes it give way to a live job with the
- * same key.  Only then: ON CONFLICT makes every insert speculative (a lock,
- * a second WAL record), and a job without a key cannot conflict.
+ * The job's row, without a log row (history records what went wrong);
+ * on_conflict: nothing, or for a job with an idempotency key the clause
+ * that makes it give way to a live job with the same key.  Only then: ON
+ * CONFLICT makes every insert speculative (a lock, a second WAL record),
+ * and a job without a key cannot conflict.
  */
 #define INSERT_JOB_SQL(on_conflict) \
-	"WITH j AS (" \
-	"  INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
+	"INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
 	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at," \
 	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key)" \
 	"  SELECT $1, $2, $3, $3," \
@@ -111,11 +111,7 @@ forget_plans(void)
 	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14" \
 	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \
 	"  " on_conflict \
-	"  RETURNING j.id, j.status, j.in_database" \
-	"), logged AS (" \
-	"  INSERT INTO taskq.job_logs (job_id, status, attempt, message)" \
-	"  SELECT j.id, j.status, 0, 'submitted' FROM j" \
-	") SELECT j.id, j.in_database FROM j"
+	"  RETURNING j.id, j.in_database"
 
 static void
 prepare_plans(Oid priority_type)
@@ -341,7 +337,7 @@ look_up_function(Oid fn_oid, Oid *owner, Oid *priority_type)
 	ReleaseSysCache(tuple);
 }
 
-/* Insert the job row and its log row; its id, or 0 when a live job has its key. */
+/* Insert the job row; its id, or 0 when a live job has its key. */
 static int64
 insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 {

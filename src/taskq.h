@@ -226,6 +226,9 @@ extern void taskq_database_guard_at_commit(bool commit);
 /* metrics.c */
 extern void taskq_sample_counters(void);
 
+/* jobs_vacuum.c */
+extern void taskq_vacuum_jobs_if_needed(void);
+
 /* executor.c / launcher.c: background worker entry points */
 extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);

@@ -200,13 +200,12 @@ assert status_queue_filter_only ! grep -qE '^  default ' "$work/out"
 
 run "$taskq" status "$b"
 check status_job 0 "^id +$b\$" '^status +blocked$' "^job_type +${tag}_child\$" \
-    "^depends_on +\\{$a,$a2\\}\$" '^Log' '^  [0-9-]+ [0-9:.]+ +blocked +0 +submitted$'
+    "^depends_on +\\{$a,$a2\\}\$" '^Log' '^  \(empty\)$'
 psql_q -c "SELECT taskq.cancel($a)" >/dev/null
 run "$taskq" status "$b"
 check status_job_cancelled 0 '^status +cancelled$' "cancelled because job $a was cancelled"
-assert status_log_in_order [ "$(grep -nE 'submitted|cancelled because' "$work/out" | cut -d: -f1 | tr '\n' ' ')" \
-                             = "$(grep -nE 'submitted|cancelled because' "$work/out" | cut -d: -f1 | sort -n | tr '\n' ' ')" ]
-assert status_log_two_lines [ "$(grep -cE ' (blocked|cancelled) +0 +(submitted|cancelled because)' "$work/out")" = 2 ]
+# history records what went wrong: no 'submitted' line, one for the cancel
+assert status_log_one_line [ "$(grep -cE ' (blocked|cancelled) +0 +(submitted|cancelled because)' "$work/out")" = 1 ]
 run "$taskq" status 999999999999
 check_err status_missing_job 1 'job 999999999999 does not exist'
 

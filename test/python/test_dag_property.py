@@ -17,13 +17,15 @@ worked), once more together with liveness:
 
   * the graph is acyclic (Kahn's algorithm on each snapshot; a recursive SQL
     check at the end);
-  * no job starts before all its parents succeeded: every 'running' log row
-    of a job comes after the 'succeeded' log row of each parent it had then;
+  * no job starts before all its parents succeeded: every start of an
+    attempt (the job's started_at, a failed attempt's log row) comes after
+    the finished_at of each parent it had then, which has succeeded;
     a running, succeeded or failed job has only succeeded parents;
   * a live job is blocked iff it has a parent that has not succeeded, and
     unfinished_parents is the number of such parents;
   * no live job has a cancelled parent;
-  * every job's last log row has the job's status (every transition logged);
+  * a failed or cancelled job's last log row has its status (history records
+    what went wrong);
   * in-database effects happen once per success, never for a failed attempt;
   * at the end every job has succeeded or was cancelled, through its own
     cancel or one of an ancestor.
@@ -146,21 +148,24 @@ SELECT 'live job with a cancelled parent', j.id, format('status %%s', j.status)
 FROM j JOIN pc ON pc.job_id = j.id
 WHERE j.status IN ('blocked', 'pending', 'running') AND pc.cancelled > 0
 UNION ALL
-SELECT 'last log row differs from the status', j.id,
+SELECT 'failed or cancelled without its log row', j.id,
        format('status %%s, last log %%s', j.status, l.status)
-FROM j CROSS JOIN LATERAL (
-    SELECT l.status FROM taskq.job_logs l WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) l
-WHERE l.status <> j.status
+FROM j LEFT JOIN LATERAL (
+    SELECT l.status FROM taskq.job_logs l WHERE l.job_id = j.id ORDER BY l.id DESC LIMIT 1) l ON true
+WHERE j.status IN ('failed', 'cancelled') AND l.status IS DISTINCT FROM j.status
 UNION ALL
 SELECT 'ran before a parent succeeded', r.job_id,
-       format('running log %%s at %%s; parent %%s (edge added %%s) has no earlier succeeded log',
-              r.id, r.logged_at, x.depends_on, x.added_at)
-FROM taskq.job_logs r
-JOIN j ON j.id = r.job_id
-JOIN {edges} x ON x.job_id = r.job_id AND x.added_at < r.logged_at
-WHERE r.status = 'running'
-  AND NOT EXISTS (SELECT 1 FROM taskq.job_logs pl
-                  WHERE pl.job_id = x.depends_on AND pl.status = 'succeeded' AND pl.id < r.id)
+       format('attempt started at %%s; parent %%s (edge added %%s) is %%s, finished at %%s',
+              r.started, x.depends_on, x.added_at, p.status, p.finished_at)
+FROM (-- every attempt's start: the job row has its last, a failed attempt's log row its own
+      SELECT jj.id AS job_id, jj.started_at AS started FROM taskq.jobs jj JOIN j ON j.id = jj.id
+       WHERE jj.started_at IS NOT NULL
+      UNION ALL
+      SELECT l.job_id, (l.details->>'started_at')::timestamptz FROM taskq.job_logs l
+        JOIN j ON j.id = l.job_id WHERE l.details ? 'started_at') r
+JOIN {edges} x ON x.job_id = r.job_id AND x.added_at < r.started
+JOIN taskq.jobs p ON p.id = x.depends_on
+WHERE NOT (p.status = 'succeeded' AND p.finished_at <= r.started)
 UNION ALL
 SELECT 'effects differ from successes', j.id,
        format('status %%s, effects %%s', j.status, f.n)

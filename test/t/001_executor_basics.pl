@@ -111,14 +111,20 @@ is(sql("SELECT count(*) FROM effects"), '0',
 is(sql("SELECT count(*) FROM taskq.dead_letter_queue WHERE id = $fail_job"),
 	'1', 'the job is in the dead-letter queue');
 is( sql(
-		"SELECT string_agg(status || ':' || coalesce(error, ''), ',' ORDER BY id)
+		"SELECT string_agg(message || ':' || coalesce(error, ''), ',' ORDER BY id)
 		   FROM taskq.job_logs WHERE job_id = $fail_job AND error IS NOT NULL"),
-	"pending:boom $fail_job,pending:boom $fail_job,failed:boom $fail_job",
+	"attempt failed:boom $fail_job,attempt failed:boom $fail_job,"
+	  . "attempt failed, dead-lettered:boom $fail_job",
 	'each attempt is logged with its error; the last one dead-letters');
-# claim k+1 happens no earlier than backoff * 2^(k-1) after claim k
+is( sql(
+		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $fail_job AND message = 'retry scheduled'"),
+	'2', 'and each retry scheduled');
+# claim k+1 happens no earlier than backoff * 2^(k-1) after claim k (each
+# failed attempt's row has its start)
 my @gaps = split /\n/, sql(
-	"SELECT extract(epoch FROM logged_at - lag(logged_at) OVER (ORDER BY id))
-	   FROM taskq.job_logs WHERE job_id = $fail_job AND status = 'running'
+	"SELECT extract(epoch FROM s - lag(s) OVER (ORDER BY id))
+	   FROM (SELECT id, (details->>'started_at')::timestamptz AS s FROM taskq.job_logs
+	          WHERE job_id = $fail_job AND details ? 'started_at') a
 	  ORDER BY id OFFSET 1");
 is(scalar(@gaps), 2, 'three claims');
 cmp_ok($gaps[0], '>=', 0.5, 'first retry waited the base backoff');

@@ -75,9 +75,12 @@ ok( $node->poll_query_until(
 cmp_ok(crashes(), '>', $crashes_before, 'the postmaster did a crash-restart');
 is(job($victim, 'attempts'), '2', 'the killed attempt was counted');
 is( sql(
-		"SELECT string_agg(status::text, ',' ORDER BY id) FROM taskq.job_logs
-		  WHERE job_id = $victim AND error LIKE 'executor % died while running the job'"),
-	'pending', 'the orphaned job went back to pending, with the reason logged');
+		"SELECT string_agg(status || ':' || message || ':'
+		                   || CASE WHEN error LIKE 'executor % died while running the job'
+		                           THEN 'died' ELSE coalesce(error, '-') END, ',' ORDER BY id)
+		   FROM taskq.job_logs WHERE job_id = $victim"),
+	'failed:attempt failed:died,pending:retry scheduled:-',
+	'the orphaned job went back to pending, the failed attempt and its reason logged');
 is(sql("SELECT count(*) FROM done WHERE job = $victim"),
 	'1', 'its effect exists exactly once');
 
@@ -96,8 +99,8 @@ is(sql("SELECT count(*) FROM taskq.dead_letter_queue WHERE id = $killer"),
 	'1', 'it is in the dead-letter queue');
 is( sql(
 		"SELECT count(*) FROM taskq.job_logs
-		  WHERE job_id = $killer AND status = 'running'"),
-	'3', 'it was started exactly max_attempts times');
+		  WHERE job_id = $killer AND message LIKE 'attempt failed%' AND details ? 'started_at'"),
+	'3', 'it was started exactly max_attempts times, each attempt logged with its start');
 is(crashes() - $crashes_before, 3, 'one crash-restart per attempt, no more');
 is(sql("SELECT count(*) FROM done WHERE job = $killer"), '0', 'it never completed');
 

@@ -55,8 +55,8 @@ $node->start;
 is(job($short, 'status'),   'succeeded', 'the short job succeeded');
 is(job($short, 'attempts'), '1',         'in its first attempt');
 is( sql(
-		"SELECT bool_and(logged_at < pg_postmaster_start_time()) FROM taskq.job_logs
-		  WHERE job_id = $short AND status = 'succeeded'"),
+		"SELECT finished_at < pg_postmaster_start_time() FROM taskq.jobs
+		  WHERE id = $short AND status = 'succeeded'"),
 	't', 'its success was recorded before the server stopped');
 is(sql("SELECT count(*) FROM done WHERE job = $short"), '1', 'its effect is there once');
 is( sql(

@@ -201,7 +201,7 @@ is( $standby->safe_psql(
 	'0', 'and no effect row lacks its job (one row per job: the key forbids two)');
 cmp_ok( $standby->safe_psql(
 		'postgres',
-		"SELECT count(*) FROM taskq.job_logs WHERE status = 'succeeded' AND logged_at > '$promoted_at'"),
+		"SELECT count(*) FROM taskq.jobs WHERE status = 'succeeded' AND finished_at > '$promoted_at'"),
 	'>', 0, 'the new primary finished jobs the old one had not');
 is( $standby->safe_psql(
 		'postgres',

@@ -102,7 +102,7 @@ is(job($killer, 'status'),   'failed', 'it is dead-lettered');
 is(job($killer, 'attempts'), '3',      'after max_attempts attempts');
 note 'its last error: ' . job($killer, 'last_error');
 is( sql(
-		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $killer AND message LIKE 'claimed by %'"),
+		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $killer AND details ? 'started_at'"),
 	'3', 'it was started exactly max_attempts times');
 is( sql(
 		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $killer AND message LIKE 'attempt failed%'"),
@@ -110,8 +110,8 @@ is( sql(
 is(sql("SELECT count(*) FROM done WHERE job = $killer"), '0', 'no attempt left its effect');
 # pg_terminate_backend() is obeyed: the executor records the attempt and exits
 my @claimers = split /\n/, sql(
-	"SELECT DISTINCT substring(message FROM 'claimed by executor/(\\d+)')
-	   FROM taskq.job_logs WHERE job_id = $killer AND message LIKE 'claimed by %'");
+	"SELECT DISTINCT substring(details->>'worker' FROM '^executor/(\\d+)')
+	   FROM taskq.job_logs WHERE job_id = $killer AND details ? 'started_at'");
 is(scalar(@claimers), 3, 'each attempt ran in a different executor process');
 is( sql(
 		"SELECT count(*) FROM pg_stat_activity WHERE pid IN (" . join(',', @claimers) . ")"),
@@ -139,7 +139,7 @@ ok(wait_jobs([$canceller], 60), 'the self-cancelling job finished');
 is(job($canceller, 'status') . ' ' . job($canceller, 'attempts'),
 	'failed 3', 'it is dead-lettered after max_attempts attempts (not given back forever)');
 is( sql(
-		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $canceller AND message LIKE 'claimed by %'"),
+		"SELECT count(*) FROM taskq.job_logs WHERE job_id = $canceller AND details ? 'started_at'"),
 	'3', 'it was started exactly max_attempts times');
 is(sql("SELECT count(*) FROM done WHERE job = $canceller"), '0', 'no attempt left its effect');
 @lines = taskq_log_lines($log_at);
@@ -187,9 +187,10 @@ is(job($raiser, 'status'),   'failed',          'it is dead-lettered');
 is(job($raiser, 'attempts'), '4',               'attempts = max_attempts');
 is(job($raiser, 'last_error'), 'attempt 4 fails', 'the last error is kept');
 is( sql(
-		"SELECT string_agg(attempt || ':' || status || ':' || error, ',' ORDER BY id)
+		"SELECT string_agg(attempt || ':' || message || ':' || error, ',' ORDER BY id)
 		   FROM taskq.job_logs WHERE job_id = $raiser AND message LIKE 'attempt failed%'"),
-	'1:pending:attempt 1 fails,2:pending:attempt 2 fails,3:pending:attempt 3 fails,4:failed:attempt 4 fails',
+	'1:attempt failed:attempt 1 fails,2:attempt failed:attempt 2 fails,'
+	  . '3:attempt failed:attempt 3 fails,4:attempt failed, dead-lettered:attempt 4 fails',
 	'one job_logs row per attempt, the last one dead-letters');
 is(sql("SELECT count(*) FROM done WHERE job = $raiser"), '0', 'no attempt left its effect');
 is(sql("SELECT count(*) FROM taskq.dead_letter_queue WHERE id = $raiser"),
