@@ -329,12 +329,12 @@ is( sql(
 sql(q{CREATE FUNCTION soon_gone(payload jsonb) RETURNS void LANGUAGE sql AS 'SELECT NULL';
       SELECT taskq.register_handler('soon_gone', 'soon_gone(jsonb)');
       SELECT taskq.pause('default')});
-my $orphan = sql("SELECT taskq.submit('soon_gone', '{}', max_attempts => 3)");
+my $gone_handler_job = sql("SELECT taskq.submit('soon_gone', '{}', max_attempts => 3)");
 sql("DROP FUNCTION soon_gone(jsonb); SELECT taskq.resume('default')");
-is(sql("SELECT taskq.wait('{$orphan}', '60 s')"), 't', 'the job of a dropped handler finished');
-is(sql("SELECT status || ' ' || attempts FROM taskq.jobs WHERE id = $orphan"), 'failed 1',
+is(sql("SELECT taskq.wait('{$gone_handler_job}', '60 s')"), 't', 'the job of a dropped handler finished');
+is(sql("SELECT status || ' ' || attempts FROM taskq.jobs WHERE id = $gone_handler_job"), 'failed 1',
 	'it failed at its first attempt, without retries');
-like(sql("SELECT last_error FROM taskq.jobs WHERE id = $orphan"),
+like(sql("SELECT last_error FROM taskq.jobs WHERE id = $gone_handler_job"),
 	qr/handler function registered for this job's type \(OID \d+\) was dropped/,
 	'and the error names the cause');
 
