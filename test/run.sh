@@ -44,8 +44,8 @@ make -s install >/dev/null || fail_step "make install"
 logdir=$(mktemp -d -t taskq-test.XXXXXX)
 chmod 755 "$logdir"
 
-echo "== docs (the map, src/README.md, names only what exists)"
-bash test/docs/check_map.sh 2>&1 | tee "$logdir/docs.out"
+echo "== docs (the map names only what exists; the update script is its parts)"
+{ bash test/docs/check_map.sh; bash test/docs/check_update_parts.sh; } 2>&1 | tee "$logdir/docs.out"
 count_results "$logdir/docs.out"
 
 echo "== Debian packages (build, install in place of make install's files, smoke test, purge)"

@@ -1,0 +1,82 @@
+------------------------------------------------------------------------------
+-- Notifications, metrics and size limits
+------------------------------------------------------------------------------
+
+-- Notification channels (src/publish.c): any role may LISTEN on any
+-- channel, so a role's jobs are published only on channels named by an HMAC
+-- under this secret, which no role but the extension's owner can read.  Not
+-- dumped: a restored install makes a new one, and its clients ask again.
+CREATE TABLE taskq.channel_secret (secret bytea NOT NULL);
+INSERT INTO taskq.channel_secret
+SELECT decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex');
+REVOKE ALL ON taskq.channel_secret FROM PUBLIC;
+
+-- The channel of kind 'jobs' or 'work' of role, or with a NULL role the
+-- shared one (admins' for jobs, external workers' for work).
+CREATE FUNCTION taskq._channel(kind text, role regrole) RETURNS text
+    AS 'MODULE_PATHNAME', 'taskq_channel' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION taskq._channel(text, regrole) FROM PUBLIC;
+
+-- LISTEN on this to see your jobs' transitions (payload: {"id", "status",
+-- "queue", "job_type", "attempt"}); a taskq_admin member's carries everyone's.
+CREATE FUNCTION taskq.channel() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT taskq._channel('jobs', CASE WHEN taskq._is_admin() THEN NULL ELSE taskq._caller() END)
+$$;
+
+-- LISTEN on this to hear which queue got work you may claim (payload: the
+-- queue's name): a taskq_worker or taskq_admin member's carries every
+-- queue's, anyone else's only the queues of its own jobs.
+CREATE FUNCTION taskq.work_channel() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT taskq._channel('work', CASE WHEN taskq._can_work_any() THEN NULL ELSE taskq._caller() END)
+$$;
+GRANT EXECUTE ON FUNCTION taskq.channel(), taskq.work_channel() TO PUBLIC;
+
+-- Prometheus text exposition of taskq.metrics(): a TYPE line per family
+-- (counter for _total, histogram for the _bucket/_sum/_count of
+-- taskq_job_*_seconds, gauge otherwise), its samples next to it.  Label
+-- values are escaped as the format requires (backslash, double quote,
+-- newline): any role names its queues and job types, and must not forge lines.
+CREATE OR REPLACE FUNCTION taskq.metrics_prometheus() RETURNS text
+LANGUAGE sql STABLE SECURITY INVOKER SET search_path = pg_catalog, pg_temp AS $$
+    WITH m AS (
+        SELECT m.metric, m.labels, m.value,
+               regexp_replace(m.metric, '^(taskq_job_(wait|run)_seconds)_(bucket|sum|count)$', '\1') AS family
+          FROM taskq.metrics() m
+    )
+    SELECT coalesce(string_agg(line, E'\n' ORDER BY family, ord, metric, labels_key, le), '') || E'\n'
+    FROM (
+        SELECT DISTINCT m.family, 0 AS ord, ''::text AS metric, ''::text AS labels_key, 0::float8 AS le,
+               format('# TYPE %s %s', m.family,
+                      CASE WHEN m.family ~ '_total$' THEN 'counter'
+                           WHEN m.family <> m.metric THEN 'histogram'
+                           ELSE 'gauge' END) AS line
+          FROM m
+        UNION ALL
+        SELECT m.family, 1, m.metric, (m.labels - 'le')::text, coalesce((m.labels->>'le')::float8, 0),
+               m.metric ||
+               coalesce('{' || (SELECT string_agg(format('%s="%s"', k,
+                                                        replace(replace(replace(v, '\', '\\'),
+                                                                        '"', '\"'),
+                                                                E'\n', '\n')),
+                                                  ',' ORDER BY k)
+                                FROM jsonb_each_text(m.labels) AS e(k, v)) || '}', '') ||
+               ' ' || m.value::text
+          FROM m
+    ) s
+$$;
+
+-- Size limits (taskq.max_payload_size, taskq.max_result_size): every row
+-- written by SQL is checked here; job_rows.c checks the rows it writes
+-- itself, and the executors a handler's result before they keep it.
+CREATE FUNCTION taskq._check_size() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'taskq_check_size_trigger' LANGUAGE C;
+REVOKE ALL ON FUNCTION taskq._check_size() FROM PUBLIC;
+CREATE TRIGGER jobs_check_payload_size BEFORE INSERT ON taskq.jobs
+    FOR EACH ROW EXECUTE FUNCTION taskq._check_size('payload');
+CREATE TRIGGER jobs_check_result_size BEFORE UPDATE OF result ON taskq.jobs
+    FOR EACH ROW WHEN (NEW.result IS NOT NULL) EXECUTE FUNCTION taskq._check_size('result');
+CREATE TRIGGER schedules_check_payload_size BEFORE INSERT OR UPDATE OF payload ON taskq.schedules
+    FOR EACH ROW EXECUTE FUNCTION taskq._check_size('payload');
+

@@ -1,0 +1,12 @@
+------------------------------------------------------------------------------
+-- Grants: schedules, metrics and monitoring
+------------------------------------------------------------------------------
+
+-- A role that schedules jobs sees in health() whether pg_cron runs them
+-- (its own schedules' failures; the other checks are counts, no rows).
+GRANT EXECUTE ON FUNCTION taskq.health() TO taskq_user;
+
+------------------------------------------------------------------------------
+-- Grants: fair scheduling
+------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_worker;
