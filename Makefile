@@ -9,17 +9,6 @@ OBJS = src/taskq.o src/resources.o src/executor.o src/launcher.o src/metrics.o \
 DATA = sql/taskq--0.1.0.sql sql/taskq--0.1.0--0.2.0.sql
 PGFILEDESC = "taskq - job queue inside PostgreSQL"
 
-# The update to 0.2.0 is written in parts, one per concern, in sql/0.2.0/
-# (applied in name order); the versioned script is their concatenation,
-# kept in the tree so that PGXS and the packages install it like any
-# extension's script.  After editing a part: `make update-script`
-# (test/docs/check_update_parts.sh fails while the two differ).
-UPDATE_0_2_0_PARTS = $(sort $(wildcard sql/0.2.0/*.sql))
-sql/taskq--0.1.0--0.2.0.sql: $(UPDATE_0_2_0_PARTS)
-	cat $^ > $@
-.PHONY: update-script
-update-script: sql/taskq--0.1.0--0.2.0.sql
-
 PG_CFLAGS = -Wall -Wmissing-prototypes -Werror=implicit-function-declaration
 
 # Tests, the PGXS way: `make installcheck` runs the regression and isolation
@@ -41,6 +30,18 @@ PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# The update to 0.2.0 is written in parts, one per concern, in sql/0.2.0/
+# (applied in name order); the versioned script is their concatenation,
+# kept in the tree so that PGXS and the packages install it like any
+# extension's script.  After editing a part: `make update-script`
+# (test/docs/check_update_parts.sh fails while the two differ).
+UPDATE_0_2_0_PARTS = $(sort $(wildcard sql/0.2.0/*.sql))
+sql/taskq--0.1.0--0.2.0.sql: $(UPDATE_0_2_0_PARTS)
+	cat $^ > $@
+.PHONY: update-script
+update-script: sql/taskq--0.1.0--0.2.0.sql
+
 # (after the include, which sets PostgreSQL's own defaults)
 CONTRIB_TESTDB = taskq_regress
 ISOLATION_TESTDB = taskq_regress
