@@ -669,7 +669,7 @@ BEGIN
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database, concurrency_key)
+                                    in_database, concurrency_key, tenant)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
                    coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
@@ -678,7 +678,7 @@ BEGIN
                    coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
-                   e->>'concurrency_key'
+                   e->>'concurrency_key', e->>'tenant'
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -720,6 +720,7 @@ BEGIN
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
             spec->>'concurrency_key',
+            spec->>'tenant',
             me);
         n := n + 1;
     END LOOP;
@@ -1383,7 +1384,8 @@ CREATE FUNCTION taskq.submit(
     memory_mb       integer DEFAULT 0,
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL,
-    concurrency_key text DEFAULT NULL)
+    concurrency_key text DEFAULT NULL,
+    tenant          text DEFAULT NULL)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
 
@@ -1395,7 +1397,7 @@ CREATE FUNCTION taskq._insert_job(
     job_type text, payload jsonb, priority taskq.priority, queue text,
     depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
-    concurrency_key text, owner regrole)
+    concurrency_key text, tenant text, owner regrole)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
 
@@ -1561,6 +1563,48 @@ REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamp
     taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
 
 
+------------------------------------------------------------------------------
+-- Tenants (issue 23): who a job is for, and each tenant's weight
+------------------------------------------------------------------------------
+
+-- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims are
+-- to share a queue's priority between tenants by weight.
+ALTER TABLE taskq.jobs ADD COLUMN tenant text;
+
+-- Weights set by an admin; a tenant without a row weighs 1.
+CREATE TABLE taskq.tenants (
+    name       text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 200),
+    weight     float8 NOT NULL CHECK (weight > 0 AND weight <= 1000000),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Set a tenant's weight (its share against others of weight 1); NULL puts
+-- it back to the default, 1.  Admin-only: a tenant's own roles must not
+-- raise their share.
+CREATE FUNCTION taskq.configure_tenant(tenant text, weight float8 DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('configure a tenant');
+    PERFORM taskq._check_name('tenant', tenant);
+    IF weight IS NULL THEN
+        DELETE FROM taskq.tenants t WHERE t.name = configure_tenant.tenant;
+        RETURN;
+    END IF;
+    -- (NaN > 0 holds for float8: refused by name)
+    IF weight <= 0 OR weight = 'NaN' THEN
+        RAISE EXCEPTION 'weight must be positive, got %', weight
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF weight > 1000000 THEN
+        RAISE EXCEPTION 'weight must be at most 1000000, got %', weight
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
+    ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
 ------------------------------------------------------------------------------
 -- Schedules, metrics and monitoring
 ------------------------------------------------------------------------------
@@ -2043,7 +2087,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA taskq FROM PUBLIC;
 -- taskq_user: submit, link, cancel, retry, schedule and see its own jobs.
 GRANT EXECUTE ON FUNCTION
     taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
-                 integer, integer, text, interval, text),
+                 integer, integer, text, interval, text, text),
     taskq.submit_many(jsonb),
     taskq.add_dependency(bigint, bigint),
     taskq.cancel(bigint),
@@ -2114,3 +2158,9 @@ GRANT EXECUTE ON FUNCTION taskq.health() TO taskq_user;
 -- Grants: fair scheduling
 ------------------------------------------------------------------------------
 GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_worker;
+
+------------------------------------------------------------------------------
+-- Grants: tenants
+------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION taskq.configure_tenant(text, float8) TO taskq_admin;
+GRANT SELECT ON taskq.tenants TO taskq_admin;

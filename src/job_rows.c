@@ -88,7 +88,7 @@ enum
 	J_RESULT, J_LAST_ERROR, J_ATTEMPTS, J_MAX_ATTEMPTS, J_BACKOFF, J_TIMEOUT,
 	J_CPU_UNITS, J_MEMORY_MB, J_RUN_AT, J_IDEMPOTENCY_KEY, J_OWNER, J_WORKER,
 	J_LEASE_EXPIRES_AT, J_UNFINISHED_PARENTS, J_IN_DATABASE, J_AGED_AT, J_CREATED_AT,
-	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, N_JOB_COLUMNS
+	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, J_TENANT, N_JOB_COLUMNS
 };
 
 static const Column job_columns[N_JOB_COLUMNS] = {
@@ -119,7 +119,8 @@ static const Column job_columns[N_JOB_COLUMNS] = {
 	{"started_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"finished_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"updated_at", TIMESTAMPTZOID, true, NOW},
-	{"concurrency_key", TEXTOID, false, NO_DEFAULT}
+	{"concurrency_key", TEXTOID, false, NO_DEFAULT},
+	{"tenant", TEXTOID, false, NO_DEFAULT}
 };
 
 /*
@@ -664,6 +665,8 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_IN_DATABASE, BoolGetDatum(in_database));
 	if (!job->concurrency_key.isnull)
 		SET_JOB(J_CONCURRENCY_KEY, job->concurrency_key.value);
+	if (!job->tenant.isnull)
+		SET_JOB(J_TENANT, job->tenant.value);
 	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB
@@ -816,6 +819,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		job.queue = CStringGetTextDatum(queue);
 		job.job_type = CStringGetTextDatum(job_type);
 		job.concurrency_key.isnull = true;	/* a plain job has none */
+		job.tenant.isnull = true;	/* nor a tenant */
 
 		/* what earlier jobs of the batch looked up, or look it up once */
 		MemoryContextSwitchTo(caller);

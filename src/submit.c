@@ -56,6 +56,7 @@ enum
 	ARG_IDEMPOTENCY_KEY,
 	ARG_BACKOFF,
 	ARG_CONCURRENCY_KEY,
+	ARG_TENANT,
 	ARG_OWNER,
 	N_ARGS
 };
@@ -101,14 +102,14 @@ forget_plans(void)
 #define INSERT_JOB_SQL(on_conflict) \
 	"INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
 	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at," \
-	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key)" \
+	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key, tenant)" \
 	"  SELECT $1, $2, $3, $3," \
 	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4," \
 	"         coalesce($5, q.default_max_attempts, 3)," \
 	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval," \
 	"                  interval '1 second')," \
 	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13," \
-	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14" \
+	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14, $15" \
 	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \
 	"  " on_conflict \
 	"  RETURNING j.id, j.in_database"
@@ -118,7 +119,8 @@ prepare_plans(Oid priority_type)
 {
 	Oid			key_types[] = {REGROLEOID, TEXTOID};
 	Oid			insert_types[] = {TEXTOID, TEXTOID, priority_type, JSONBOID, INT4OID,
-		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID, TEXTOID};
+		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID, TEXTOID,
+	TEXTOID};
 	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
 	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
 
@@ -273,6 +275,8 @@ check_job(NullableDatum *args)
 				 errmsg("idempotency_key must not be empty")));
 	if (!args[ARG_CONCURRENCY_KEY].isnull)
 		check_name("concurrency_key", args[ARG_CONCURRENCY_KEY]);
+	if (!args[ARG_TENANT].isnull)
+		check_name("tenant", args[ARG_TENANT]);
 	if (!args[ARG_RUN_AT].isnull &&
 		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(args[ARG_RUN_AT].value)))
 		ereport(ERROR,
@@ -344,8 +348,8 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 	static const int from_args[] = {ARG_QUEUE, ARG_JOB_TYPE, ARG_PRIORITY, ARG_PAYLOAD,
 		ARG_MAX_ATTEMPTS, ARG_BACKOFF, ARG_TIMEOUT, ARG_CPU_UNITS, ARG_MEMORY_MB,
 	ARG_RUN_AT, ARG_IDEMPOTENCY_KEY, ARG_OWNER};
-	Datum		values[lengthof(from_args) + 2];
-	char		nulls[lengthof(from_args) + 2];
+	Datum		values[lengthof(from_args) + 3];
+	char		nulls[lengthof(from_args) + 3];
 	Datum		id;
 	bool		isnull;
 
@@ -358,6 +362,8 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 	nulls[lengthof(from_args)] = ' ';
 	values[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].value;
 	nulls[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].isnull ? 'n' : ' ';
+	values[lengthof(from_args) + 2] = args[ARG_TENANT].value;
+	nulls[lengthof(from_args) + 2] = args[ARG_TENANT].isnull ? 'n' : ' ';
 	if (!run_plan(args[ARG_IDEMPOTENCY_KEY].isnull ? insert_plan : insert_keyed_plan,
 				  values, nulls, 1, &id, &isnull))
 		return 0;
@@ -386,6 +392,7 @@ insert_plain(NullableDatum *args, int64 *id, bool *in_database)
 	job.memory_mb = args[ARG_MEMORY_MB].value;
 	job.run_at = args[ARG_RUN_AT];
 	job.concurrency_key = args[ARG_CONCURRENCY_KEY];
+	job.tenant = args[ARG_TENANT];
 	job.owner = DatumGetObjectId(args[ARG_OWNER].value);
 	return taskq_insert_plain_job(&job, id, in_database);
 }
@@ -523,7 +530,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 /*
  * taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
- * concurrency_key, owner): submit_many's job by job path.  Runs as the current user (the
+ * concurrency_key, tenant, owner): submit_many's job by job path.  Runs as the current user (the
  * owner, inside submit_many): EXECUTE on it alone grants nothing.
  */
 PG_FUNCTION_INFO_V1(taskq_insert_job);
@@ -538,7 +545,7 @@ taskq_insert_job(PG_FUNCTION_ARGS)
 /*
  * taskq.submit(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
- * concurrency_key):
+ * concurrency_key, tenant):
  * the job's owner is the caller (taskq._caller(), src/caller.c).
  */
 PG_FUNCTION_INFO_V1(taskq_submit);
@@ -897,9 +904,11 @@ check_batch_job(int job, JsonbValue *element)
 			 strcmp(k, "run_at") == 0 || strcmp(k, "max_attempts") == 0 ||
 			 strcmp(k, "timeout") == 0 || strcmp(k, "cpu_units") == 0 ||
 			 strcmp(k, "memory_mb") == 0 || strcmp(k, "idempotency_key") == 0 ||
-			 strcmp(k, "backoff") == 0 || strcmp(k, "concurrency_key") == 0))
+			 strcmp(k, "backoff") == 0 || strcmp(k, "concurrency_key") == 0 ||
+			 strcmp(k, "tenant") == 0))
 			continue;
-		if (strcmp(k, "queue") == 0 || strcmp(k, "concurrency_key") == 0)
+		if (strcmp(k, "queue") == 0 || strcmp(k, "concurrency_key") == 0 ||
+			strcmp(k, "tenant") == 0)
 			batch_name(job, k, &v);
 		else if (strcmp(k, "priority") == 0)
 		{

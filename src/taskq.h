@@ -194,6 +194,7 @@ typedef struct TaskqPlainJob
 	Datum		memory_mb;		/* int4 */
 	NullableDatum run_at;		/* timestamptz; NULL: now() */
 	NullableDatum concurrency_key;	/* text; NULL: none */
+	NullableDatum tenant;		/* text; NULL: none */
 	Oid			owner;
 } TaskqPlainJob;
 

@@ -537,7 +537,7 @@ BEGIN
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database, concurrency_key)
+                                    in_database, concurrency_key, tenant)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
                    coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
@@ -546,7 +546,7 @@ BEGIN
                    coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
-                   e->>'concurrency_key'
+                   e->>'concurrency_key', e->>'tenant'
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -588,6 +588,7 @@ BEGIN
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
             spec->>'concurrency_key',
+            spec->>'tenant',
             me);
         n := n + 1;
     END LOOP;

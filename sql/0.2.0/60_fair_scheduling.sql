@@ -31,7 +31,8 @@ CREATE FUNCTION taskq.submit(
     memory_mb       integer DEFAULT 0,
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL,
-    concurrency_key text DEFAULT NULL)
+    concurrency_key text DEFAULT NULL,
+    tenant          text DEFAULT NULL)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
 
@@ -43,7 +44,7 @@ CREATE FUNCTION taskq._insert_job(
     job_type text, payload jsonb, priority taskq.priority, queue text,
     depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
-    concurrency_key text, owner regrole)
+    concurrency_key text, tenant text, owner regrole)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
 
