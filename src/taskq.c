@@ -40,6 +40,7 @@ static int	taskq_aging_interval_s = 300;
 static int	taskq_big_job_wait_ms = 30000;
 static int	taskq_backoff_base_ms = 1000;
 static int	taskq_backoff_max_s = 3600;
+static int	taskq_throttle_warn_after_s = 300;
 
 static const struct config_enum_entry notify_level_options[] = {
 	{"none", NOTIFY_NONE, false},
@@ -226,6 +227,10 @@ define_gucs(void)
 							"Largest result a job may have; -1: no limit.",
 							NULL, &taskq_max_result_size, 1024 * 1024, -1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.throttle_warn_after",
+							"health() warns when a rate limit has throttled every claim of a queue with due jobs for longer than this.",
+							NULL, &taskq_throttle_warn_after_s, 300, 1, INT_MAX / 1000,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("taskq");
 }
 

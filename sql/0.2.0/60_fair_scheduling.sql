@@ -56,7 +56,8 @@ RETURNS integer[]
 CREATE FUNCTION taskq._rate_take(queues text[], counts integer[], throttled boolean[]) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_rate_take' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._rate_state(queues text[], rates float8[], bursts integer[])
-RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint)
+RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint,
+               throttled_seconds float8)
     AS 'MODULE_PATHNAME', 'taskq_rate_state' LANGUAGE C VOLATILE STRICT;
 -- Running jobs per (queue, key) of these queues, claims not yet committed too.
 CREATE FUNCTION taskq._running_per_key(queues text[])
@@ -192,7 +193,8 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                            ('taskq_rate_limit_burst', q.rate_burst::float8),
                            ('taskq_rate_limit_tokens', b.tokens),
                            ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
-                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8)) m(name, v)
+                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
     SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
            (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8
@@ -210,3 +212,46 @@ REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamp
     taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
 
 
+
+-- Rate-limited queues as any role may see them: the limit, the tokens now,
+-- and how long every claim has been throttled (NULL: not throttled).
+CREATE FUNCTION taskq.rate_limit_state()
+RETURNS TABLE (queue text, rate_limit text, tokens float8, throttled_for interval)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT s.queue, q.rate_limit, s.tokens, make_interval(secs => s.throttled_seconds)
+      FROM (SELECT array_agg(name) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
+              FROM taskq.queues WHERE rate_per_second IS NOT NULL) a,
+           LATERAL taskq._rate_state(a.n, a.r, a.b) s
+      JOIN taskq.queues q ON q.name = s.queue
+     ORDER BY s.queue
+$$;
+
+-- health()'s "rate_limits" check: a warning when a queue with due jobs has
+-- had every claim throttled for longer than taskq.throttle_warn_after (its
+-- limit is below the demand, or a burst is too small for the batches).
+CREATE FUNCTION taskq._rate_limit_health(OUT check_name text, OUT status text, OUT message text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    warn_after interval := coalesce(current_setting('taskq.throttle_warn_after', true), '5min')::interval;
+    slow text;
+BEGIN
+    check_name := 'rate_limits';
+    SELECT string_agg(format('%s (%s, for %s)', s.queue, s.rate_limit, date_trunc('second', s.throttled_for)),
+                      ', ' ORDER BY s.queue)
+      INTO slow
+      FROM taskq.rate_limit_state() s
+     WHERE s.throttled_for > warn_after
+       AND EXISTS (SELECT FROM taskq.jobs j
+                    WHERE j.queue = s.queue AND j.status = 'pending' AND j.run_at <= now());
+    IF slow IS NULL THEN
+        status := 'ok';
+        message := format('no rate limit has throttled a queue for longer than %s', warn_after);
+    ELSE
+        status := 'warn';
+        message := format('rate limits have throttled every claim for longer than %s: %s', warn_after, slow);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._rate_limit_health() FROM PUBLIC;
