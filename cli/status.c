@@ -10,7 +10,8 @@
 
 /*
  * Per queue: jobs pending/running/blocked/failed, whether it is paused, and
- * for how long its rate limit has throttled every claim; busiest first.  $1: a LIKE pattern of the queues to show, NULL for all.
+ * for how long its rate limit has throttled every claim; busiest first.
+ * $1: a LIKE pattern of the queues to show, NULL for all.
  */
 const char *const queues_sql =
 	"WITH d AS ("

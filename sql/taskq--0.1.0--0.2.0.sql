@@ -1566,8 +1566,6 @@ REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamp
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
     taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
 
-
-
 -- Rate-limited queues as any role may see them: the limit, the tokens now,
 -- and how long every claim has been throttled (NULL: not throttled).
 CREATE FUNCTION taskq.rate_limit_state()

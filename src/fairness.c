@@ -252,9 +252,9 @@ taskq_rate_take(PG_FUNCTION_ARGS)
  * bucket as of now, without spending; wait_seconds until its next whole
  * token; throttled_seconds since every claim of the queue was throttled,
  * NULL when the last one was not or the bucket has filled up since (no
- * claim came to be throttled).  The bucket
- * itself is left as the last claim refilled it: refilling it here, outside
- * the claim locks, could give a claim stamped earlier tokens earned later.
+ * claim came to be throttled).  The bucket itself is left as the last claim
+ * refilled it: refilling it here, outside the claim locks, could give a
+ * claim stamped earlier tokens earned later.
  */
 PG_FUNCTION_INFO_V1(taskq_rate_state);
 Datum
