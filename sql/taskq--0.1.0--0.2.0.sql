@@ -331,6 +331,17 @@ DECLARE
     full_kk text[] := '{}';
     c_keys text[];
     ki integer;
+    -- rate-limited job types (taskq.job_types): their names, the names of
+    -- their buckets and claim locks, rates, bursts, tokens; those out of tokens
+    t_types text[];
+    t_buckets text[];
+    t_rates float8[];
+    t_bursts integer[];
+    t_slots integer[];
+    t_slots0 integer[];
+    full_types text[] := '{}';
+    c_types text[];
+    ti integer;
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -353,6 +364,12 @@ BEGIN
                                          AND (_claim.queues IS NULL OR name = ANY (_claim.queues)))
       INTO paused, limited, fair_keyed, fair_key_limit, fair_rated, fair_rates, fair_bursts
       FROM taskq.queues;
+    -- fair scheduling (issue 23): job type rate limits
+    SELECT coalesce(array_agg(job_type ORDER BY job_type), '{}'),
+           coalesce(array_agg(taskq._job_type_bucket(job_type) ORDER BY job_type), '{}'),
+           array_agg(rate_per_second ORDER BY job_type), array_agg(rate_burst ORDER BY job_type)
+      INTO t_types, t_buckets, t_rates, t_bursts
+      FROM taskq.job_types;
 
     IF cardinality(queues) = 0 THEN
         RETURN;                        -- no queue named
@@ -363,8 +380,9 @@ BEGIN
     -- at the end of this function, not at commit: a claimer idle in its
     -- transaction blocks nobody (taskq.queues' rows were locked until then).
     -- (fair scheduling, issue 23: key and rate limits under the same locks)
-    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0 THEN
-        locked_limits := limited || fair_keyed || fair_rated;
+    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0
+       OR cardinality(t_types) > 0 THEN
+        locked_limits := limited || fair_keyed || fair_rated || t_buckets;
         PERFORM taskq._lock_queue_limits(locked_limits, true);
         -- fair scheduling: the claim's time is after its wait for the locks,
         -- so that started_at orders claims as their tokens were counted
@@ -403,6 +421,10 @@ BEGIN
                coalesce(array_agg(fair_key_limit[array_position(fair_keyed, r.queue)] - r.n), '{}')
           INTO k_queue, k_key, k_left
           FROM taskq._running_per_key(fair_keyed) r;
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        t_slots := taskq._rate_tokens(t_buckets, t_rates, t_bursts, t);
+        t_slots0 := t_slots;
     END IF;
     -- <<< fair scheduling
 
@@ -446,6 +468,10 @@ BEGIN
                 full_kq := ARRAY(SELECT k_queue[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
                 full_kk := ARRAY(SELECT k_key[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
             END IF;
+            -- fair scheduling (issue 23): job types out of tokens are left out
+            IF cardinality(t_types) > 0 THEN
+                full_types := ARRAY(SELECT t_types[i] FROM generate_subscripts(t_types, 1) i WHERE t_slots[i] <= 0);
+            END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
@@ -455,10 +481,12 @@ BEGIN
                        array_agg(c.memory_mb ORDER BY c.run_at, c.id),
                        array_agg(c.run_at ORDER BY c.run_at, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)  -- fair scheduling
+                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.run_at, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                       c_keys
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key
+                       c_keys, c_types
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -471,6 +499,8 @@ BEGIN
                            AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
                                 OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
                                                WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                           -- fair scheduling (issue 23): not of a job type out of tokens
+                           AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
                          FOR NO KEY UPDATE OF j SKIP LOCKED) c;
@@ -487,11 +517,12 @@ BEGIN
                     '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
                     '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)'  -- fair scheduling
+                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
                     '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key'
+                           '       j.concurrency_key, j.job_type'
                            '  FROM taskq.jobs j'
                            ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
@@ -502,19 +533,21 @@ BEGIN
                            '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
+                           '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
                            ' ORDER BY j.run_at, j.id LIMIT $10'
                            ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
                     || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                         c_keys
+                         c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
-                          seen, wanted, full_kq, full_kk;
+                          seen, wanted, full_kq, full_kk, full_types;
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
             IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+               AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
                 -- the common case: every candidate fits, no queue limit applies
@@ -542,6 +575,9 @@ BEGIN
                         END IF;
                         CONTINUE WHEN k_left[ki] <= 0;
                     END IF;
+                    -- its job type has a token
+                    ti := array_position(t_types, c_types[i]);
+                    CONTINUE WHEN ti IS NOT NULL AND t_slots[ti] <= 0;
                     -- <<< fair scheduling
                     -- An executor runs its batch one job at a time, so each job must fit the
                     -- budget on its own; an external worker runs its jobs side by side.
@@ -564,6 +600,9 @@ BEGIN
                     IF ki IS NOT NULL THEN                  -- fair scheduling
                         k_left[ki] := k_left[ki] - 1;
                     END IF;
+                    IF ti IS NOT NULL THEN                  -- fair scheduling
+                        t_slots[ti] := t_slots[ti] - 1;
+                    END IF;
                 END LOOP;
             END IF;
             EXIT priorities WHEN big_job_waits;
@@ -582,6 +621,13 @@ BEGIN
                                  ARRAY(SELECT slots[array_position(limited, r)] <= 0
                                               AND cardinality(picked) < max_jobs
                                          FROM unnest(fair_rated) AS r));
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        PERFORM taskq._rate_take(t_buckets,
+                                 ARRAY(SELECT t_slots0[i] - t_slots[i] FROM generate_subscripts(t_types, 1) i
+                                        ORDER BY i),
+                                 ARRAY(SELECT t_slots[i] <= 0 AND cardinality(picked) < max_jobs
+                                         FROM generate_subscripts(t_types, 1) i ORDER BY i));
     END IF;
     -- <<< fair scheduling
 
@@ -1448,6 +1494,32 @@ BEGIN
 END
 $$;
 
+-- A rate limit and burst as configure_queue and configure_job_type take
+-- them: the rate in jobs per second (NULL: none), or the error.
+CREATE FUNCTION taskq._check_rate(rate_limit text, rate_burst integer) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per_second float8;
+BEGIN
+    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
+        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    per_second := taskq._parse_rate(rate_limit);
+    IF per_second > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN per_second;
+END
+$$;
+
 DROP FUNCTION taskq.configure_queue(text, integer, interval, integer);
 -- Per-queue settings; NULL leaves a setting unlimited / at the built-in
 -- default.  key_concurrency: most running jobs per concurrency key;
@@ -1481,20 +1553,7 @@ BEGIN
         RAISE EXCEPTION 'key_concurrency must be at least 1, got %', key_concurrency
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
-        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
-        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_limit IS NOT NULL THEN
-        per_second := taskq._parse_rate(rate_limit);
-        IF per_second > 1000000 THEN
-            RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
+    per_second := taskq._check_rate(rate_limit, rate_burst);
     INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts,
                                    key_concurrency, rate_limit, rate_per_second, rate_burst)
     VALUES (queue, concurrency, default_timeout, default_max_attempts, key_concurrency,
@@ -1564,7 +1623,8 @@ $$;
 
 REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
-    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
+    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._check_rate(text, integer),
+    taskq._fair_metrics() FROM PUBLIC;
 
 -- Rate-limited queues as any role may see them: the limit, the tokens now,
 -- and how long every claim has been throttled (NULL: not throttled).
@@ -1648,6 +1708,56 @@ BEGIN
     END IF;
     INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
     ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
+------------------------------------------------------------------------------
+-- Rate limits per job type (issue 23)
+------------------------------------------------------------------------------
+
+-- A job type's rate limit, across every queue and worker: a token bucket
+-- like a queue's (src/fairness.c), spent by taskq._claim under the type's
+-- claim lock.  No row: unlimited.
+CREATE TABLE taskq.job_types (
+    job_type        text PRIMARY KEY CHECK (length(job_type) BETWEEN 1 AND 200),
+    rate_limit      text NOT NULL,
+    rate_per_second float8 NOT NULL CHECK (rate_per_second > 0),
+    rate_burst      integer NOT NULL CHECK (rate_burst >= 1),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The name of a job type's bucket and claim lock, apart from the queues'
+-- (which share their space: a queue named so would only share its limit).
+CREATE FUNCTION taskq._job_type_bucket(job_type text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT E'\x1f' || 'job_type ' || job_type
+$$;
+REVOKE ALL ON FUNCTION taskq._job_type_bucket(text) FROM PUBLIC;
+
+-- A job type's rate limit: most jobs of it claimed per second, minute or
+-- hour, in bursts of at most rate_burst (default: one second's worth, at
+-- least 1); rate_limit NULL removes the limit.
+CREATE FUNCTION taskq.configure_job_type(job_type text, rate_limit text DEFAULT NULL,
+                                         rate_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    per_second float8;
+BEGIN
+    PERFORM taskq._require_admin('configure a job type');
+    PERFORM taskq._check_name('job_type', job_type);
+    per_second := taskq._check_rate(rate_limit, rate_burst);
+    IF per_second IS NULL THEN
+        DELETE FROM taskq.job_types t WHERE t.job_type = configure_job_type.job_type;
+    ELSE
+        INSERT INTO taskq.job_types AS t (job_type, rate_limit, rate_per_second, rate_burst)
+        VALUES (job_type, btrim(rate_limit), per_second,
+                coalesce(rate_burst, greatest(1, ceil(per_second))::integer))
+        ON CONFLICT (job_type) DO UPDATE
+            SET rate_limit = excluded.rate_limit, rate_per_second = excluded.rate_per_second,
+                rate_burst = excluded.rate_burst, updated_at = now();
+    END IF;
+    PERFORM taskq._wake_on_commit();
 END
 $$;
 ------------------------------------------------------------------------------
@@ -2210,3 +2320,5 @@ GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_w
 GRANT EXECUTE ON FUNCTION taskq.configure_tenant(text, float8) TO taskq_admin;
 GRANT SELECT ON taskq.tenants TO taskq_admin;
 GRANT EXECUTE ON FUNCTION taskq.rate_limit_state() TO taskq_user, taskq_worker, taskq_monitor;
+GRANT EXECUTE ON FUNCTION taskq.configure_job_type(text, text, integer) TO taskq_admin;
+GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;

@@ -93,6 +93,32 @@ BEGIN
 END
 $$;
 
+-- A rate limit and burst as configure_queue and configure_job_type take
+-- them: the rate in jobs per second (NULL: none), or the error.
+CREATE FUNCTION taskq._check_rate(rate_limit text, rate_burst integer) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per_second float8;
+BEGIN
+    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
+        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    per_second := taskq._parse_rate(rate_limit);
+    IF per_second > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN per_second;
+END
+$$;
+
 DROP FUNCTION taskq.configure_queue(text, integer, interval, integer);
 -- Per-queue settings; NULL leaves a setting unlimited / at the built-in
 -- default.  key_concurrency: most running jobs per concurrency key;
@@ -126,20 +152,7 @@ BEGIN
         RAISE EXCEPTION 'key_concurrency must be at least 1, got %', key_concurrency
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
-        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
-        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_limit IS NOT NULL THEN
-        per_second := taskq._parse_rate(rate_limit);
-        IF per_second > 1000000 THEN
-            RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
+    per_second := taskq._check_rate(rate_limit, rate_burst);
     INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts,
                                    key_concurrency, rate_limit, rate_per_second, rate_burst)
     VALUES (queue, concurrency, default_timeout, default_max_attempts, key_concurrency,
@@ -209,7 +222,8 @@ $$;
 
 REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
-    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
+    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._check_rate(text, integer),
+    taskq._fair_metrics() FROM PUBLIC;
 
 -- Rate-limited queues as any role may see them: the limit, the tokens now,
 -- and how long every claim has been throttled (NULL: not throttled).
