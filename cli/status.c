@@ -32,7 +32,7 @@ const char *const queues_sql =
 	"  FROM names n"
 	"  LEFT JOIN d ON d.queue = n.queue"
 	"  LEFT JOIN taskq.queues q ON q.name = n.queue"
-	"  LEFT JOIN taskq.rate_limit_state() r ON r.queue = n.queue"
+	"  LEFT JOIN taskq.rate_limit_state() r ON r.kind = 'queue' AND r.name = n.queue"
 	" WHERE $1::text IS NULL OR n.queue LIKE $1"
 	" GROUP BY n.queue, q.paused, r.throttled_for"
 	" ORDER BY coalesce(sum(d.n) FILTER (WHERE d.status <> 'failed'), 0) DESC,"

@@ -169,6 +169,53 @@ BEGIN
 END
 $$;
 
+-- A job type's rate limit, across every queue and worker: a token bucket
+-- like a queue's (src/fairness.c), spent by taskq._claim under the type's
+-- claim lock.  No row: unlimited.
+CREATE TABLE taskq.job_types (
+    job_type        text PRIMARY KEY CHECK (length(job_type) BETWEEN 1 AND 200),
+    rate_limit      text NOT NULL,
+    rate_per_second float8 NOT NULL CHECK (rate_per_second > 0),
+    rate_burst      integer NOT NULL CHECK (rate_burst >= 1),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The name of a job type's bucket and claim lock, apart from the queues'
+-- (which share their space: a queue named so would only share its limit).
+CREATE FUNCTION taskq._job_type_bucket(job_type text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT E'\x1f' || 'job_type ' || job_type
+$$;
+REVOKE ALL ON FUNCTION taskq._job_type_bucket(text) FROM PUBLIC;
+
+-- A job type's rate limit: most jobs of it claimed per second, minute or
+-- hour, in bursts of at most rate_burst (default: one second's worth, at
+-- least 1); rate_limit NULL removes the limit.
+CREATE FUNCTION taskq.configure_job_type(job_type text, rate_limit text DEFAULT NULL,
+                                         rate_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    per_second float8;
+BEGIN
+    PERFORM taskq._require_admin('configure a job type');
+    PERFORM taskq._check_name('job_type', job_type);
+    per_second := taskq._check_rate(rate_limit, rate_burst);
+    IF per_second IS NULL THEN
+        DELETE FROM taskq.job_types t WHERE t.job_type = configure_job_type.job_type;
+    ELSE
+        INSERT INTO taskq.job_types AS t (job_type, rate_limit, rate_per_second, rate_burst)
+        VALUES (job_type, btrim(rate_limit), per_second,
+                coalesce(rate_burst, greatest(1, ceil(per_second))::integer))
+        ON CONFLICT (job_type) DO UPDATE
+            SET rate_limit = excluded.rate_limit, rate_per_second = excluded.rate_per_second,
+                rate_burst = excluded.rate_burst, updated_at = now();
+    END IF;
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
 -- How long an external worker should wait before it claims again from these
 -- queues (NULL: every queue) when a rate limit held its claim back: zero when
 -- one of the named rate-limited queues has a token now, else the time until
@@ -209,6 +256,18 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                            ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
                            ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
+    -- the same of each job type's limit, labelled by job_type
+    SELECT m.name, jsonb_build_object('job_type', t.job_type), m.v
+      FROM taskq.job_types t,
+           LATERAL taskq._rate_state(ARRAY[taskq._job_type_bucket(t.job_type)], ARRAY[t.rate_per_second],
+                                     ARRAY[t.rate_burst]) b,
+           LATERAL (VALUES ('taskq_rate_limit_per_second', t.rate_per_second),
+                           ('taskq_rate_limit_burst', t.rate_burst::float8),
+                           ('taskq_rate_limit_tokens', b.tokens),
+                           ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
+                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
+    UNION ALL
     SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
            (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8
       FROM taskq.queues q WHERE q.key_concurrency IS NOT NULL
@@ -225,17 +284,25 @@ REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamp
     taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._check_rate(text, integer),
     taskq._fair_metrics() FROM PUBLIC;
 
--- Rate-limited queues as any role may see them: the limit, the tokens now,
--- and how long every claim has been throttled (NULL: not throttled).
+-- Every rate limit (kind 'queue' or 'job_type'), its tokens now and how
+-- long every claim has been throttled by it (NULL: not throttled).
 CREATE FUNCTION taskq.rate_limit_state()
-RETURNS TABLE (queue text, rate_limit text, tokens float8, throttled_for interval)
+RETURNS TABLE (kind text, name text, rate_limit text, tokens float8, throttled_for interval)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT s.queue, q.rate_limit, s.tokens, make_interval(secs => s.throttled_seconds)
-      FROM (SELECT array_agg(name) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
-              FROM taskq.queues WHERE rate_per_second IS NOT NULL) a,
+    WITH rated AS (
+        SELECT 'queue' AS kind, q.name, q.name AS bucket, q.rate_limit, q.rate_per_second, q.rate_burst
+          FROM taskq.queues q WHERE q.rate_per_second IS NOT NULL
+        UNION ALL
+        SELECT 'job_type', t.job_type, taskq._job_type_bucket(t.job_type), t.rate_limit, t.rate_per_second,
+               t.rate_burst
+          FROM taskq.job_types t
+    )
+    SELECT r.kind, r.name, r.rate_limit, s.tokens, make_interval(secs => s.throttled_seconds)
+      FROM (SELECT array_agg(bucket) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
+              FROM rated) a,
            LATERAL taskq._rate_state(a.n, a.r, a.b) s
-      JOIN taskq.queues q ON q.name = s.queue
-     ORDER BY s.queue
+      JOIN rated r ON r.bucket = s.queue
+     ORDER BY r.kind DESC, r.name
 $$;
 
 -- health()'s "rate_limits" check: a warning when a queue with due jobs has
@@ -249,13 +316,14 @@ DECLARE
     slow text;
 BEGIN
     check_name := 'rate_limits';
-    SELECT string_agg(format('%s (%s, for %s)', s.queue, s.rate_limit, date_trunc('second', s.throttled_for)),
-                      ', ' ORDER BY s.queue)
+    SELECT string_agg(format('%s %s (%s, for %s)', replace(s.kind, '_', ' '), s.name, s.rate_limit,
+                             date_trunc('second', s.throttled_for)), ', ')
       INTO slow
       FROM taskq.rate_limit_state() s
      WHERE s.throttled_for > warn_after
        AND EXISTS (SELECT FROM taskq.jobs j
-                    WHERE j.queue = s.queue AND j.status = 'pending' AND j.run_at <= now());
+                    WHERE j.status = 'pending' AND j.run_at <= now()
+                      AND CASE s.kind WHEN 'queue' THEN j.queue = s.name ELSE j.job_type = s.name END);
     IF slow IS NULL THEN
         status := 'ok';
         message := format('no rate limit has throttled a queue for longer than %s', warn_after);

@@ -11,7 +11,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(26);
+SELECT plan(29);
 
 CREATE ROLE taskq_tap_jt_user IN ROLE taskq_user;
 CREATE ROLE taskq_tap_jt_mon IN ROLE taskq_monitor;
@@ -96,5 +96,17 @@ SELECT results_eq($$SELECT count(*) FILTER (WHERE job_type = 'tap_jt_c') <= 1,
                       FROM taskq.claim(ARRAY['tap_jt_q', 'tap_jt_q2'], 'tap-jt', 10, '1 hour')$$,
                   $$VALUES (true, 1::bigint)$$,
                   'a claim takes at most one job of the limited type, and the other type');
+SELECT results_eq($$SELECT kind, rate_limit, throttled_for IS NOT NULL FROM taskq.rate_limit_state()
+                     WHERE name = 'tap_jt_c'$$,
+                  $$VALUES ('job_type', '1/h', true)$$, 'rate_limit_state: the type is throttled');
+SELECT set_eq($$SELECT metric FROM taskq.metrics() WHERE labels->>'job_type' = 'tap_jt_c'$$,
+              ARRAY['taskq_rate_limit_per_second', 'taskq_rate_limit_burst', 'taskq_rate_limit_tokens',
+                    'taskq_rate_limit_throttled_claims_total', 'taskq_rate_limit_taken_jobs_total',
+                    'taskq_rate_limit_throttled_seconds'],
+              'metrics: a row of each rate limit metric, labelled by job_type');
+SET ROLE taskq_tap_jt_user;
+SELECT is((SELECT kind FROM taskq.rate_limit_state() WHERE name = 'tap_jt_c'), 'job_type',
+          'a taskq_user reads the state of a type''s limit');
+RESET ROLE;
 SELECT * FROM finish();
 ROLLBACK;

@@ -27,7 +27,7 @@ SELECT count(*) AS submitted FROM taskq.submit_many(
       {"job_type": "tap", "queue": "tap_thr"}]') \gset
 SELECT cmp_ok((SELECT count(*) FROM taskq.claim(ARRAY['tap_thr'], 'tap-thr', 10, '1 hour')), '<=', 1::bigint,
               'a claim takes at most the one token');
-SELECT isnt((SELECT throttled_for FROM taskq.rate_limit_state() WHERE queue = 'tap_thr'), NULL,
+SELECT isnt((SELECT throttled_for FROM taskq.rate_limit_state() WHERE kind = 'queue' AND name = 'tap_thr'), NULL,
             'the queue is throttled');
 
 -- until the span passes a second (bounded: 30 s), claiming as a worker would
@@ -36,13 +36,13 @@ DECLARE
     stop timestamptz := clock_timestamp() + interval '30 seconds';
 BEGIN
     WHILE clock_timestamp() < stop AND coalesce((SELECT throttled_for FROM taskq.rate_limit_state()
-                                                  WHERE queue = 'tap_thr'), '0') <= interval '1.2 seconds' LOOP
+                                                  WHERE kind = 'queue' AND name = 'tap_thr'), '0') <= interval '1.2 seconds' LOOP
         PERFORM taskq.claim(ARRAY['tap_thr'], 'tap-thr', 10, '1 hour');
         PERFORM pg_sleep(0.05);
     END LOOP;
 END
 $$;
-SELECT cmp_ok((SELECT throttled_for FROM taskq.rate_limit_state() WHERE queue = 'tap_thr'), '>',
+SELECT cmp_ok((SELECT throttled_for FROM taskq.rate_limit_state() WHERE kind = 'queue' AND name = 'tap_thr'), '>',
               interval '1.2 seconds', 'throttled for more than a second');
 SELECT is((SELECT status FROM taskq.health() WHERE check_name = 'rate_limits'), 'ok',
           'health: ok below taskq.throttle_warn_after');
@@ -50,12 +50,12 @@ SET taskq.throttle_warn_after = '1s';
 SELECT is((SELECT status FROM taskq.health() WHERE check_name = 'rate_limits'), 'warn',
           'health: warns past taskq.throttle_warn_after');
 SELECT matches((SELECT message FROM taskq.health() WHERE check_name = 'rate_limits'),
-               'longer than 00:00:01: .*tap_thr \(1/h, for 00:00:0[1-9]',
+               'longer than 00:00:01: .*queue tap_thr \(1/h, for 00:00:0[1-9]',
                'the warning names the queue, its limit and the span');
 
 -- the roles that watch queues see it; a taskq_user cannot move the threshold
 SET ROLE taskq_tap_thr_user;
-SELECT isnt((SELECT throttled_for FROM taskq.rate_limit_state() WHERE queue = 'tap_thr'), NULL,
+SELECT isnt((SELECT throttled_for FROM taskq.rate_limit_state() WHERE kind = 'queue' AND name = 'tap_thr'), NULL,
             'a taskq_user reads the throttled queues');
 SELECT throws_ok($$SET taskq.throttle_warn_after = '1h'$$, '42501', NULL,
                  'a taskq_user cannot set taskq.throttle_warn_after');
@@ -69,7 +69,7 @@ RESET ROLE;
 SELECT taskq.configure_queue('tap_thr', rate_limit => '1000/s') \gset
 SELECT cmp_ok((SELECT count(*) FROM taskq.claim(ARRAY['tap_thr'], 'tap-thr', 10, '1 hour')), '>=', 1::bigint,
               'a claim under the raised limit takes the jobs');
-SELECT is((SELECT throttled_for FROM taskq.rate_limit_state() WHERE queue = 'tap_thr'), NULL,
+SELECT is((SELECT throttled_for FROM taskq.rate_limit_state() WHERE kind = 'queue' AND name = 'tap_thr'), NULL,
           'and the queue is no longer throttled');
 
 SELECT * FROM finish();
