@@ -256,17 +256,17 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                            ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
                            ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
-    -- the same of each job type's limit, labelled by job_type
+    -- the same of each job type's limit, by job_type
     SELECT m.name, jsonb_build_object('job_type', t.job_type), m.v
       FROM taskq.job_types t,
            LATERAL taskq._rate_state(ARRAY[taskq._job_type_bucket(t.job_type)], ARRAY[t.rate_per_second],
                                      ARRAY[t.rate_burst]) b,
-           LATERAL (VALUES ('taskq_rate_limit_per_second', t.rate_per_second),
-                           ('taskq_rate_limit_burst', t.rate_burst::float8),
-                           ('taskq_rate_limit_tokens', b.tokens),
-                           ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
-                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
-                           ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
+           LATERAL (VALUES ('taskq_job_type_rate_limit_per_second', t.rate_per_second),
+                           ('taskq_job_type_rate_limit_burst', t.rate_burst::float8),
+                           ('taskq_job_type_rate_limit_tokens', b.tokens),
+                           ('taskq_job_type_rate_limit_throttled_claims_total', b.throttled::float8),
+                           ('taskq_job_type_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_job_type_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
     SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
            (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8

@@ -100,10 +100,10 @@ SELECT results_eq($$SELECT kind, rate_limit, throttled_for IS NOT NULL FROM task
                      WHERE name = 'tap_jt_c'$$,
                   $$VALUES ('job_type', '1/h', true)$$, 'rate_limit_state: the type is throttled');
 SELECT set_eq($$SELECT metric FROM taskq.metrics() WHERE labels->>'job_type' = 'tap_jt_c'$$,
-              ARRAY['taskq_rate_limit_per_second', 'taskq_rate_limit_burst', 'taskq_rate_limit_tokens',
-                    'taskq_rate_limit_throttled_claims_total', 'taskq_rate_limit_taken_jobs_total',
-                    'taskq_rate_limit_throttled_seconds'],
-              'metrics: a row of each rate limit metric, labelled by job_type');
+              ARRAY['taskq_job_type_rate_limit_per_second', 'taskq_job_type_rate_limit_burst',
+                    'taskq_job_type_rate_limit_tokens', 'taskq_job_type_rate_limit_throttled_claims_total',
+                    'taskq_job_type_rate_limit_taken_jobs_total', 'taskq_job_type_rate_limit_throttled_seconds'],
+              'metrics: a row of each job type rate limit metric, labelled by job_type');
 SET ROLE taskq_tap_jt_user;
 SELECT is((SELECT kind FROM taskq.rate_limit_state() WHERE name = 'tap_jt_c'), 'job_type',
           'a taskq_user reads the state of a type''s limit');
