@@ -56,18 +56,10 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /* set by taskq._wake_on_commit(); acted on by the commit callback */
 static bool wake_at_commit = false;
 
-void		_PG_init(void);
+/* loaded by shared_preload_libraries (listeners.c's shared memory exists) */
+static bool preloaded = false;
 
-static void
-taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		taskq_scan_floors_at_subabort();
-		taskq_job_metrics_at_subabort(mySubid);
-	}
-}
+void		_PG_init(void);
 
 static void
 taskq_shmem_request(void)
@@ -104,8 +96,9 @@ taskq_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* taskq.c's own transaction phase: scan floors, job metrics, wake-up, database guard */
 static void
-taskq_xact_callback(XactEvent event, void *arg)
+taskq_own_xact(XactEvent event)
 {
 	switch (event)
 	{
@@ -142,6 +135,48 @@ taskq_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/*
+ * The one transaction callback: each module's phase, in this order.
+ * listeners.c first: at PRE_COMMIT it sends (or drops) the held
+ * notifications, which settles whether this commit publishes; commit_flush.c
+ * then decides from that whether to lower synchronous_commit; taskq.c's own
+ * phase last, so at COMMIT the executor is woken after the listeners' flag
+ * is lowered.  (Before one callback, the three were registered in the
+ * reverse order, PostgreSQL calling them newest first: the same order.)
+ * listeners.c has shared memory only when preloaded: otherwise it holds
+ * nothing and is not called.
+ */
+static void
+taskq_xact_callback(XactEvent event, void *arg)
+{
+	if (preloaded)
+		taskq_listeners_xact(event);
+	taskq_commit_flush_xact(event);
+	taskq_own_xact(event);
+}
+
+/* The one subtransaction callback: listeners.c, then taskq.c's own phase. */
+static void
+taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (preloaded)
+		taskq_listeners_subxact(event);
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		taskq_scan_floors_at_subabort();
+		taskq_job_metrics_at_subabort(mySubid);
+	}
+}
+
+/* After the locks are released: commit_flush.c flushes a deferred commit. */
+static void
+taskq_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
+					   void *arg)
+{
+	taskq_commit_flush_release(phase, isCommit, isTopLevel);
 }
 
 static void
@@ -261,11 +296,12 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	preloaded = process_shared_preload_libraries_in_progress;
 	RegisterXactCallback(taskq_xact_callback, NULL);
-	taskq_commit_flush_init();
 	RegisterSubXactCallback(taskq_subxact_callback, NULL);
+	RegisterResourceReleaseCallback(taskq_release_callback, NULL);
 
-	if (!process_shared_preload_libraries_in_progress)
+	if (!preloaded)
 		return;
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -273,7 +309,6 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = taskq_shmem_startup;
 
-	taskq_listeners_init();
 	taskq_databases_init();
 	taskq_register_launchers();
 	prev_process_utility = ProcessUtility_hook;

@@ -8,11 +8,13 @@
 
 #include "compat.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #define TASKQ_MAX_EXECUTORS 64
@@ -251,7 +253,9 @@ typedef enum TaskqFlushReason
 } TaskqFlushReason;
 
 extern void taskq_request_commit_flush(TaskqFlushReason reason);
-extern void taskq_commit_flush_init(void);
+extern void taskq_commit_flush_xact(XactEvent event);
+extern void taskq_commit_flush_release(ResourceReleasePhase phase, bool isCommit,
+									   bool isTopLevel);
 
 /* publish.c: what is published, on which channel */
 typedef enum TaskqNotifyLevel
@@ -287,7 +291,8 @@ extern void taskq_notify(int64 job_id, Oid owner, const char *payload);
 extern void taskq_announce_work(int64 job_id, Oid owner, const char *queue);
 extern Size taskq_listeners_size(void);
 extern void taskq_listeners_attach(void);
-extern void taskq_listeners_init(void);
+extern void taskq_listeners_xact(XactEvent event);
+extern void taskq_listeners_subxact(SubXactEvent event);
 extern void taskq_listeners_utility(Node *stmt);
 
 /* schema_version.c: the schema this library needs (taskq.control's default_version) */
