@@ -66,24 +66,24 @@ static RateBuckets *Buckets = NULL;
 static LWLock *BucketsLock = NULL;
 
 Size
-taskq_rate_buckets_size(void)
+taskq_rate_buckets_shmem_size(void)
 {
 	return MAXALIGN(sizeof(RateBuckets));
 }
 
 void
-taskq_rate_buckets_request(void)
+taskq_rate_buckets_shmem_request(void)
 {
 	RequestNamedLWLockTranche(TASKQ_RATE_LOCK, 1);
 }
 
 /* at server start, every bucket empty (called under AddinShmemInitLock) */
 void
-taskq_rate_buckets_attach(void)
+taskq_rate_buckets_shmem_init(void)
 {
 	bool		found;
 
-	Buckets = ShmemInitStruct("taskq rate limits", taskq_rate_buckets_size(), &found);
+	Buckets = ShmemInitStruct("taskq rate limits", taskq_rate_buckets_shmem_size(), &found);
 	BucketsLock = &(GetNamedLWLockTranche(TASKQ_RATE_LOCK))->lock;
 	if (!found)
 		memset(Buckets, 0, sizeof(RateBuckets));

@@ -39,6 +39,7 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/primnodes.h"
@@ -738,6 +739,104 @@ find_known(KnownSet *set, const char *name, bool *added)
 		return &set->spare;
 	set->entries[set->n].name = pstrdup(name);
 	return &set->entries[set->n++];
+}
+
+/*
+ * The one name check of job_type, queue, concurrency_key and tenant (also
+ * the SQL CHECKs of the 0.1.0 tables): what is wrong with the name, to follow
+ * the field's name in a message, or NULL.  Blank: empty or only spaces,
+ * tabs, CRs and LFs.
+ */
+const char *
+taskq_name_problem(const char *s, int len)
+{
+	bool		blank = true;
+
+	for (int i = 0; i < len && blank; i++)
+		blank = s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n';
+	if (blank)
+		return "must not be empty";
+	if (pg_mbstrlen_with_len(s, len) > TASKQ_NAME_MAX_CHARS)
+		return "is longer than 200 characters";
+	return NULL;
+}
+
+/*
+ * Is a JSON value a good job_type or queue?  Only a string qualifies here:
+ * submit_many's SQL check takes any scalar, and decides the rest.
+ */
+static bool
+is_good_name(JsonbValue *v)
+{
+	return v->type == jbvString &&
+		taskq_name_problem(v->val.string.val, v->val.string.len) == NULL;
+}
+
+/*
+ * A label of taskq.priority?  Any other string makes the batch not plain, so
+ * that the batch's check names the job (an unknown label only declines).
+ */
+static bool
+is_priority_label(JsonbValue *v)
+{
+	static const char *const labels[] = {"critical", "high", "normal", "low"};
+
+	if (v->type != jbvString)
+		return false;
+	for (int i = 0; i < lengthof(labels); i++)
+	{
+		if (v->val.string.len == strlen(labels[i]) &&
+			memcmp(v->val.string.val, labels[i], v->val.string.len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+key_is(JsonbValue *key, const char *name)
+{
+	return key->val.string.len == strlen(name) &&
+		memcmp(key->val.string.val, name, key->val.string.len) == 0;
+}
+
+/*
+ * Read a plain job of submit_many: an object of at most job_type, queue,
+ * payload and priority, with a good job_type and queue, an object payload
+ * and a string priority.  Its fields into *fields (absent ones jbvNull);
+ * false when it is not plain.  This file writes what it accepts.
+ */
+bool
+taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
+{
+	JsonbIterator *it = JsonbIteratorInit(job);
+	JsonbValue	key;
+	JsonbValue	value;
+	JsonbIteratorToken token;
+
+	fields->job_type.type = jbvNull;
+	fields->queue.type = jbvNull;
+	fields->payload.type = jbvNull;
+	fields->priority.type = jbvNull;
+	/* skipNested: a nested object or array comes whole, as jbvBinary */
+	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
+	{
+		if (token != WJB_KEY)
+			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
+		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
+			return false;
+		if (key_is(&key, "job_type") && is_good_name(&value))
+			fields->job_type = value;
+		else if (key_is(&key, "queue") && is_good_name(&value))
+			fields->queue = value;
+		else if (key_is(&key, "payload") && value.type == jbvBinary &&
+				 JsonContainerIsObject(value.val.binary.data))
+			fields->payload = value;
+		else if (key_is(&key, "priority") && is_priority_label(&value))
+			fields->priority = value;
+		else
+			return false;
+	}
+	return fields->job_type.type != jbvNull;
 }
 
 /* a string field read by taskq_read_plain_job, or dflt when absent */

@@ -89,7 +89,7 @@ static bool exit_callback_registered = false;
 
 
 Size
-taskq_listeners_size(void)
+taskq_listeners_shmem_size(void)
 {
 	return add_size(offsetof(TaskqListeners, committing),
 					mul_size(sizeof(pg_atomic_uint32), MaxBackends + 1));
@@ -97,11 +97,11 @@ taskq_listeners_size(void)
 
 /* Called with AddinShmemInitLock held. */
 void
-taskq_listeners_attach(void)
+taskq_listeners_shmem_init(void)
 {
 	bool		found;
 
-	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_size(), &found);
+	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_shmem_size(), &found);
 	if (!found)
 	{
 		for (int c = 0; c < NUM_CLASSES; c++)

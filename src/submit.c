@@ -151,42 +151,22 @@ prepare_plans(Oid priority_type)
 	plans_priority_type = priority_type;
 }
 
-/* blank: empty or only spaces, tabs, CRs and LFs */
-static bool
-name_is_blank(const char *s, int len)
-{
-	for (int i = 0; i < len; i++)
-	{
-		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-			return false;
-	}
-	return true;
-}
-
-static bool
-name_is_too_long(const char *s, int len)
-{
-	return pg_mbstrlen_with_len(s, len) > 200;
-}
-
 static void
 check_name(const char *what, NullableDatum arg)
 {
 	text	   *value;
+	const char *problem;
 
 	if (arg.isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s must not be NULL", what)));
 	value = DatumGetTextPP(arg.value);
-	if (name_is_blank(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
+	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (name_is_too_long(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is longer than 200 characters", what)));
+				 errmsg("%s %s", what, problem)));
 }
 
 static bool
@@ -581,85 +561,6 @@ taskq_submit(PG_FUNCTION_ARGS)
 }
 
 /*
- * Is a JSON value a good job_type or queue?  Only a string qualifies here:
- * submit_many's SQL check takes any scalar, and decides the rest.
- */
-static bool
-is_good_name(JsonbValue *v)
-{
-	return v->type == jbvString &&
-		!name_is_blank(v->val.string.val, v->val.string.len) &&
-		!name_is_too_long(v->val.string.val, v->val.string.len);
-}
-
-/*
- * A label of taskq.priority?  Any other string makes the batch not plain, so
- * that the batch's check names the job (an unknown label only declines).
- */
-static bool
-is_priority_label(JsonbValue *v)
-{
-	static const char *const labels[] = {"critical", "high", "normal", "low"};
-
-	if (v->type != jbvString)
-		return false;
-	for (int i = 0; i < lengthof(labels); i++)
-	{
-		if (v->val.string.len == strlen(labels[i]) &&
-			memcmp(v->val.string.val, labels[i], v->val.string.len) == 0)
-			return true;
-	}
-	return false;
-}
-
-static bool
-key_is(JsonbValue *key, const char *name)
-{
-	return key->val.string.len == strlen(name) &&
-		memcmp(key->val.string.val, name, key->val.string.len) == 0;
-}
-
-/*
- * Read a plain job of submit_many: an object of at most job_type, queue,
- * payload and priority, with a good job_type and queue, an object payload
- * and a string priority.  Its fields into *fields (absent ones jbvNull);
- * false when it is not plain.  job_rows.c writes what this accepts.
- */
-bool
-taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
-{
-	JsonbIterator *it = JsonbIteratorInit(job);
-	JsonbValue	key;
-	JsonbValue	value;
-	JsonbIteratorToken token;
-
-	fields->job_type.type = jbvNull;
-	fields->queue.type = jbvNull;
-	fields->payload.type = jbvNull;
-	fields->priority.type = jbvNull;
-	/* skipNested: a nested object or array comes whole, as jbvBinary */
-	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
-	{
-		if (token != WJB_KEY)
-			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
-		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
-			return false;
-		if (key_is(&key, "job_type") && is_good_name(&value))
-			fields->job_type = value;
-		else if (key_is(&key, "queue") && is_good_name(&value))
-			fields->queue = value;
-		else if (key_is(&key, "payload") && value.type == jbvBinary &&
-				 JsonContainerIsObject(value.val.binary.data))
-			fields->payload = value;
-		else if (key_is(&key, "priority") && is_priority_label(&value))
-			fields->priority = value;
-		else
-			return false;
-	}
-	return fields->job_type.type != jbvNull;
-}
-
-/*
  * taskq._plain_batch(jobs jsonb): is jobs an array of plain jobs, objects
  * of at most job_type, queue, payload and priority, with a good job_type and
  * queue and an object payload?  Such a batch needs none of submit_many's
@@ -785,6 +686,8 @@ batch_input(int job, const char *key, JsonbValue *v, PGFunction input)
 static void
 batch_name(int job, const char *key, JsonbValue *v)
 {
+	const char *problem;
+
 	if (v->type == jbvNull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -792,15 +695,11 @@ batch_name(int job, const char *key, JsonbValue *v)
 				 errdetail(BATCH_DETAIL)));
 	if (v->type != jbvString)
 		wrong_json_type(job, key, "string", v);
-	if (name_is_blank(v->val.string.val, v->val.string.len))
+	problem = taskq_name_problem(v->val.string.val, v->val.string.len);
+	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job %d of the batch: %s must not be empty", job, key),
-				 errdetail(BATCH_DETAIL)));
-	if (name_is_too_long(v->val.string.val, v->val.string.len))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job %d of the batch: %s is longer than 200 characters", job, key),
+				 errmsg("job %d of the batch: %s %s", job, key, problem),
 				 errdetail(BATCH_DETAIL)));
 }
 
