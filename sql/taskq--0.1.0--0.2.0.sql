@@ -12,6 +12,33 @@
 -- Workers: launcher, executors, cancel and shutdown
 ------------------------------------------------------------------------------
 
+-- The GUCs SQL reads, typed, from C (taskq.c): each default is written once,
+-- in the GUC's definition, not again here as a fallback.
+CREATE FUNCTION taskq._workers() RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_workers_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._backoff_base() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_backoff_base_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._backoff_max() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_backoff_max_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._aging_interval() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_aging_interval_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._big_job_wait() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_big_job_wait_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._retention() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_retention_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._throttle_warn_after() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_throttle_warn_after_sql' LANGUAGE C STABLE;
+
+-- Retry delay after attempt n: min(backoff_max, base * 2^(n-1)), with up to 20 % jitter.
+-- (compared before multiplying: a backoff of centuries would overflow interval)
+CREATE OR REPLACE FUNCTION taskq._retry_delay(base interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN base >= m / power(2, k) THEN m ELSE base * power(2, k) END
+           * (1 + 0.2 * random())
+    FROM (SELECT taskq._backoff_max() AS m,
+                 least(greatest(attempt, 1) - 1, 40) AS k) s
+$$;
+
 -- health(): the executors check fails when their number differs from
 -- taskq.workers, too few or too many (a restarted launcher used to start a
 -- second set beside the first, reported as "5 of 2 executors running", ok).
@@ -24,7 +51,7 @@ DECLARE
     executors integer;
     changing integer;
     launcher_age interval;
-    wanted integer := coalesce(current_setting('taskq.workers', true), '0')::integer;
+    wanted integer := taskq._workers();
     oldest interval := taskq._oldest_runnable_age();
     usage float8 := pg_notification_queue_usage();
     limit_ float8 := taskq._notify_queue_limit();
@@ -669,8 +696,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
-    default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
-                                         interval '1 second');
+    default_backoff interval := taskq._backoff_base();
     ids bigint[] := '{}';
     plain boolean;
     spec jsonb;
@@ -1155,6 +1181,43 @@ LANGUAGE sql STABLE AS $$
                    WHERE d.depends_on = $1 AND c.status IN ('blocked', 'pending', 'running'))
 $$;
 
+-- Raise jobs that waited taskq.aging_interval at their effective priority by
+-- one level.  Bounded per call.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := taskq._aging_interval();
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim index
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.run_at) <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 -- Delete finished jobs (and their edges and logs) older than taskq.retention,
 -- a batch per call, oldest finished first (jobs_finished_idx).  A purge in
 -- id order without that index fell behind under a steady load with short
@@ -1163,7 +1226,7 @@ CREATE OR REPLACE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETU
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
+    keep interval := taskq._retention();
     ids bigint[];
 BEGIN
     IF keep < interval '0' THEN
@@ -1700,7 +1763,7 @@ CREATE FUNCTION taskq._rate_limit_health(OUT check_name text, OUT status text, O
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    warn_after interval := coalesce(current_setting('taskq.throttle_warn_after', true), '5min')::interval;
+    warn_after interval := taskq._throttle_warn_after();
     slow text;
 BEGIN
     check_name := 'rate_limits';

@@ -378,3 +378,66 @@ taskq_notify_queue_limit_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_FLOAT8(taskq_notify_queue_limit);
 }
+
+/*
+ * The GUCs SQL needs, typed, so that a default is written once (above, in
+ * define_gucs).  An interval is read as current_setting() shows it, units
+ * and all ('7d' is 7 days, not 168 hours), as the SQL did before.
+ */
+static Datum
+setting_interval(const char *name)
+{
+	char	   *shown = GetConfigOptionByName(name, NULL, false);
+
+	return DirectFunctionCall3(interval_in, CStringGetDatum(shown),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+PG_FUNCTION_INFO_V1(taskq_workers_sql);
+Datum
+taskq_workers_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(taskq_workers);
+}
+
+PG_FUNCTION_INFO_V1(taskq_backoff_base_sql);
+Datum
+taskq_backoff_base_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.backoff_base");
+}
+
+PG_FUNCTION_INFO_V1(taskq_backoff_max_sql);
+Datum
+taskq_backoff_max_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.backoff_max");
+}
+
+PG_FUNCTION_INFO_V1(taskq_aging_interval_sql);
+Datum
+taskq_aging_interval_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.aging_interval");
+}
+
+PG_FUNCTION_INFO_V1(taskq_big_job_wait_sql);
+Datum
+taskq_big_job_wait_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.big_job_wait");
+}
+
+PG_FUNCTION_INFO_V1(taskq_retention_sql);
+Datum
+taskq_retention_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.retention");
+}
+
+PG_FUNCTION_INFO_V1(taskq_throttle_warn_after_sql);
+Datum
+taskq_throttle_warn_after_sql(PG_FUNCTION_ARGS)
+{
+	return setting_interval("taskq.throttle_warn_after");
+}

@@ -537,8 +537,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
-    default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
-                                         interval '1 second');
+    default_backoff interval := taskq._backoff_base();
     ids bigint[] := '{}';
     plain boolean;
     spec jsonb;

@@ -312,7 +312,7 @@ CREATE FUNCTION taskq._rate_limit_health(OUT check_name text, OUT status text, O
 RETURNS SETOF record
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    warn_after interval := coalesce(current_setting('taskq.throttle_warn_after', true), '5min')::interval;
+    warn_after interval := taskq._throttle_warn_after();
     slow text;
 BEGIN
     check_name := 'rate_limits';
