@@ -742,10 +742,10 @@ find_known(KnownSet *set, const char *name, bool *added)
 }
 
 /*
- * The one name check of job_type, queue, concurrency_key and tenant (also
- * the SQL CHECKs of the 0.1.0 tables): what is wrong with the name, to follow
- * the field's name in a message, or NULL.  Blank: empty or only spaces,
- * tabs, CRs and LFs.
+ * The one name check (job_type, queue, concurrency_key, tenant, and through
+ * taskq._check_name() every name SQL checks): what is wrong with the name,
+ * to follow the field's name in a message, or NULL.  Blank: empty or only
+ * spaces, tabs, CRs and LFs.
  */
 const char *
 taskq_name_problem(const char *s, int len)
@@ -759,6 +759,31 @@ taskq_name_problem(const char *s, int len)
 	if (pg_mbstrlen_with_len(s, len) > TASKQ_NAME_MAX_CHARS)
 		return "is longer than 200 characters";
 	return NULL;
+}
+
+/*
+ * taskq._check_name(what, value): the same check for SQL (queues, handlers,
+ * schedules, tenants, worker names), raising what taskq.submit raises.
+ */
+PG_FUNCTION_INFO_V1(taskq_check_name_sql);
+Datum
+taskq_check_name_sql(PG_FUNCTION_ARGS)
+{
+	char	   *what = PG_ARGISNULL(0) ? "<NULL>" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	text	   *value;
+	const char *problem;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	value = PG_GETARG_TEXT_PP(1);
+	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s", what, problem)));
+	PG_RETURN_VOID();
 }
 
 /*

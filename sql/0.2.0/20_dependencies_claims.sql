@@ -45,6 +45,11 @@ BEGIN
 END
 $$;
 
+-- The one name check (src/job_rows.c), the same as taskq.submit's: NULL,
+-- blank (only spaces, tabs, CRs, LFs) or longer than 200 characters.
+CREATE OR REPLACE FUNCTION taskq._check_name(what text, value text) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_check_name_sql' LANGUAGE C IMMUTABLE;
+
 -- A job type's lock orders submitting jobs of that type against registering
 -- or unregistering its handler, which flips in_database of the waiting jobs:
 -- a submit takes it shared before it looks for the handler.  In taskq's own
