@@ -695,13 +695,20 @@ BEGIN
 END
 $$;
 
+-- A job's defaults (src/taskq.h, the one table of them) for submit_many's
+-- SQL; the backoff is taskq.backoff_base.
+CREATE FUNCTION taskq._job_defaults(OUT queue text, OUT priority taskq.priority,
+                                    OUT max_attempts integer, OUT backoff interval,
+                                    OUT cpu_units integer, OUT memory_mb integer)
+    AS 'MODULE_PATHNAME', 'taskq_job_defaults_sql' LANGUAGE C STABLE;
+
 CREATE OR REPLACE FUNCTION taskq.submit_many(jobs jsonb)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
-    default_backoff interval := taskq._backoff_base();
+    dflt record;                 -- a job's defaults, written once (taskq.h)
     ids bigint[] := '{}';
     plain boolean;
     spec jsonb;
@@ -714,6 +721,7 @@ BEGIN
     IF jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT * INTO dflt FROM taskq._job_defaults();
 
     -- Fast path: a batch of plain jobs (only job_type, queue, payload and
     -- priority, all well typed: a C scan decides) is written without SQL.
@@ -740,8 +748,8 @@ BEGIN
         RETURN QUERY
         WITH spec AS (
             -- (casts inside coalesce: a key that is absent costs none)
-            SELECT e, ord, coalesce(e->>'queue', 'default') AS queue,
-                   coalesce((e->>'priority')::taskq.priority, 'normal') AS priority
+            SELECT e, ord, coalesce(e->>'queue', dflt.queue) AS queue,
+                   coalesce((e->>'priority')::taskq.priority, dflt.priority) AS priority
               FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
@@ -749,10 +757,11 @@ BEGIN
                                     in_database, concurrency_key, tenant)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
-                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
-                   coalesce((e->>'backoff')::interval, default_backoff),
+                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, dflt.max_attempts),
+                   coalesce((e->>'backoff')::interval, dflt.backoff),
                    coalesce((e->>'timeout')::interval, q.default_timeout),
-                   coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
+                   coalesce((e->>'cpu_units')::integer, dflt.cpu_units),
+                   coalesce((e->>'memory_mb')::integer, dflt.memory_mb),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
                    e->>'concurrency_key', e->>'tenant'
@@ -786,14 +795,14 @@ BEGIN
         ids := ids || taskq._insert_job(
             spec->>'job_type',
             coalesce(spec->'payload', '{}'),
-            coalesce(spec->>'priority', 'normal')::taskq.priority,
-            coalesce(spec->>'queue', 'default'),
+            coalesce((spec->>'priority')::taskq.priority, dflt.priority),
+            coalesce(spec->>'queue', dflt.queue),
             deps,
             coalesce((spec->>'run_at')::timestamptz, now()),
             (spec->>'max_attempts')::integer,
             (spec->>'timeout')::interval,
-            coalesce((spec->>'cpu_units')::integer, 1),
-            coalesce((spec->>'memory_mb')::integer, 0),
+            coalesce((spec->>'cpu_units')::integer, dflt.cpu_units),
+            coalesce((spec->>'memory_mb')::integer, dflt.memory_mb),
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
             spec->>'concurrency_key',

@@ -39,6 +39,7 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
@@ -610,18 +611,6 @@ insert_row(JobWriter *w, ResultRelInfo *rri, TupleTableSlot *slot, Datum *values
 	ResetPerTupleExprContext(w->estate);
 }
 
-/* taskq.backoff_base as current_setting('taskq.backoff_base', true)::interval gives it */
-static Datum
-default_backoff(void)
-{
-	const char *setting = GetConfigOptionByName("taskq.backoff_base", NULL, true);
-
-	if (setting == NULL)
-		setting = "1 second";
-	return DirectFunctionCall3(interval_in, CStringGetDatum(setting),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-}
-
 /* Write job, pending; its id. */
 static int64
 write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
@@ -632,7 +621,7 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
 	NullableDatum timeout = job->timeout.isnull ? defaults->timeout : job->timeout;
-	Datum		max_attempts = Int32GetDatum(3);
+	Datum		max_attempts = Int32GetDatum(TASKQ_DEFAULT_MAX_ATTEMPTS);
 	int64		id;
 
 	taskq_check_payload_size(job->payload);
@@ -655,7 +644,7 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_PAYLOAD, job->payload);
 	SET_JOB(J_ATTEMPTS, Int32GetDatum(0));
 	SET_JOB(J_MAX_ATTEMPTS, max_attempts);
-	SET_JOB(J_BACKOFF, job->backoff.isnull ? default_backoff() : job->backoff.value);
+	SET_JOB(J_BACKOFF, job->backoff.isnull ? taskq_default_backoff() : job->backoff.value);
 	if (!timeout.isnull)
 		SET_JOB(J_TIMEOUT, timeout.value);
 	SET_JOB(J_CPU_UNITS, job->cpu_units);
@@ -759,6 +748,26 @@ taskq_name_problem(const char *s, int len)
 	if (pg_mbstrlen_with_len(s, len) > TASKQ_NAME_MAX_CHARS)
 		return "is longer than 200 characters";
 	return NULL;
+}
+
+/*
+ * taskq._job_defaults(): a job's defaults (taskq.h) for submit_many's SQL,
+ * the backoff as taskq.backoff_base is shown.
+ */
+PG_FUNCTION_INFO_V1(taskq_job_defaults_sql);
+Datum
+taskq_job_defaults_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	char	   *values[] = {TASKQ_DEFAULT_QUEUE, TASKQ_DEFAULT_PRIORITY,
+		CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS), GetConfigOptionByName("taskq.backoff_base", NULL, false),
+		CppAsString2(TASKQ_DEFAULT_CPU_UNITS), CppAsString2(TASKQ_DEFAULT_MEMORY_MB)};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE || desc->natts != lengthof(values))
+		elog(ERROR, "taskq: _job_defaults must return a record of %d columns", (int) lengthof(values));
+	desc = BlessTupleDesc(desc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(BuildTupleFromCStrings(TupleDescGetAttInMetadata(desc),
+															 values)));
 }
 
 /*
@@ -909,7 +918,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 	if (!begin_writing(&w))
 		PG_RETURN_NULL();
 	ids = palloc(sizeof(int64) * Max(JB_ROOT_COUNT(jobs), 1));
-	backoff = default_backoff();
+	backoff = taskq_default_backoff();
 	empty_payload = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	row_cxt = AllocSetContextCreate(caller, "taskq batch row", ALLOCSET_DEFAULT_SIZES);
 
@@ -936,8 +945,8 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 			!taskq_read_plain_job(element.val.binary.data, &fields))
 			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
 		job_type = pnstrdup(fields.job_type.val.string.val, fields.job_type.val.string.len);
-		queue = string_or(&fields.queue, "default");
-		priority = string_or(&fields.priority, "normal");
+		queue = string_or(&fields.queue, TASKQ_DEFAULT_QUEUE);
+		priority = string_or(&fields.priority, TASKQ_DEFAULT_PRIORITY);
 		job.payload = fields.payload.type == jbvNull ? empty_payload :
 			JsonbPGetDatum(JsonbValueToJsonb(&fields.payload));
 		job.queue = CStringGetTextDatum(queue);
@@ -968,8 +977,8 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		job.backoff.value = backoff;
 		job.backoff.isnull = false;
 		job.timeout.isnull = true;
-		job.cpu_units = Int32GetDatum(1);
-		job.memory_mb = Int32GetDatum(0);
+		job.cpu_units = Int32GetDatum(TASKQ_DEFAULT_CPU_UNITS);
+		job.memory_mb = Int32GetDatum(TASKQ_DEFAULT_MEMORY_MB);
 		job.run_at.isnull = true;
 		job.owner = owner;
 

@@ -105,9 +105,8 @@ forget_plans(void)
 	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key, tenant)" \
 	"  SELECT $1, $2, $3, $3," \
 	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4," \
-	"         coalesce($5, q.default_max_attempts, 3)," \
-	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval," \
-	"                  interval '1 second')," \
+	"         coalesce($5, q.default_max_attempts, " CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
+	"         coalesce($6, taskq._backoff_base())," \
 	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13," \
 	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14, $15" \
 	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \

@@ -400,11 +400,18 @@ taskq_workers_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(taskq_workers);
 }
 
+/* a job's backoff when it names none */
+Datum
+taskq_default_backoff(void)
+{
+	return setting_interval("taskq.backoff_base");
+}
+
 PG_FUNCTION_INFO_V1(taskq_backoff_base_sql);
 Datum
 taskq_backoff_base_sql(PG_FUNCTION_ARGS)
 {
-	return setting_interval("taskq.backoff_base");
+	return taskq_default_backoff();
 }
 
 PG_FUNCTION_INFO_V1(taskq_backoff_max_sql);

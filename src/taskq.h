@@ -211,6 +211,18 @@ typedef struct TaskqPlainFields
 
 extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
+/*
+ * A job's defaults, the one table of them: C uses these, SQL reads them with
+ * taskq._job_defaults().  max_attempts: unless the queue has its own
+ * default_max_attempts; the backoff: taskq.backoff_base (taskq_default_backoff()).
+ */
+#define TASKQ_DEFAULT_QUEUE "default"
+#define TASKQ_DEFAULT_PRIORITY "normal"
+#define TASKQ_DEFAULT_MAX_ATTEMPTS 3
+#define TASKQ_DEFAULT_CPU_UNITS 1
+#define TASKQ_DEFAULT_MEMORY_MB 0
+extern Datum taskq_default_backoff(void);
+
 /* job_rows.c: the one check of a job's names (job_type, queue, concurrency_key, tenant) */
 #define TASKQ_NAME_MAX_CHARS 200
 extern const char *taskq_name_problem(const char *s, int len);
