@@ -407,44 +407,18 @@ taskq_default_backoff(void)
 	return setting_interval("taskq.backoff_base");
 }
 
-PG_FUNCTION_INFO_V1(taskq_backoff_base_sql);
-Datum
-taskq_backoff_base_sql(PG_FUNCTION_ARGS)
-{
-	return taskq_default_backoff();
+/* an SQL function returning the interval GUC guc */
+#define INTERVAL_SETTING_SQL(fn, guc) \
+PG_FUNCTION_INFO_V1(fn); \
+Datum \
+fn(PG_FUNCTION_ARGS) \
+{ \
+	return setting_interval(guc); \
 }
 
-PG_FUNCTION_INFO_V1(taskq_backoff_max_sql);
-Datum
-taskq_backoff_max_sql(PG_FUNCTION_ARGS)
-{
-	return setting_interval("taskq.backoff_max");
-}
-
-PG_FUNCTION_INFO_V1(taskq_aging_interval_sql);
-Datum
-taskq_aging_interval_sql(PG_FUNCTION_ARGS)
-{
-	return setting_interval("taskq.aging_interval");
-}
-
-PG_FUNCTION_INFO_V1(taskq_big_job_wait_sql);
-Datum
-taskq_big_job_wait_sql(PG_FUNCTION_ARGS)
-{
-	return setting_interval("taskq.big_job_wait");
-}
-
-PG_FUNCTION_INFO_V1(taskq_retention_sql);
-Datum
-taskq_retention_sql(PG_FUNCTION_ARGS)
-{
-	return setting_interval("taskq.retention");
-}
-
-PG_FUNCTION_INFO_V1(taskq_throttle_warn_after_sql);
-Datum
-taskq_throttle_warn_after_sql(PG_FUNCTION_ARGS)
-{
-	return setting_interval("taskq.throttle_warn_after");
-}
+INTERVAL_SETTING_SQL(taskq_backoff_base_sql, "taskq.backoff_base")
+INTERVAL_SETTING_SQL(taskq_backoff_max_sql, "taskq.backoff_max")
+INTERVAL_SETTING_SQL(taskq_aging_interval_sql, "taskq.aging_interval")
+INTERVAL_SETTING_SQL(taskq_big_job_wait_sql, "taskq.big_job_wait")
+INTERVAL_SETTING_SQL(taskq_retention_sql, "taskq.retention")
+INTERVAL_SETTING_SQL(taskq_throttle_warn_after_sql, "taskq.throttle_warn_after")
