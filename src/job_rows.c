@@ -770,6 +770,25 @@ taskq_job_defaults_sql(PG_FUNCTION_ARGS)
 															 values)));
 }
 
+/* Raise the error of a name (a text) that is NULL or fails the check. */
+void
+taskq_check_name(const char *what, NullableDatum name)
+{
+	text	   *value;
+	const char *problem;
+
+	if (name.isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	value = DatumGetTextPP(name.value);
+	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s", what, problem)));
+}
+
 /*
  * taskq._check_name(what, value): the same check for SQL (queues, handlers,
  * schedules, tenants, worker names), raising what taskq.submit raises.
@@ -778,20 +797,9 @@ PG_FUNCTION_INFO_V1(taskq_check_name_sql);
 Datum
 taskq_check_name_sql(PG_FUNCTION_ARGS)
 {
-	char	   *what = PG_ARGISNULL(0) ? "<NULL>" : text_to_cstring(PG_GETARG_TEXT_PP(0));
-	text	   *value;
-	const char *problem;
+	NullableDatum value = fcinfo->args[1];
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-	value = PG_GETARG_TEXT_PP(1);
-	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
-	if (problem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s %s", what, problem)));
+	taskq_check_name(PG_ARGISNULL(0) ? "<NULL>" : text_to_cstring(PG_GETARG_TEXT_PP(0)), value);
 	PG_RETURN_VOID();
 }
 

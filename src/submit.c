@@ -150,24 +150,6 @@ prepare_plans(Oid priority_type)
 	plans_priority_type = priority_type;
 }
 
-static void
-check_name(const char *what, NullableDatum arg)
-{
-	text	   *value;
-	const char *problem;
-
-	if (arg.isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-	value = DatumGetTextPP(arg.value);
-	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
-	if (problem != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s %s", what, problem)));
-}
-
 static bool
 interval_below_zero(Datum interval, bool or_zero)
 {
@@ -190,8 +172,8 @@ check_job(NullableDatum *args)
 {
 	Jsonb	   *payload;
 
-	check_name("job_type", args[ARG_JOB_TYPE]);
-	check_name("queue", args[ARG_QUEUE]);
+	taskq_check_name("job_type", args[ARG_JOB_TYPE]);
+	taskq_check_name("queue", args[ARG_QUEUE]);
 	if (args[ARG_PAYLOAD].isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -253,9 +235,9 @@ check_job(NullableDatum *args)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency_key must not be empty")));
 	if (!args[ARG_CONCURRENCY_KEY].isnull)
-		check_name("concurrency_key", args[ARG_CONCURRENCY_KEY]);
+		taskq_check_name("concurrency_key", args[ARG_CONCURRENCY_KEY]);
 	if (!args[ARG_TENANT].isnull)
-		check_name("tenant", args[ARG_TENANT]);
+		taskq_check_name("tenant", args[ARG_TENANT]);
 	if (!args[ARG_RUN_AT].isnull &&
 		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(args[ARG_RUN_AT].value)))
 		ereport(ERROR,

@@ -146,13 +146,11 @@ taskq_own_xact(XactEvent event)
 /*
  * The one transaction callback: each module's phase, in this order.
  * listeners.c first: at PRE_COMMIT it sends (or drops) the held
- * notifications, which settles whether this commit publishes; commit_flush.c
- * then decides from that whether to lower synchronous_commit; taskq.c's own
- * phase last, so at COMMIT the executor is woken after the listeners' flag
- * is lowered.  (Before one callback, the three were registered in the
- * reverse order, PostgreSQL calling them newest first: the same order.)
- * listeners.c has shared memory only when preloaded: otherwise it holds
- * nothing and is not called.
+ * notifications, which settles whether this commit publishes;
+ * commit_flush.c next, which decides from that whether to lower
+ * synchronous_commit; taskq.c's own phase last (the order the three
+ * separately registered callbacks ran in).  listeners.c has shared memory
+ * only when preloaded: otherwise it holds nothing and is not called.
  */
 static void
 taskq_xact_callback(XactEvent event, void *arg)

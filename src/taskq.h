@@ -226,6 +226,7 @@ extern Datum taskq_default_backoff(void);
 /* job_rows.c: the one check of a job's names (job_type, queue, concurrency_key, tenant) */
 #define TASKQ_NAME_MAX_CHARS 200
 extern const char *taskq_name_problem(const char *s, int len);
+extern void taskq_check_name(const char *what, NullableDatum name);
 
 /* limits.c: how big a payload and a result may be */
 extern int	taskq_max_payload_size;
