@@ -1,7 +1,7 @@
 # taskq: PGXS build.  `make && make install`, then see README.md.
 EXTENSION = taskq
 MODULE_big = taskq
-OBJS = src/taskq.o src/resources.o src/executor.o src/launcher.o src/metrics.o \
+OBJS = src/taskq.o src/worker_slots.o src/executor.o src/launcher.o src/metrics.o \
        src/database_guard.o src/scan_floor.o src/commit_flush.o \
        src/submit.o src/job_rows.o src/listeners.o src/publish.o src/limits.o \
        src/caller.o src/schema_version.o src/dag.o src/databases.o \

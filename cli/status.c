@@ -9,8 +9,9 @@
 #include "taskq.h"
 
 /*
- * Per queue: jobs pending/running/blocked/failed and whether it is paused;
- * busiest first.  $1: a LIKE pattern of the queues to show, NULL for all.
+ * Per queue: jobs pending/running/blocked/failed, whether it is paused, and
+ * for how long its rate limit has throttled every claim; busiest first.
+ * $1: a LIKE pattern of the queues to show, NULL for all.
  */
 const char *const queues_sql =
 	"WITH d AS ("
@@ -26,12 +27,14 @@ const char *const queues_sql =
 	"       coalesce(sum(d.n) FILTER (WHERE d.status = 'running'), 0)::bigint AS running,"
 	"       coalesce(sum(d.n) FILTER (WHERE d.status = 'blocked'), 0)::bigint AS blocked,"
 	"       coalesce(sum(d.n) FILTER (WHERE d.status = 'failed'), 0)::bigint AS failed,"
-	"       CASE WHEN q.paused THEN 'paused' ELSE '' END AS paused"
+	"       CASE WHEN q.paused THEN 'paused' ELSE '' END AS paused,"
+	"       coalesce(date_trunc('second', r.throttled_for)::text, '') AS throttled"
 	"  FROM names n"
 	"  LEFT JOIN d ON d.queue = n.queue"
 	"  LEFT JOIN taskq.queues q ON q.name = n.queue"
+	"  LEFT JOIN taskq.rate_limit_state() r ON r.kind = 'queue' AND r.name = n.queue"
 	" WHERE $1::text IS NULL OR n.queue LIKE $1"
-	" GROUP BY n.queue, q.paused"
+	" GROUP BY n.queue, q.paused, r.throttled_for"
 	" ORDER BY coalesce(sum(d.n) FILTER (WHERE d.status <> 'failed'), 0) DESC,"
 	"          coalesce(sum(d.n), 0) DESC, n.queue";
 

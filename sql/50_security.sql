@@ -109,10 +109,10 @@ SELECT pg_temp.n(id) AS job, status, priority FROM taskq.jobs WHERE queue = 'reg
 -- taskq._insert_job runs as its caller: EXECUTE on it alone writes nothing.
 BEGIN;
 GRANT EXECUTE ON FUNCTION taskq._insert_job(text, jsonb, taskq.priority, text, bigint[],
-    timestamptz, integer, interval, integer, integer, text, interval, text, regrole) TO taskq_alice;
+    timestamptz, integer, interval, integer, integer, text, interval, text, text, regrole) TO taskq_alice;
 SET ROLE taskq_alice;
 SELECT pg_temp.try($$SELECT taskq._insert_job('security', '{}', 'normal', 'regress_security',
-    '{}', now(), NULL, NULL, 1, 0, NULL, NULL, NULL, 'taskq_boss')$$) AS as_boss;
+    '{}', now(), NULL, NULL, 1, 0, NULL, NULL, NULL, NULL, 'taskq_boss')$$) AS as_boss;
 RESET ROLE;
 ROLLBACK;
 

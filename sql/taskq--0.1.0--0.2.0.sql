@@ -12,6 +12,33 @@
 -- Workers: launcher, executors, cancel and shutdown
 ------------------------------------------------------------------------------
 
+-- The GUCs SQL reads, typed, from C (taskq.c): each default is written once,
+-- in the GUC's definition, not again here as a fallback.
+CREATE FUNCTION taskq._workers() RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_workers_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._backoff_base() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_backoff_base_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._backoff_max() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_backoff_max_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._aging_interval() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_aging_interval_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._big_job_wait() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_big_job_wait_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._retention() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_retention_sql' LANGUAGE C STABLE;
+CREATE FUNCTION taskq._throttle_warn_after() RETURNS interval
+    AS 'MODULE_PATHNAME', 'taskq_throttle_warn_after_sql' LANGUAGE C STABLE;
+
+-- Retry delay after attempt n: min(backoff_max, base * 2^(n-1)), with up to 20 % jitter.
+-- (compared before multiplying: a backoff of centuries would overflow interval)
+CREATE OR REPLACE FUNCTION taskq._retry_delay(base interval, attempt integer) RETURNS interval
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN base >= m / power(2, k) THEN m ELSE base * power(2, k) END
+           * (1 + 0.2 * random())
+    FROM (SELECT taskq._backoff_max() AS m,
+                 least(greatest(attempt, 1) - 1, 40) AS k) s
+$$;
+
 -- health(): the executors check fails when their number differs from
 -- taskq.workers, too few or too many (a restarted launcher used to start a
 -- second set beside the first, reported as "5 of 2 executors running", ok).
@@ -24,7 +51,7 @@ DECLARE
     executors integer;
     changing integer;
     launcher_age interval;
-    wanted integer := coalesce(current_setting('taskq.workers', true), '0')::integer;
+    wanted integer := taskq._workers();
     oldest interval := taskq._oldest_runnable_age();
     usage float8 := pg_notification_queue_usage();
     limit_ float8 := taskq._notify_queue_limit();
@@ -176,6 +203,11 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The one name check (src/job_rows.c), the same as taskq.submit's: NULL,
+-- blank (only spaces, tabs, CRs, LFs) or longer than 200 characters.
+CREATE OR REPLACE FUNCTION taskq._check_name(what text, value text) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_check_name_sql' LANGUAGE C IMMUTABLE;
 
 -- A job type's lock orders submitting jobs of that type against registering
 -- or unregistering its handler, which flips in_database of the waiting jobs:
@@ -331,6 +363,17 @@ DECLARE
     full_kk text[] := '{}';
     c_keys text[];
     ki integer;
+    -- rate-limited job types (taskq.job_types): their names, the names of
+    -- their buckets and claim locks, rates, bursts, tokens; those out of tokens
+    t_types text[];
+    t_buckets text[];
+    t_rates float8[];
+    t_bursts integer[];
+    t_slots integer[];
+    t_slots0 integer[];
+    full_types text[] := '{}';
+    c_types text[];
+    ti integer;
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -353,6 +396,12 @@ BEGIN
                                          AND (_claim.queues IS NULL OR name = ANY (_claim.queues)))
       INTO paused, limited, fair_keyed, fair_key_limit, fair_rated, fair_rates, fair_bursts
       FROM taskq.queues;
+    -- fair scheduling (issue 23): job type rate limits
+    SELECT coalesce(array_agg(job_type ORDER BY job_type), '{}'),
+           coalesce(array_agg(taskq._job_type_bucket(job_type) ORDER BY job_type), '{}'),
+           array_agg(rate_per_second ORDER BY job_type), array_agg(rate_burst ORDER BY job_type)
+      INTO t_types, t_buckets, t_rates, t_bursts
+      FROM taskq.job_types;
 
     IF cardinality(queues) = 0 THEN
         RETURN;                        -- no queue named
@@ -363,8 +412,9 @@ BEGIN
     -- at the end of this function, not at commit: a claimer idle in its
     -- transaction blocks nobody (taskq.queues' rows were locked until then).
     -- (fair scheduling, issue 23: key and rate limits under the same locks)
-    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0 THEN
-        locked_limits := limited || fair_keyed || fair_rated;
+    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0
+       OR cardinality(t_types) > 0 THEN
+        locked_limits := limited || fair_keyed || fair_rated || t_buckets;
         PERFORM taskq._lock_queue_limits(locked_limits, true);
         -- fair scheduling: the claim's time is after its wait for the locks,
         -- so that started_at orders claims as their tokens were counted
@@ -403,6 +453,10 @@ BEGIN
                coalesce(array_agg(fair_key_limit[array_position(fair_keyed, r.queue)] - r.n), '{}')
           INTO k_queue, k_key, k_left
           FROM taskq._running_per_key(fair_keyed) r;
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        t_slots := taskq._rate_tokens(t_buckets, t_rates, t_bursts, t);
+        t_slots0 := t_slots;
     END IF;
     -- <<< fair scheduling
 
@@ -446,6 +500,10 @@ BEGIN
                 full_kq := ARRAY(SELECT k_queue[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
                 full_kk := ARRAY(SELECT k_key[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
             END IF;
+            -- fair scheduling (issue 23): job types out of tokens are left out
+            IF cardinality(t_types) > 0 THEN
+                full_types := ARRAY(SELECT t_types[i] FROM generate_subscripts(t_types, 1) i WHERE t_slots[i] <= 0);
+            END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
@@ -455,10 +513,12 @@ BEGIN
                        array_agg(c.memory_mb ORDER BY c.run_at, c.id),
                        array_agg(c.run_at ORDER BY c.run_at, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)  -- fair scheduling
+                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.run_at, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                       c_keys
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key
+                       c_keys, c_types
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -471,6 +531,8 @@ BEGIN
                            AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
                                 OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
                                                WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                           -- fair scheduling (issue 23): not of a job type out of tokens
+                           AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
                          FOR NO KEY UPDATE OF j SKIP LOCKED) c;
@@ -487,11 +549,12 @@ BEGIN
                     '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
                     '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)'  -- fair scheduling
+                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
                     '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key'
+                           '       j.concurrency_key, j.job_type'
                            '  FROM taskq.jobs j'
                            ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
@@ -502,19 +565,21 @@ BEGIN
                            '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
+                           '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
                            ' ORDER BY j.run_at, j.id LIMIT $10'
                            ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
                     || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                         c_keys
+                         c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
-                          seen, wanted, full_kq, full_kk;
+                          seen, wanted, full_kq, full_kk, full_types;
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
             IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+               AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
                 -- the common case: every candidate fits, no queue limit applies
@@ -542,6 +607,9 @@ BEGIN
                         END IF;
                         CONTINUE WHEN k_left[ki] <= 0;
                     END IF;
+                    -- its job type has a token
+                    ti := array_position(t_types, c_types[i]);
+                    CONTINUE WHEN ti IS NOT NULL AND t_slots[ti] <= 0;
                     -- <<< fair scheduling
                     -- An executor runs its batch one job at a time, so each job must fit the
                     -- budget on its own; an external worker runs its jobs side by side.
@@ -564,6 +632,9 @@ BEGIN
                     IF ki IS NOT NULL THEN                  -- fair scheduling
                         k_left[ki] := k_left[ki] - 1;
                     END IF;
+                    IF ti IS NOT NULL THEN                  -- fair scheduling
+                        t_slots[ti] := t_slots[ti] - 1;
+                    END IF;
                 END LOOP;
             END IF;
             EXIT priorities WHEN big_job_waits;
@@ -582,6 +653,13 @@ BEGIN
                                  ARRAY(SELECT slots[array_position(limited, r)] <= 0
                                               AND cardinality(picked) < max_jobs
                                          FROM unnest(fair_rated) AS r));
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        PERFORM taskq._rate_take(t_buckets,
+                                 ARRAY(SELECT t_slots0[i] - t_slots[i] FROM generate_subscripts(t_types, 1) i
+                                        ORDER BY i),
+                                 ARRAY(SELECT t_slots[i] <= 0 AND cardinality(picked) < max_jobs
+                                         FROM generate_subscripts(t_types, 1) i ORDER BY i));
     END IF;
     -- <<< fair scheduling
 
@@ -617,14 +695,20 @@ BEGIN
 END
 $$;
 
+-- A job's defaults (src/taskq.h, the one table of them) for submit_many's
+-- SQL; the backoff is taskq.backoff_base.
+CREATE FUNCTION taskq._job_defaults(OUT queue text, OUT priority taskq.priority,
+                                    OUT max_attempts integer, OUT backoff interval,
+                                    OUT cpu_units integer, OUT memory_mb integer)
+    AS 'MODULE_PATHNAME', 'taskq_job_defaults_sql' LANGUAGE C STABLE;
+
 CREATE OR REPLACE FUNCTION taskq.submit_many(jobs jsonb)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
-    default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
-                                         interval '1 second');
+    dflt record;                 -- a job's defaults, written once (taskq.h)
     ids bigint[] := '{}';
     plain boolean;
     spec jsonb;
@@ -637,6 +721,7 @@ BEGIN
     IF jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT * INTO dflt FROM taskq._job_defaults();
 
     -- Fast path: a batch of plain jobs (only job_type, queue, payload and
     -- priority, all well typed: a C scan decides) is written without SQL.
@@ -663,22 +748,23 @@ BEGIN
         RETURN QUERY
         WITH spec AS (
             -- (casts inside coalesce: a key that is absent costs none)
-            SELECT e, ord, coalesce(e->>'queue', 'default') AS queue,
-                   coalesce((e->>'priority')::taskq.priority, 'normal') AS priority
+            SELECT e, ord, coalesce(e->>'queue', dflt.queue) AS queue,
+                   coalesce((e->>'priority')::taskq.priority, dflt.priority) AS priority
               FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database, concurrency_key)
+                                    in_database, concurrency_key, tenant)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
-                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
-                   coalesce((e->>'backoff')::interval, default_backoff),
+                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, dflt.max_attempts),
+                   coalesce((e->>'backoff')::interval, dflt.backoff),
                    coalesce((e->>'timeout')::interval, q.default_timeout),
-                   coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
+                   coalesce((e->>'cpu_units')::integer, dflt.cpu_units),
+                   coalesce((e->>'memory_mb')::integer, dflt.memory_mb),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
-                   e->>'concurrency_key'
+                   e->>'concurrency_key', e->>'tenant'
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -709,17 +795,18 @@ BEGIN
         ids := ids || taskq._insert_job(
             spec->>'job_type',
             coalesce(spec->'payload', '{}'),
-            coalesce(spec->>'priority', 'normal')::taskq.priority,
-            coalesce(spec->>'queue', 'default'),
+            coalesce((spec->>'priority')::taskq.priority, dflt.priority),
+            coalesce(spec->>'queue', dflt.queue),
             deps,
             coalesce((spec->>'run_at')::timestamptz, now()),
             (spec->>'max_attempts')::integer,
             (spec->>'timeout')::interval,
-            coalesce((spec->>'cpu_units')::integer, 1),
-            coalesce((spec->>'memory_mb')::integer, 0),
+            coalesce((spec->>'cpu_units')::integer, dflt.cpu_units),
+            coalesce((spec->>'memory_mb')::integer, dflt.memory_mb),
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
             spec->>'concurrency_key',
+            spec->>'tenant',
             me);
         n := n + 1;
     END LOOP;
@@ -1108,6 +1195,43 @@ LANGUAGE sql STABLE AS $$
                    WHERE d.depends_on = $1 AND c.status IN ('blocked', 'pending', 'running'))
 $$;
 
+-- Raise jobs that waited taskq.aging_interval at their effective priority by
+-- one level.  Bounded per call.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := taskq._aging_interval();
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim index
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.run_at) <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 -- Delete finished jobs (and their edges and logs) older than taskq.retention,
 -- a batch per call, oldest finished first (jobs_finished_idx).  A purge in
 -- id order without that index fell behind under a steady load with short
@@ -1116,7 +1240,7 @@ CREATE OR REPLACE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETU
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
+    keep interval := taskq._retention();
     ids bigint[];
 BEGIN
     IF keep < interval '0' THEN
@@ -1316,6 +1440,8 @@ BEGIN
                       coalesce(date_trunc('second', horizon)::text, 'by nobody'));
     RETURN NEXT;
 
+    -- fair scheduling (issue 23): queues throttled for too long
+    RETURN QUERY SELECT * FROM taskq._rate_limit_health();
     RETURN QUERY SELECT * FROM taskq._schedule_health();
 END
 $$;
@@ -1370,7 +1496,8 @@ CREATE FUNCTION taskq.submit(
     memory_mb       integer DEFAULT 0,
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL,
-    concurrency_key text DEFAULT NULL)
+    concurrency_key text DEFAULT NULL,
+    tenant          text DEFAULT NULL)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
 
@@ -1382,7 +1509,7 @@ CREATE FUNCTION taskq._insert_job(
     job_type text, payload jsonb, priority taskq.priority, queue text,
     depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
-    concurrency_key text, owner regrole)
+    concurrency_key text, tenant text, owner regrole)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
 
@@ -1394,7 +1521,8 @@ RETURNS integer[]
 CREATE FUNCTION taskq._rate_take(queues text[], counts integer[], throttled boolean[]) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_rate_take' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._rate_state(queues text[], rates float8[], bursts integer[])
-RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint)
+RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint,
+               throttled_seconds float8)
     AS 'MODULE_PATHNAME', 'taskq_rate_state' LANGUAGE C VOLATILE STRICT;
 -- Running jobs per (queue, key) of these queues, claims not yet committed too.
 CREATE FUNCTION taskq._running_per_key(queues text[])
@@ -1427,6 +1555,32 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The units are s, min and h.';
     END CASE;
+END
+$$;
+
+-- A rate limit and burst as configure_queue and configure_job_type take
+-- them: the rate in jobs per second (NULL: none), or the error.
+CREATE FUNCTION taskq._check_rate(rate_limit text, rate_burst integer) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per_second float8;
+BEGIN
+    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
+        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    per_second := taskq._parse_rate(rate_limit);
+    IF per_second > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN per_second;
 END
 $$;
 
@@ -1463,20 +1617,7 @@ BEGIN
         RAISE EXCEPTION 'key_concurrency must be at least 1, got %', key_concurrency
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
-        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
-        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_limit IS NOT NULL THEN
-        per_second := taskq._parse_rate(rate_limit);
-        IF per_second > 1000000 THEN
-            RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
+    per_second := taskq._check_rate(rate_limit, rate_burst);
     INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts,
                                    key_concurrency, rate_limit, rate_per_second, rate_burst)
     VALUES (queue, concurrency, default_timeout, default_max_attempts, key_concurrency,
@@ -1489,6 +1630,53 @@ BEGIN
             key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
             rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst,
             updated_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+-- A job type's rate limit, across every queue and worker: a token bucket
+-- like a queue's (src/fairness.c), spent by taskq._claim under the type's
+-- claim lock.  No row: unlimited.
+CREATE TABLE taskq.job_types (
+    job_type        text PRIMARY KEY CHECK (length(job_type) BETWEEN 1 AND 200),
+    rate_limit      text NOT NULL,
+    rate_per_second float8 NOT NULL CHECK (rate_per_second > 0),
+    rate_burst      integer NOT NULL CHECK (rate_burst >= 1),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The name of a job type's bucket and claim lock, apart from the queues'
+-- (which share their space: a queue named so would only share its limit).
+CREATE FUNCTION taskq._job_type_bucket(job_type text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT E'\x1f' || 'job_type ' || job_type
+$$;
+REVOKE ALL ON FUNCTION taskq._job_type_bucket(text) FROM PUBLIC;
+
+-- A job type's rate limit: most jobs of it claimed per second, minute or
+-- hour, in bursts of at most rate_burst (default: one second's worth, at
+-- least 1); rate_limit NULL removes the limit.
+CREATE FUNCTION taskq.configure_job_type(job_type text, rate_limit text DEFAULT NULL,
+                                         rate_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    per_second float8;
+BEGIN
+    PERFORM taskq._require_admin('configure a job type');
+    PERFORM taskq._check_name('job_type', job_type);
+    per_second := taskq._check_rate(rate_limit, rate_burst);
+    IF per_second IS NULL THEN
+        DELETE FROM taskq.job_types t WHERE t.job_type = configure_job_type.job_type;
+    ELSE
+        INSERT INTO taskq.job_types AS t (job_type, rate_limit, rate_per_second, rate_burst)
+        VALUES (job_type, btrim(rate_limit), per_second,
+                coalesce(rate_burst, greatest(1, ceil(per_second))::integer))
+        ON CONFLICT (job_type) DO UPDATE
+            SET rate_limit = excluded.rate_limit, rate_per_second = excluded.rate_per_second,
+                rate_burst = excluded.rate_burst, updated_at = now();
+    END IF;
     PERFORM taskq._wake_on_commit();
 END
 $$;
@@ -1530,7 +1718,20 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                            ('taskq_rate_limit_burst', q.rate_burst::float8),
                            ('taskq_rate_limit_tokens', b.tokens),
                            ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
-                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8)) m(name, v)
+                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
+    UNION ALL
+    -- the same of each job type's limit, by job_type
+    SELECT m.name, jsonb_build_object('job_type', t.job_type), m.v
+      FROM taskq.job_types t,
+           LATERAL taskq._rate_state(ARRAY[taskq._job_type_bucket(t.job_type)], ARRAY[t.rate_per_second],
+                                     ARRAY[t.rate_burst]) b,
+           LATERAL (VALUES ('taskq_job_type_rate_limit_per_second', t.rate_per_second),
+                           ('taskq_job_type_rate_limit_burst', t.rate_burst::float8),
+                           ('taskq_job_type_rate_limit_tokens', b.tokens),
+                           ('taskq_job_type_rate_limit_throttled_claims_total', b.throttled::float8),
+                           ('taskq_job_type_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_job_type_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
     SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
            (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8
@@ -1545,9 +1746,102 @@ $$;
 
 REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
-    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
+    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._check_rate(text, integer),
+    taskq._fair_metrics() FROM PUBLIC;
 
+-- Every rate limit (kind 'queue' or 'job_type'), its tokens now and how
+-- long every claim has been throttled by it (NULL: not throttled).
+CREATE FUNCTION taskq.rate_limit_state()
+RETURNS TABLE (kind text, name text, rate_limit text, tokens float8, throttled_for interval)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH rated AS (
+        SELECT 'queue' AS kind, q.name, q.name AS bucket, q.rate_limit, q.rate_per_second, q.rate_burst
+          FROM taskq.queues q WHERE q.rate_per_second IS NOT NULL
+        UNION ALL
+        SELECT 'job_type', t.job_type, taskq._job_type_bucket(t.job_type), t.rate_limit, t.rate_per_second,
+               t.rate_burst
+          FROM taskq.job_types t
+    )
+    SELECT r.kind, r.name, r.rate_limit, s.tokens, make_interval(secs => s.throttled_seconds)
+      FROM (SELECT array_agg(bucket) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
+              FROM rated) a,
+           LATERAL taskq._rate_state(a.n, a.r, a.b) s
+      JOIN rated r ON r.bucket = s.queue
+     ORDER BY r.kind DESC, r.name
+$$;
 
+-- health()'s "rate_limits" check: a warning when a queue with due jobs has
+-- had every claim throttled for longer than taskq.throttle_warn_after (its
+-- limit is below the demand, or a burst is too small for the batches).
+CREATE FUNCTION taskq._rate_limit_health(OUT check_name text, OUT status text, OUT message text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    warn_after interval := taskq._throttle_warn_after();
+    slow text;
+BEGIN
+    check_name := 'rate_limits';
+    SELECT string_agg(format('%s %s (%s, for %s)', replace(s.kind, '_', ' '), s.name, s.rate_limit,
+                             date_trunc('second', s.throttled_for)), ', ')
+      INTO slow
+      FROM taskq.rate_limit_state() s
+     WHERE s.throttled_for > warn_after
+       AND EXISTS (SELECT FROM taskq.jobs j
+                    WHERE j.status = 'pending' AND j.run_at <= now()
+                      AND CASE s.kind WHEN 'queue' THEN j.queue = s.name ELSE j.job_type = s.name END);
+    IF slow IS NULL THEN
+        status := 'ok';
+        message := format('no rate limit has throttled a queue for longer than %s', warn_after);
+    ELSE
+        status := 'warn';
+        message := format('rate limits have throttled every claim for longer than %s: %s', warn_after, slow);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._rate_limit_health() FROM PUBLIC;
+------------------------------------------------------------------------------
+-- Tenants (issue 23): who a job is for, and each tenant's weight
+------------------------------------------------------------------------------
+
+-- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims are
+-- to share a queue's priority between tenants by weight.
+ALTER TABLE taskq.jobs ADD COLUMN tenant text;
+
+-- Weights set by an admin; a tenant without a row weighs 1.
+CREATE TABLE taskq.tenants (
+    name       text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 200),
+    weight     float8 NOT NULL CHECK (weight > 0 AND weight <= 1000000),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Set a tenant's weight (its share against others of weight 1); NULL puts
+-- it back to the default, 1.  Admin-only: a tenant's own roles must not
+-- raise their share.
+CREATE FUNCTION taskq.configure_tenant(tenant text, weight float8 DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM taskq._require_admin('configure a tenant');
+    PERFORM taskq._check_name('tenant', tenant);
+    IF weight IS NULL THEN
+        DELETE FROM taskq.tenants t WHERE t.name = configure_tenant.tenant;
+        RETURN;
+    END IF;
+    -- (NaN > 0 holds for float8: refused by name)
+    IF weight <= 0 OR weight = 'NaN' THEN
+        RAISE EXCEPTION 'weight must be positive, got %', weight
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF weight > 1000000 THEN
+        RAISE EXCEPTION 'weight must be at most 1000000, got %', weight
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
+    ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
 ------------------------------------------------------------------------------
 -- Schedules, metrics and monitoring
 ------------------------------------------------------------------------------
@@ -2030,7 +2324,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA taskq FROM PUBLIC;
 -- taskq_user: submit, link, cancel, retry, schedule and see its own jobs.
 GRANT EXECUTE ON FUNCTION
     taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
-                 integer, integer, text, interval, text),
+                 integer, integer, text, interval, text, text),
     taskq.submit_many(jsonb),
     taskq.add_dependency(bigint, bigint),
     taskq.cancel(bigint),
@@ -2101,3 +2395,12 @@ GRANT EXECUTE ON FUNCTION taskq.health() TO taskq_user;
 -- Grants: fair scheduling
 ------------------------------------------------------------------------------
 GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_worker;
+
+------------------------------------------------------------------------------
+-- Grants: tenants
+------------------------------------------------------------------------------
+GRANT EXECUTE ON FUNCTION taskq.configure_tenant(text, float8) TO taskq_admin;
+GRANT SELECT ON taskq.tenants TO taskq_admin;
+GRANT EXECUTE ON FUNCTION taskq.rate_limit_state() TO taskq_user, taskq_worker, taskq_monitor;
+GRANT EXECUTE ON FUNCTION taskq.configure_job_type(text, text, integer) TO taskq_admin;
+GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;

@@ -98,8 +98,9 @@ restore_synchronous_commit(void)
 	lowered_synchronous_commit = -1;
 }
 
-static void
-commit_flush_xact_callback(XactEvent event, void *arg)
+/* Transaction phase (taskq.c's transaction callback, after listeners.c's). */
+void
+taskq_commit_flush_xact(XactEvent event)
 {
 	switch (event)
 	{
@@ -123,10 +124,9 @@ commit_flush_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* Called at each phase of the release of a transaction's resources. */
-static void
-commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
-							  bool isTopLevel, void *arg)
+/* Called at each phase of the release of a transaction's resources (taskq.c). */
+void
+taskq_commit_flush_release(ResourceReleasePhase phase, bool isCommit, bool isTopLevel)
 {
 	bool		lowered;
 
@@ -146,11 +146,4 @@ commit_flush_release_callback(ResourceReleasePhase phase, bool isCommit,
 		XLogFlush(XactLastCommitEnd);
 		SyncRepWaitForLSN(XactLastCommitEnd, true);
 	}
-}
-
-void
-taskq_commit_flush_init(void)
-{
-	RegisterXactCallback(commit_flush_xact_callback, NULL);
-	RegisterResourceReleaseCallback(commit_flush_release_callback, NULL);
 }

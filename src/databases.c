@@ -16,6 +16,7 @@
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -216,18 +217,22 @@ taskq_databases_init(void)
 }
 
 Size
-taskq_databases_size(void)
+taskq_databases_shmem_size(void)
 {
 	return mul_size(Max(taskq_ndatabases, 1), sizeof(TaskqShared));
 }
 
+/* Called with AddinShmemInitLock held. */
 void
-taskq_databases_attach(TaskqShared *dbs, bool found)
+taskq_databases_shmem_init(void)
 {
+	bool		found;
+	TaskqShared *dbs = ShmemInitStruct("taskq", taskq_databases_shmem_size(), &found);
+
 	TaskqDatabases = dbs;
 	if (found)
 		return;
-	memset(dbs, 0, taskq_databases_size());
+	memset(dbs, 0, taskq_databases_shmem_size());
 	for (int i = 0; i < taskq_ndatabases; i++)
 	{
 		TaskqShared *db = &dbs[i];

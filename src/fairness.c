@@ -53,6 +53,8 @@ typedef struct RateBucket
 	TimestampTz refilled;		/* tokens are as of then */
 	uint64		throttled;		/* claims that found no token */
 	uint64		taken;			/* tokens spent */
+	TimestampTz throttled_since;	/* every claim since was throttled; 0: the
+									 * last one was not */
 } RateBucket;
 
 typedef struct RateBuckets
@@ -64,24 +66,24 @@ static RateBuckets *Buckets = NULL;
 static LWLock *BucketsLock = NULL;
 
 Size
-taskq_rate_buckets_size(void)
+taskq_rate_buckets_shmem_size(void)
 {
 	return MAXALIGN(sizeof(RateBuckets));
 }
 
 void
-taskq_rate_buckets_request(void)
+taskq_rate_buckets_shmem_request(void)
 {
 	RequestNamedLWLockTranche(TASKQ_RATE_LOCK, 1);
 }
 
 /* at server start, every bucket empty (called under AddinShmemInitLock) */
 void
-taskq_rate_buckets_attach(void)
+taskq_rate_buckets_shmem_init(void)
 {
 	bool		found;
 
-	Buckets = ShmemInitStruct("taskq rate limits", taskq_rate_buckets_size(), &found);
+	Buckets = ShmemInitStruct("taskq rate limits", taskq_rate_buckets_shmem_size(), &found);
 	BucketsLock = &(GetNamedLWLockTranche(TASKQ_RATE_LOCK))->lock;
 	if (!found)
 		memset(Buckets, 0, sizeof(RateBuckets));
@@ -199,7 +201,7 @@ taskq_rate_tokens(PG_FUNCTION_ARGS)
  * taskq._rate_take(queues text[], counts int[], throttled bool[]): spend
  * counts[i] tokens of queues[i]'s bucket (refilled by taskq._rate_tokens
  * under the same claim lock, so they are there), and count a throttled claim
- * where throttled[i].
+ * where throttled[i]; a claim not throttled ends the bucket's throttled span.
  */
 PG_FUNCTION_INFO_V1(taskq_rate_take);
 Datum
@@ -232,7 +234,13 @@ taskq_rate_take(PG_FUNCTION_ARGS)
 		b->tokens -= c;
 		b->taken += c;
 		if (DatumGetBool(throttled[i]))
+		{
 			b->throttled++;
+			if (b->throttled_since == 0)
+				b->throttled_since = now;
+		}
+		else
+			b->throttled_since = 0;
 	}
 	LWLockRelease(BucketsLock);
 	PG_RETURN_VOID();
@@ -240,10 +248,13 @@ taskq_rate_take(PG_FUNCTION_ARGS)
 
 /*
  * taskq._rate_state(queues text[], rates float8[], bursts int[]) → table
- * (queue, tokens, wait_seconds, throttled, taken): each bucket as of now,
- * without spending; wait_seconds until its next whole token.  The bucket
- * itself is left as the last claim refilled it: refilling it here, outside
- * the claim locks, could give a claim stamped earlier tokens earned later.
+ * (queue, tokens, wait_seconds, throttled, taken, throttled_seconds): each
+ * bucket as of now, without spending; wait_seconds until its next whole
+ * token; throttled_seconds since every claim of the queue was throttled,
+ * NULL when the last one was not or the bucket has filled up since (no
+ * claim came to be throttled).  The bucket itself is left as the last claim
+ * refilled it: refilling it here, outside the claim locks, could give a
+ * claim stamped earlier tokens earned later.
  */
 PG_FUNCTION_INFO_V1(taskq_rate_state);
 Datum
@@ -264,8 +275,8 @@ taskq_rate_state(PG_FUNCTION_ARGS)
 		RateBucket copy = *bucket_of(name_hash(DatumGetTextPP(names[i])), now);
 		RateBucket *b = &copy;
 		double		rate = DatumGetFloat8(rates[i]);
-		Datum		values[5];
-		bool		nulls[5] = {false};
+		Datum		values[6];
+		bool		nulls[6] = {false};
 
 		refill(b, rate, DatumGetInt32(bursts[i]), now);
 		values[0] = names[i];
@@ -273,6 +284,10 @@ taskq_rate_state(PG_FUNCTION_ARGS)
 		values[2] = Float8GetDatum(b->tokens >= 1 ? 0 : (1 - b->tokens) / rate);
 		values[3] = Int64GetDatum((int64) b->throttled);
 		values[4] = Int64GetDatum((int64) b->taken);
+		if (b->throttled_since != 0 && b->tokens < DatumGetInt32(bursts[i]))
+			values[5] = Float8GetDatum((double) (now - b->throttled_since) / USECS_PER_SEC);
+		else
+			nulls[5] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(BucketsLock);

@@ -99,13 +99,14 @@ static int	npending = 0;
 static int	maxpending = 0;
 
 Size
-taskq_job_metrics_size(void)
+taskq_job_metrics_shmem_size(void)
 {
 	return MAXALIGN(sizeof(TaskqJobMetrics));
 }
 
+/* Called with AddinShmemInitLock held. */
 void
-taskq_job_metrics_attach(void)
+taskq_job_metrics_shmem_init(void)
 {
 	bool		found;
 

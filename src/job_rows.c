@@ -39,6 +39,8 @@
 #include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/primnodes.h"
@@ -88,7 +90,7 @@ enum
 	J_RESULT, J_LAST_ERROR, J_ATTEMPTS, J_MAX_ATTEMPTS, J_BACKOFF, J_TIMEOUT,
 	J_CPU_UNITS, J_MEMORY_MB, J_RUN_AT, J_IDEMPOTENCY_KEY, J_OWNER, J_WORKER,
 	J_LEASE_EXPIRES_AT, J_UNFINISHED_PARENTS, J_IN_DATABASE, J_AGED_AT, J_CREATED_AT,
-	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, N_JOB_COLUMNS
+	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, J_TENANT, N_JOB_COLUMNS
 };
 
 static const Column job_columns[N_JOB_COLUMNS] = {
@@ -119,7 +121,8 @@ static const Column job_columns[N_JOB_COLUMNS] = {
 	{"started_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"finished_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"updated_at", TIMESTAMPTZOID, true, NOW},
-	{"concurrency_key", TEXTOID, false, NO_DEFAULT}
+	{"concurrency_key", TEXTOID, false, NO_DEFAULT},
+	{"tenant", TEXTOID, false, NO_DEFAULT}
 };
 
 /*
@@ -608,18 +611,6 @@ insert_row(JobWriter *w, ResultRelInfo *rri, TupleTableSlot *slot, Datum *values
 	ResetPerTupleExprContext(w->estate);
 }
 
-/* taskq.backoff_base as current_setting('taskq.backoff_base', true)::interval gives it */
-static Datum
-default_backoff(void)
-{
-	const char *setting = GetConfigOptionByName("taskq.backoff_base", NULL, true);
-
-	if (setting == NULL)
-		setting = "1 second";
-	return DirectFunctionCall3(interval_in, CStringGetDatum(setting),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-}
-
 /* Write job, pending; its id. */
 static int64
 write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
@@ -630,7 +621,7 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz run_at = job->run_at.isnull ? now : DatumGetTimestampTz(job->run_at.value);
 	NullableDatum timeout = job->timeout.isnull ? defaults->timeout : job->timeout;
-	Datum		max_attempts = Int32GetDatum(3);
+	Datum		max_attempts = Int32GetDatum(TASKQ_DEFAULT_MAX_ATTEMPTS);
 	int64		id;
 
 	taskq_check_payload_size(job->payload);
@@ -653,7 +644,7 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_PAYLOAD, job->payload);
 	SET_JOB(J_ATTEMPTS, Int32GetDatum(0));
 	SET_JOB(J_MAX_ATTEMPTS, max_attempts);
-	SET_JOB(J_BACKOFF, job->backoff.isnull ? default_backoff() : job->backoff.value);
+	SET_JOB(J_BACKOFF, job->backoff.isnull ? taskq_default_backoff() : job->backoff.value);
 	if (!timeout.isnull)
 		SET_JOB(J_TIMEOUT, timeout.value);
 	SET_JOB(J_CPU_UNITS, job->cpu_units);
@@ -664,6 +655,8 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	SET_JOB(J_IN_DATABASE, BoolGetDatum(in_database));
 	if (!job->concurrency_key.isnull)
 		SET_JOB(J_CONCURRENCY_KEY, job->concurrency_key.value);
+	if (!job->tenant.isnull)
+		SET_JOB(J_TENANT, job->tenant.value);
 	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB
@@ -737,6 +730,157 @@ find_known(KnownSet *set, const char *name, bool *added)
 	return &set->entries[set->n++];
 }
 
+/*
+ * The one name check (job_type, queue, concurrency_key, tenant, and through
+ * taskq._check_name() every name SQL checks): what is wrong with the name,
+ * to follow the field's name in a message, or NULL.  Blank: empty or only
+ * spaces, tabs, CRs and LFs.
+ */
+const char *
+taskq_name_problem(const char *s, int len)
+{
+	bool		blank = true;
+
+	for (int i = 0; i < len && blank; i++)
+		blank = s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n';
+	if (blank)
+		return "must not be empty";
+	if (pg_mbstrlen_with_len(s, len) > TASKQ_NAME_MAX_CHARS)
+		return "is longer than 200 characters";
+	return NULL;
+}
+
+/*
+ * taskq._job_defaults(): a job's defaults (taskq.h) for submit_many's SQL,
+ * the backoff as taskq.backoff_base is shown.
+ */
+PG_FUNCTION_INFO_V1(taskq_job_defaults_sql);
+Datum
+taskq_job_defaults_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	char	   *values[] = {TASKQ_DEFAULT_QUEUE, TASKQ_DEFAULT_PRIORITY,
+		CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS), GetConfigOptionByName("taskq.backoff_base", NULL, false),
+		CppAsString2(TASKQ_DEFAULT_CPU_UNITS), CppAsString2(TASKQ_DEFAULT_MEMORY_MB)};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE || desc->natts != lengthof(values))
+		elog(ERROR, "taskq: _job_defaults must return a record of %d columns", (int) lengthof(values));
+	desc = BlessTupleDesc(desc);
+	PG_RETURN_DATUM(HeapTupleGetDatum(BuildTupleFromCStrings(TupleDescGetAttInMetadata(desc),
+															 values)));
+}
+
+/* Raise the error of a name (a text) that is NULL or fails the check. */
+void
+taskq_check_name(const char *what, NullableDatum name)
+{
+	text	   *value;
+	const char *problem;
+
+	if (name.isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", what)));
+	value = DatumGetTextPP(name.value);
+	problem = taskq_name_problem(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value));
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s", what, problem)));
+}
+
+/*
+ * taskq._check_name(what, value): the same check for SQL (queues, handlers,
+ * schedules, tenants, worker names), raising what taskq.submit raises.
+ */
+PG_FUNCTION_INFO_V1(taskq_check_name_sql);
+Datum
+taskq_check_name_sql(PG_FUNCTION_ARGS)
+{
+	NullableDatum value = fcinfo->args[1];
+
+	taskq_check_name(PG_ARGISNULL(0) ? "<NULL>" : text_to_cstring(PG_GETARG_TEXT_PP(0)), value);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Is a JSON value a good job_type or queue?  Only a string qualifies here:
+ * submit_many's SQL check takes any scalar, and decides the rest.
+ */
+static bool
+is_good_name(JsonbValue *v)
+{
+	return v->type == jbvString &&
+		taskq_name_problem(v->val.string.val, v->val.string.len) == NULL;
+}
+
+/*
+ * A label of taskq.priority?  Any other string makes the batch not plain, so
+ * that the batch's check names the job (an unknown label only declines).
+ */
+static bool
+is_priority_label(JsonbValue *v)
+{
+	static const char *const labels[] = {"critical", "high", "normal", "low"};
+
+	if (v->type != jbvString)
+		return false;
+	for (int i = 0; i < lengthof(labels); i++)
+	{
+		if (v->val.string.len == strlen(labels[i]) &&
+			memcmp(v->val.string.val, labels[i], v->val.string.len) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+key_is(JsonbValue *key, const char *name)
+{
+	return key->val.string.len == strlen(name) &&
+		memcmp(key->val.string.val, name, key->val.string.len) == 0;
+}
+
+/*
+ * Read a plain job of submit_many: an object of at most job_type, queue,
+ * payload and priority, with a good job_type and queue, an object payload
+ * and a string priority.  Its fields into *fields (absent ones jbvNull);
+ * false when it is not plain.  This file writes what it accepts.
+ */
+bool
+taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
+{
+	JsonbIterator *it = JsonbIteratorInit(job);
+	JsonbValue	key;
+	JsonbValue	value;
+	JsonbIteratorToken token;
+
+	fields->job_type.type = jbvNull;
+	fields->queue.type = jbvNull;
+	fields->payload.type = jbvNull;
+	fields->priority.type = jbvNull;
+	/* skipNested: a nested object or array comes whole, as jbvBinary */
+	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
+	{
+		if (token != WJB_KEY)
+			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
+		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
+			return false;
+		if (key_is(&key, "job_type") && is_good_name(&value))
+			fields->job_type = value;
+		else if (key_is(&key, "queue") && is_good_name(&value))
+			fields->queue = value;
+		else if (key_is(&key, "payload") && value.type == jbvBinary &&
+				 JsonContainerIsObject(value.val.binary.data))
+			fields->payload = value;
+		else if (key_is(&key, "priority") && is_priority_label(&value))
+			fields->priority = value;
+		else
+			return false;
+	}
+	return fields->job_type.type != jbvNull;
+}
+
 /* a string field read by taskq_read_plain_job, or dflt when absent */
 static char *
 string_or(JsonbValue *v, const char *dflt)
@@ -782,7 +926,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 	if (!begin_writing(&w))
 		PG_RETURN_NULL();
 	ids = palloc(sizeof(int64) * Max(JB_ROOT_COUNT(jobs), 1));
-	backoff = default_backoff();
+	backoff = taskq_default_backoff();
 	empty_payload = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
 	row_cxt = AllocSetContextCreate(caller, "taskq batch row", ALLOCSET_DEFAULT_SIZES);
 
@@ -809,13 +953,14 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 			!taskq_read_plain_job(element.val.binary.data, &fields))
 			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
 		job_type = pnstrdup(fields.job_type.val.string.val, fields.job_type.val.string.len);
-		queue = string_or(&fields.queue, "default");
-		priority = string_or(&fields.priority, "normal");
+		queue = string_or(&fields.queue, TASKQ_DEFAULT_QUEUE);
+		priority = string_or(&fields.priority, TASKQ_DEFAULT_PRIORITY);
 		job.payload = fields.payload.type == jbvNull ? empty_payload :
 			JsonbPGetDatum(JsonbValueToJsonb(&fields.payload));
 		job.queue = CStringGetTextDatum(queue);
 		job.job_type = CStringGetTextDatum(job_type);
 		job.concurrency_key.isnull = true;	/* a plain job has none */
+		job.tenant.isnull = true;	/* nor a tenant */
 
 		/* what earlier jobs of the batch looked up, or look it up once */
 		MemoryContextSwitchTo(caller);
@@ -840,8 +985,8 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		job.backoff.value = backoff;
 		job.backoff.isnull = false;
 		job.timeout.isnull = true;
-		job.cpu_units = Int32GetDatum(1);
-		job.memory_mb = Int32GetDatum(0);
+		job.cpu_units = Int32GetDatum(TASKQ_DEFAULT_CPU_UNITS);
+		job.memory_mb = Int32GetDatum(TASKQ_DEFAULT_MEMORY_MB);
 		job.run_at.isnull = true;
 		job.owner = owner;
 

@@ -89,7 +89,7 @@ static bool exit_callback_registered = false;
 
 
 Size
-taskq_listeners_size(void)
+taskq_listeners_shmem_size(void)
 {
 	return add_size(offsetof(TaskqListeners, committing),
 					mul_size(sizeof(pg_atomic_uint32), MaxBackends + 1));
@@ -97,11 +97,11 @@ taskq_listeners_size(void)
 
 /* Called with AddinShmemInitLock held. */
 void
-taskq_listeners_attach(void)
+taskq_listeners_shmem_init(void)
 {
 	bool		found;
 
-	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_size(), &found);
+	Listeners = ShmemInitStruct("taskq listeners", taskq_listeners_shmem_size(), &found);
 	if (!found)
 	{
 		for (int c = 0; c < NUM_CLASSES; c++)
@@ -269,8 +269,9 @@ send_or_drop_held(void)
 		pg_atomic_write_u32(&Listeners->committing[MyProcNumber], dropped);
 }
 
-static void
-listeners_xact_callback(XactEvent event, void *arg)
+/* Transaction phase (called from taskq.c's transaction callback, first). */
+void
+taskq_listeners_xact(XactEvent event)
 {
 	switch (event)
 	{
@@ -296,9 +297,9 @@ listeners_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-static void
-listeners_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						   SubTransactionId parentSubid, void *arg)
+/* Subtransaction phase (called from taskq.c's subtransaction callback, first). */
+void
+taskq_listeners_subxact(SubXactEvent event)
 {
 	int			level = GetCurrentTransactionNestLevel();
 
@@ -395,16 +396,4 @@ taskq_listeners_utility(Node *stmt)
 			count_this_listener(taskq_is_shared_channel(k, name) ? SHARED_CLASS(k)
 								: ROLE_CLASS(k));
 	}
-}
-
-/*
- * Called from _PG_init when preloading, after taskq_commit_flush_init:
- * transaction callbacks run newest first, and whether this commit notifies
- * must be settled before commit_flush.c looks.
- */
-void
-taskq_listeners_init(void)
-{
-	RegisterXactCallback(listeners_xact_callback, NULL);
-	RegisterSubXactCallback(listeners_subxact_callback, NULL);
 }

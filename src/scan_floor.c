@@ -35,6 +35,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -71,13 +72,13 @@ typedef struct ScanFloor
 #define TASKQ_LOWERED_RING 512
 #define TASKQ_NOTED_MAX 16
 
-struct TaskqScanFloors
+typedef struct TaskqScanFloors
 {
 	uint64		lowered;		/* keys ever committed to the ring */
 	int			next_evicted;	/* round robin, when all slots are taken */
 	ScanFloor	floors[TASKQ_SCAN_FLOORS];
 	ScanFloor	ring[TASKQ_LOWERED_RING];	/* committed key n at [n % size] */
-};
+} TaskqScanFloors;
 
 #define TASKQ_SCAN_FLOORS_LOCK "taskq scan floors"
 
@@ -101,21 +102,24 @@ static PendingRaise raises[TASKQ_NOTED_MAX];
 static int	n_raises = 0;
 
 Size
-taskq_scan_floors_size(void)
+taskq_scan_floors_shmem_size(void)
 {
 	return MAXALIGN(sizeof(TaskqScanFloors));
 }
 
 void
-taskq_scan_floors_request(void)
+taskq_scan_floors_shmem_request(void)
 {
 	RequestNamedLWLockTranche(TASKQ_SCAN_FLOORS_LOCK, 1);
 }
 
+/* Called with AddinShmemInitLock held. */
 void
-taskq_scan_floors_init(TaskqScanFloors *floors, bool found)
+taskq_scan_floors_shmem_init(void)
 {
-	Floors = floors;
+	bool		found;
+
+	Floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_shmem_size(), &found);
 	FloorsLock = &(GetNamedLWLockTranche(TASKQ_SCAN_FLOORS_LOCK))->lock;
 	if (!found)
 		memset(Floors, 0, sizeof(TaskqScanFloors));

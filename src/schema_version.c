@@ -15,7 +15,10 @@
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
@@ -89,4 +92,37 @@ taskq_require_current_schema(void)
 				 errmsg("taskq's schema in this database is version %s, but its library is version %s",
 						installed, TASKQ_SCHEMA_VERSION),
 				 errhint("Run ALTER EXTENSION taskq UPDATE in this database.")));
+}
+
+/*
+ * Is the extension installed in this database, with the schema this library
+ * needs (schema_version.c)?  Needs a transaction.  Locks
+ * the extension until the transaction ends: DROP EXTENSION locks it first,
+ * so it waits for a worker's transaction instead of deadlocking with it.
+ */
+bool
+taskq_extension_ready(void)
+{
+	static bool told_schema = false;
+	Oid			ext = get_extension_oid("taskq", true);
+	char	   *installed;
+
+	if (!OidIsValid(ext))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+	/* dropped while we waited for the lock? */
+	if (get_extension_oid("taskq", true) != ext)
+		return false;
+	if (!taskq_schema_is_current(ext, &installed))
+	{
+		/* said once per worker: the workers wait for the update */
+		if (!told_schema)
+			ereport(LOG,
+					(errmsg("taskq: schema version %s in database \"%s\", library version %s: workers wait",
+							installed, get_database_name(MyDatabaseId), TASKQ_SCHEMA_VERSION),
+					 errhint("Run ALTER EXTENSION taskq UPDATE in that database.")));
+		told_schema = true;
+		return false;
+	}
+	return true;
 }

@@ -56,6 +56,7 @@ enum
 	ARG_IDEMPOTENCY_KEY,
 	ARG_BACKOFF,
 	ARG_CONCURRENCY_KEY,
+	ARG_TENANT,
 	ARG_OWNER,
 	N_ARGS
 };
@@ -101,14 +102,13 @@ forget_plans(void)
 #define INSERT_JOB_SQL(on_conflict) \
 	"INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
 	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at," \
-	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key)" \
+	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key, tenant)" \
 	"  SELECT $1, $2, $3, $3," \
 	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4," \
-	"         coalesce($5, q.default_max_attempts, 3)," \
-	"         coalesce($6, current_setting('taskq.backoff_base', true)::interval," \
-	"                  interval '1 second')," \
+	"         coalesce($5, q.default_max_attempts, " CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
+	"         coalesce($6, taskq._backoff_base())," \
 	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13," \
-	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14" \
+	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14, $15" \
 	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \
 	"  " on_conflict \
 	"  RETURNING j.id, j.in_database"
@@ -118,7 +118,8 @@ prepare_plans(Oid priority_type)
 {
 	Oid			key_types[] = {REGROLEOID, TEXTOID};
 	Oid			insert_types[] = {TEXTOID, TEXTOID, priority_type, JSONBOID, INT4OID,
-		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID, TEXTOID};
+		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID, TEXTOID,
+	TEXTOID};
 	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
 	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
 
@@ -149,44 +150,6 @@ prepare_plans(Oid priority_type)
 	plans_priority_type = priority_type;
 }
 
-/* blank: empty or only spaces, tabs, CRs and LFs */
-static bool
-name_is_blank(const char *s, int len)
-{
-	for (int i = 0; i < len; i++)
-	{
-		if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n')
-			return false;
-	}
-	return true;
-}
-
-static bool
-name_is_too_long(const char *s, int len)
-{
-	return pg_mbstrlen_with_len(s, len) > 200;
-}
-
-static void
-check_name(const char *what, NullableDatum arg)
-{
-	text	   *value;
-
-	if (arg.isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be NULL", what)));
-	value = DatumGetTextPP(arg.value);
-	if (name_is_blank(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must not be empty", what)));
-	if (name_is_too_long(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is longer than 200 characters", what)));
-}
-
 static bool
 interval_below_zero(Datum interval, bool or_zero)
 {
@@ -209,8 +172,8 @@ check_job(NullableDatum *args)
 {
 	Jsonb	   *payload;
 
-	check_name("job_type", args[ARG_JOB_TYPE]);
-	check_name("queue", args[ARG_QUEUE]);
+	taskq_check_name("job_type", args[ARG_JOB_TYPE]);
+	taskq_check_name("queue", args[ARG_QUEUE]);
 	if (args[ARG_PAYLOAD].isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -272,7 +235,9 @@ check_job(NullableDatum *args)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency_key must not be empty")));
 	if (!args[ARG_CONCURRENCY_KEY].isnull)
-		check_name("concurrency_key", args[ARG_CONCURRENCY_KEY]);
+		taskq_check_name("concurrency_key", args[ARG_CONCURRENCY_KEY]);
+	if (!args[ARG_TENANT].isnull)
+		taskq_check_name("tenant", args[ARG_TENANT]);
 	if (!args[ARG_RUN_AT].isnull &&
 		TIMESTAMP_NOT_FINITE(DatumGetTimestampTz(args[ARG_RUN_AT].value)))
 		ereport(ERROR,
@@ -344,8 +309,8 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 	static const int from_args[] = {ARG_QUEUE, ARG_JOB_TYPE, ARG_PRIORITY, ARG_PAYLOAD,
 		ARG_MAX_ATTEMPTS, ARG_BACKOFF, ARG_TIMEOUT, ARG_CPU_UNITS, ARG_MEMORY_MB,
 	ARG_RUN_AT, ARG_IDEMPOTENCY_KEY, ARG_OWNER};
-	Datum		values[lengthof(from_args) + 2];
-	char		nulls[lengthof(from_args) + 2];
+	Datum		values[lengthof(from_args) + 3];
+	char		nulls[lengthof(from_args) + 3];
 	Datum		id;
 	bool		isnull;
 
@@ -358,6 +323,8 @@ insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
 	nulls[lengthof(from_args)] = ' ';
 	values[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].value;
 	nulls[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].isnull ? 'n' : ' ';
+	values[lengthof(from_args) + 2] = args[ARG_TENANT].value;
+	nulls[lengthof(from_args) + 2] = args[ARG_TENANT].isnull ? 'n' : ' ';
 	if (!run_plan(args[ARG_IDEMPOTENCY_KEY].isnull ? insert_plan : insert_keyed_plan,
 				  values, nulls, 1, &id, &isnull))
 		return 0;
@@ -386,6 +353,7 @@ insert_plain(NullableDatum *args, int64 *id, bool *in_database)
 	job.memory_mb = args[ARG_MEMORY_MB].value;
 	job.run_at = args[ARG_RUN_AT];
 	job.concurrency_key = args[ARG_CONCURRENCY_KEY];
+	job.tenant = args[ARG_TENANT];
 	job.owner = DatumGetObjectId(args[ARG_OWNER].value);
 	return taskq_insert_plain_job(&job, id, in_database);
 }
@@ -523,7 +491,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 /*
  * taskq._insert_job(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
- * concurrency_key, owner): submit_many's job by job path.  Runs as the current user (the
+ * concurrency_key, tenant, owner): submit_many's job by job path.  Runs as the current user (the
  * owner, inside submit_many): EXECUTE on it alone grants nothing.
  */
 PG_FUNCTION_INFO_V1(taskq_insert_job);
@@ -538,7 +506,7 @@ taskq_insert_job(PG_FUNCTION_ARGS)
 /*
  * taskq.submit(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
- * concurrency_key):
+ * concurrency_key, tenant):
  * the job's owner is the caller (taskq._caller(), src/caller.c).
  */
 PG_FUNCTION_INFO_V1(taskq_submit);
@@ -571,85 +539,6 @@ taskq_submit(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_INT64(id);
-}
-
-/*
- * Is a JSON value a good job_type or queue?  Only a string qualifies here:
- * submit_many's SQL check takes any scalar, and decides the rest.
- */
-static bool
-is_good_name(JsonbValue *v)
-{
-	return v->type == jbvString &&
-		!name_is_blank(v->val.string.val, v->val.string.len) &&
-		!name_is_too_long(v->val.string.val, v->val.string.len);
-}
-
-/*
- * A label of taskq.priority?  Any other string makes the batch not plain, so
- * that the batch's check names the job (an unknown label only declines).
- */
-static bool
-is_priority_label(JsonbValue *v)
-{
-	static const char *const labels[] = {"critical", "high", "normal", "low"};
-
-	if (v->type != jbvString)
-		return false;
-	for (int i = 0; i < lengthof(labels); i++)
-	{
-		if (v->val.string.len == strlen(labels[i]) &&
-			memcmp(v->val.string.val, labels[i], v->val.string.len) == 0)
-			return true;
-	}
-	return false;
-}
-
-static bool
-key_is(JsonbValue *key, const char *name)
-{
-	return key->val.string.len == strlen(name) &&
-		memcmp(key->val.string.val, name, key->val.string.len) == 0;
-}
-
-/*
- * Read a plain job of submit_many: an object of at most job_type, queue,
- * payload and priority, with a good job_type and queue, an object payload
- * and a string priority.  Its fields into *fields (absent ones jbvNull);
- * false when it is not plain.  job_rows.c writes what this accepts.
- */
-bool
-taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
-{
-	JsonbIterator *it = JsonbIteratorInit(job);
-	JsonbValue	key;
-	JsonbValue	value;
-	JsonbIteratorToken token;
-
-	fields->job_type.type = jbvNull;
-	fields->queue.type = jbvNull;
-	fields->payload.type = jbvNull;
-	fields->priority.type = jbvNull;
-	/* skipNested: a nested object or array comes whole, as jbvBinary */
-	while ((token = JsonbIteratorNext(&it, &key, true)) != WJB_DONE)
-	{
-		if (token != WJB_KEY)
-			continue;			/* WJB_BEGIN_OBJECT, WJB_END_OBJECT */
-		if (JsonbIteratorNext(&it, &value, true) != WJB_VALUE)
-			return false;
-		if (key_is(&key, "job_type") && is_good_name(&value))
-			fields->job_type = value;
-		else if (key_is(&key, "queue") && is_good_name(&value))
-			fields->queue = value;
-		else if (key_is(&key, "payload") && value.type == jbvBinary &&
-				 JsonContainerIsObject(value.val.binary.data))
-			fields->payload = value;
-		else if (key_is(&key, "priority") && is_priority_label(&value))
-			fields->priority = value;
-		else
-			return false;
-	}
-	return fields->job_type.type != jbvNull;
 }
 
 /*
@@ -778,6 +667,8 @@ batch_input(int job, const char *key, JsonbValue *v, PGFunction input)
 static void
 batch_name(int job, const char *key, JsonbValue *v)
 {
+	const char *problem;
+
 	if (v->type == jbvNull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -785,15 +676,11 @@ batch_name(int job, const char *key, JsonbValue *v)
 				 errdetail(BATCH_DETAIL)));
 	if (v->type != jbvString)
 		wrong_json_type(job, key, "string", v);
-	if (name_is_blank(v->val.string.val, v->val.string.len))
+	problem = taskq_name_problem(v->val.string.val, v->val.string.len);
+	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job %d of the batch: %s must not be empty", job, key),
-				 errdetail(BATCH_DETAIL)));
-	if (name_is_too_long(v->val.string.val, v->val.string.len))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("job %d of the batch: %s is longer than 200 characters", job, key),
+				 errmsg("job %d of the batch: %s %s", job, key, problem),
 				 errdetail(BATCH_DETAIL)));
 }
 
@@ -897,9 +784,11 @@ check_batch_job(int job, JsonbValue *element)
 			 strcmp(k, "run_at") == 0 || strcmp(k, "max_attempts") == 0 ||
 			 strcmp(k, "timeout") == 0 || strcmp(k, "cpu_units") == 0 ||
 			 strcmp(k, "memory_mb") == 0 || strcmp(k, "idempotency_key") == 0 ||
-			 strcmp(k, "backoff") == 0 || strcmp(k, "concurrency_key") == 0))
+			 strcmp(k, "backoff") == 0 || strcmp(k, "concurrency_key") == 0 ||
+			 strcmp(k, "tenant") == 0))
 			continue;
-		if (strcmp(k, "queue") == 0 || strcmp(k, "concurrency_key") == 0)
+		if (strcmp(k, "queue") == 0 || strcmp(k, "concurrency_key") == 0 ||
+			strcmp(k, "tenant") == 0)
 			batch_name(job, k, &v);
 		else if (strcmp(k, "priority") == 0)
 		{

@@ -1,20 +1,17 @@
 /*
- * taskq.c: module load (_PG_init), GUCs, shared state and worker slots, and
- * the small SQL-callable functions that talk to the workers.
+ * taskq.c: module load (_PG_init), the GUCs and their getters for SQL, the
+ * one place that sets up every module's shared memory, the one transaction
+ * and subtransaction callback that call each module's phase in order, and
+ * the ProcessUtility hook.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_extension.h"
-#include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
-#include "storage/lmgr.h"
-#include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/json.h"
@@ -40,6 +37,7 @@ static int	taskq_aging_interval_s = 300;
 static int	taskq_big_job_wait_ms = 30000;
 static int	taskq_backoff_base_ms = 1000;
 static int	taskq_backoff_max_s = 3600;
+static int	taskq_throttle_warn_after_s = 300;
 
 static const struct config_enum_entry notify_level_options[] = {
 	{"none", NOTIFY_NONE, false},
@@ -55,56 +53,58 @@ static ProcessUtility_hook_type prev_process_utility = NULL;
 /* set by taskq._wake_on_commit(); acted on by the commit callback */
 static bool wake_at_commit = false;
 
+/* loaded by shared_preload_libraries (listeners.c's shared memory exists) */
+static bool preloaded = false;
+
 void		_PG_init(void);
 
-static void
-taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-					   SubTransactionId parentSubid, void *arg)
+/*
+ * Every shared-memory area, each owned by its module (size and set-up), in
+ * the order they are set up.  Only when preloaded.
+ */
+typedef struct TaskqShmemArea
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-	{
-		taskq_scan_floors_at_subabort();
-		taskq_job_metrics_at_subabort(mySubid);
-	}
-}
+	Size		(*size) (void);
+	void		(*request_locks) (void);	/* named LWLock tranches, or NULL */
+	void		(*init) (void);
+} TaskqShmemArea;
+
+static const TaskqShmemArea shmem_areas[] = {
+	{taskq_databases_shmem_size, NULL, taskq_databases_shmem_init},
+	{taskq_scan_floors_shmem_size, taskq_scan_floors_shmem_request, taskq_scan_floors_shmem_init},
+	{taskq_listeners_shmem_size, NULL, taskq_listeners_shmem_init},
+	{taskq_job_metrics_shmem_size, NULL, taskq_job_metrics_shmem_init},
+	{taskq_rate_buckets_shmem_size, taskq_rate_buckets_shmem_request, taskq_rate_buckets_shmem_init},
+};
 
 static void
 taskq_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(taskq_databases_size()));
-	RequestAddinShmemSpace(taskq_scan_floors_size());
-	RequestAddinShmemSpace(taskq_listeners_size());
-	RequestAddinShmemSpace(taskq_job_metrics_size());
-	RequestAddinShmemSpace(taskq_rate_buckets_size());
-	taskq_scan_floors_request();
-	taskq_rate_buckets_request();
+	for (int i = 0; i < lengthof(shmem_areas); i++)
+	{
+		RequestAddinShmemSpace(MAXALIGN(shmem_areas[i].size()));
+		if (shmem_areas[i].request_locks)
+			shmem_areas[i].request_locks();
+	}
 }
 
 static void
 taskq_shmem_startup(void)
 {
-	bool		found;
-	TaskqScanFloors *floors;
-	TaskqShared *dbs;
-
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	dbs = ShmemInitStruct("taskq", taskq_databases_size(), &found);
-	taskq_databases_attach(dbs, found);
-	floors = ShmemInitStruct("taskq scan floors", taskq_scan_floors_size(), &found);
-	taskq_scan_floors_init(floors, found);
-	taskq_listeners_attach();
-	taskq_job_metrics_attach();
-	taskq_rate_buckets_attach();
+	for (int i = 0; i < lengthof(shmem_areas); i++)
+		shmem_areas[i].init();
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* taskq.c's own transaction phase: scan floors, job metrics, wake-up, database guard */
 static void
-taskq_xact_callback(XactEvent event, void *arg)
+taskq_own_xact(XactEvent event)
 {
 	switch (event)
 	{
@@ -141,6 +141,46 @@ taskq_xact_callback(XactEvent event, void *arg)
 		default:
 			break;
 	}
+}
+
+/*
+ * The one transaction callback: each module's phase, in this order.
+ * listeners.c first: at PRE_COMMIT it sends (or drops) the held
+ * notifications, which settles whether this commit publishes;
+ * commit_flush.c next, which decides from that whether to lower
+ * synchronous_commit; taskq.c's own phase last (the order the three
+ * separately registered callbacks ran in).  listeners.c has shared memory
+ * only when preloaded: otherwise it holds nothing and is not called.
+ */
+static void
+taskq_xact_callback(XactEvent event, void *arg)
+{
+	if (preloaded)
+		taskq_listeners_xact(event);
+	taskq_commit_flush_xact(event);
+	taskq_own_xact(event);
+}
+
+/* The one subtransaction callback: listeners.c, then taskq.c's own phase. */
+static void
+taskq_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	if (preloaded)
+		taskq_listeners_subxact(event);
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		taskq_scan_floors_at_subabort();
+		taskq_job_metrics_at_subabort(mySubid);
+	}
+}
+
+/* After the locks are released: commit_flush.c flushes a deferred commit. */
+static void
+taskq_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
+					   void *arg)
+{
+	taskq_commit_flush_release(phase, isCommit, isTopLevel);
 }
 
 static void
@@ -226,6 +266,10 @@ define_gucs(void)
 							"Largest result a job may have; -1: no limit.",
 							NULL, &taskq_max_result_size, 1024 * 1024, -1, INT_MAX,
 							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("taskq.throttle_warn_after",
+							"health() warns when a rate limit has throttled every claim of a queue with due jobs for longer than this.",
+							NULL, &taskq_throttle_warn_after_s, 300, 1, INT_MAX / 1000,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("taskq");
 }
 
@@ -256,11 +300,12 @@ void
 _PG_init(void)
 {
 	define_gucs();
+	preloaded = process_shared_preload_libraries_in_progress;
 	RegisterXactCallback(taskq_xact_callback, NULL);
-	taskq_commit_flush_init();
 	RegisterSubXactCallback(taskq_subxact_callback, NULL);
+	RegisterResourceReleaseCallback(taskq_release_callback, NULL);
 
-	if (!process_shared_preload_libraries_in_progress)
+	if (!preloaded)
 		return;
 
 	prev_shmem_request_hook = shmem_request_hook;
@@ -268,199 +313,10 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = taskq_shmem_startup;
 
-	taskq_listeners_init();
 	taskq_databases_init();
 	taskq_register_launchers();
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = taskq_process_utility;
-}
-
-/* Free this process's slot and the capacity it held; runs at process exit. */
-static void
-taskq_detach_slot(int code, Datum arg)
-{
-	TaskqWorkerSlot *slot = (TaskqWorkerSlot *) DatumGetPointer(arg);
-
-	taskq_release_all(slot);
-	SpinLockAcquire(&TaskqState->mutex);
-	memset(slot, 0, sizeof(TaskqWorkerSlot));
-	SpinLockRelease(&TaskqState->mutex);
-}
-
-/* Take a free slot for this process; FATAL when none is left. */
-TaskqWorkerSlot *
-taskq_attach_slot(TaskqWorkerKind kind, const char *name)
-{
-	TaskqWorkerSlot *slot = NULL;
-
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-	{
-		if (TaskqState->slots[i].kind == TASKQ_SLOT_FREE)
-		{
-			slot = &TaskqState->slots[i];
-			memset(slot, 0, sizeof(TaskqWorkerSlot));
-			slot->kind = kind;
-			slot->state = TASKQ_STATE_STARTING;
-			slot->pid = MyProcPid;
-			strlcpy(slot->name, name, NAMEDATALEN);
-			slot->latch = &MyProc->procLatch;
-			slot->since = GetCurrentTimestamp();
-			break;
-		}
-	}
-	SpinLockRelease(&TaskqState->mutex);
-
-	if (slot == NULL)
-		ereport(FATAL,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("no free taskq worker slot")));
-	on_shmem_exit(taskq_detach_slot, PointerGetDatum(slot));
-	return slot;
-}
-
-void
-taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id)
-{
-	SpinLockAcquire(&TaskqState->mutex);
-	if (slot->state != state || slot->job_id != job_id)
-		slot->since = GetCurrentTimestamp();
-	slot->state = state;
-	slot->job_id = job_id;
-	SpinLockRelease(&TaskqState->mutex);
-}
-
-/* Set the latch of every executor. */
-void
-taskq_wake_executors(void)
-{
-	Latch	   *latches[TASKQ_MAX_SLOTS];
-	int			n = 0;
-
-	if (taskq_state() == NULL)
-		return;
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-		if (TaskqState->slots[i].kind == TASKQ_SLOT_EXECUTOR)
-		{
-			TaskqState->slots[i].wake_requested = true;
-			latches[n++] = TaskqState->slots[i].latch;
-		}
-	SpinLockRelease(&TaskqState->mutex);
-	for (int i = 0; i < n; i++)
-		SetLatch(latches[i]);
-}
-
-/*
- * Wake one idle executor for newly runnable jobs: waking them all made every
- * one of them claim, and all but one find nothing.  The woken one is marked
- * claiming at once, so the next wake-up goes to another.  With none idle,
- * every executor's latch is set: one of them may be on its way to sleep
- * after a claim that could not see the new jobs yet, and must not sleep.
- * An executor that claims a full batch wakes the next one itself.
- */
-void
-taskq_wake_one_executor(void)
-{
-	Latch	   *idle = NULL;
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (taskq_state() == NULL)
-		return;
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-	{
-		TaskqWorkerSlot *slot = &TaskqState->slots[i];
-
-		if (slot->kind == TASKQ_SLOT_EXECUTOR && slot->state == TASKQ_STATE_IDLE)
-		{
-			slot->state = TASKQ_STATE_CLAIMING;
-			slot->since = now;
-			slot->wake_requested = true;
-			idle = slot->latch;
-			break;
-		}
-	}
-	SpinLockRelease(&TaskqState->mutex);
-	if (idle != NULL)
-		SetLatch(idle);
-	else
-		taskq_wake_executors();
-}
-
-/*
- * Was this executor asked to look for work since it last asked?  Clears the
- * request.  A latch is also set by signals (every SIGALRM of a timeout, even
- * one already disabled), and an executor woken that way goes back to sleep
- * instead of claiming for nothing.
- */
-bool
-taskq_take_wake_request(TaskqWorkerSlot *slot)
-{
-	bool		requested;
-
-	SpinLockAcquire(&TaskqState->mutex);
-	requested = slot->wake_requested;
-	slot->wake_requested = false;
-	SpinLockRelease(&TaskqState->mutex);
-	return requested;
-}
-
-/* Set the latch of the executors that are waiting for capacity. */
-void
-taskq_wake_capacity_waiters(void)
-{
-	Latch	   *latches[TASKQ_MAX_SLOTS];
-	int			n = 0;
-
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
-	{
-		TaskqWorkerSlot *slot = &TaskqState->slots[i];
-
-		if (slot->kind == TASKQ_SLOT_EXECUTOR && slot->wants_capacity)
-		{
-			slot->wants_capacity = false;
-			slot->wake_requested = true;
-			latches[n++] = slot->latch;
-		}
-	}
-	SpinLockRelease(&TaskqState->mutex);
-	for (int i = 0; i < n; i++)
-		SetLatch(latches[i]);
-}
-
-/*
- * Is the extension installed in this database, with the schema this library
- * needs (schema_version.c)?  Needs a transaction.  Locks
- * the extension until the transaction ends: DROP EXTENSION locks it first,
- * so it waits for a worker's transaction instead of deadlocking with it.
- */
-bool
-taskq_extension_ready(void)
-{
-	static bool told_schema = false;
-	Oid			ext = get_extension_oid("taskq", true);
-	char	   *installed;
-
-	if (!OidIsValid(ext))
-		return false;
-	LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
-	/* dropped while we waited for the lock? */
-	if (get_extension_oid("taskq", true) != ext)
-		return false;
-	if (!taskq_schema_is_current(ext, &installed))
-	{
-		/* said once per worker: the workers wait for the update */
-		if (!told_schema)
-			ereport(LOG,
-					(errmsg("taskq: schema version %s in database \"%s\", library version %s: workers wait",
-							installed, get_database_name(MyDatabaseId), TASKQ_SCHEMA_VERSION),
-					 errhint("Run ALTER EXTENSION taskq UPDATE in that database.")));
-		told_schema = true;
-		return false;
-	}
-	return true;
 }
 
 /* An SPI plan kept for the session (SPI_prepare_cursor's cursor_options). */
@@ -489,49 +345,6 @@ taskq_wake_on_commit(PG_FUNCTION_ARGS)
 {
 	taskq_wake_at_commit();
 	PG_RETURN_VOID();
-}
-
-/*
- * Flag a job held by an executor for cancellation; true if the executor
- * holds it in a batch.  No signal is sent: the executor polls the flag of
- * the job it runs (executor.c), so a request can only ever stop that job,
- * never the one the executor has moved on to.  The ids are scanned under
- * the spinlock: at most two batches of TASKQ_MAX_BATCH, and cancels are rare.
- */
-PG_FUNCTION_INFO_V1(taskq_request_cancel);
-Datum
-taskq_request_cancel(PG_FUNCTION_ARGS)
-{
-	int64		job_id = PG_GETARG_INT64(0);
-	char	   *worker = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	bool		found = false;
-
-	if (taskq_state() == NULL)
-		PG_RETURN_BOOL(false);
-
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS && !found; i++)
-	{
-		TaskqWorkerSlot *slot = &TaskqState->slots[i];
-
-		if (slot->kind != TASKQ_SLOT_EXECUTOR || strcmp(slot->name, worker) != 0)
-			continue;
-		for (int b = 0; b < 2 && !found; b++)
-		{
-			TaskqHeldBatch *held = &TaskqState->held[i][b];
-
-			for (int k = 0; k < held->n; k++)
-				if (held->ids[k] == job_id)
-				{
-					held->cancel[k] = true;
-					found = true;
-					break;
-				}
-		}
-		break;
-	}
-	SpinLockRelease(&TaskqState->mutex);
-	PG_RETURN_BOOL(found);
 }
 
 PG_FUNCTION_INFO_V1(taskq_max_cpu_units_sql);
@@ -563,3 +376,47 @@ taskq_notify_queue_limit_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_FLOAT8(taskq_notify_queue_limit);
 }
+
+/*
+ * The GUCs SQL needs, typed, so that a default is written once (above, in
+ * define_gucs).  An interval is read as current_setting() shows it, units
+ * and all ('7d' is 7 days, not 168 hours), as the SQL did before.
+ */
+static Datum
+setting_interval(const char *name)
+{
+	char	   *shown = GetConfigOptionByName(name, NULL, false);
+
+	return DirectFunctionCall3(interval_in, CStringGetDatum(shown),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+PG_FUNCTION_INFO_V1(taskq_workers_sql);
+Datum
+taskq_workers_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(taskq_workers);
+}
+
+/* a job's backoff when it names none */
+Datum
+taskq_default_backoff(void)
+{
+	return setting_interval("taskq.backoff_base");
+}
+
+/* an SQL function returning the interval GUC guc */
+#define INTERVAL_SETTING_SQL(fn, guc) \
+PG_FUNCTION_INFO_V1(fn); \
+Datum \
+fn(PG_FUNCTION_ARGS) \
+{ \
+	return setting_interval(guc); \
+}
+
+INTERVAL_SETTING_SQL(taskq_backoff_base_sql, "taskq.backoff_base")
+INTERVAL_SETTING_SQL(taskq_backoff_max_sql, "taskq.backoff_max")
+INTERVAL_SETTING_SQL(taskq_aging_interval_sql, "taskq.aging_interval")
+INTERVAL_SETTING_SQL(taskq_big_job_wait_sql, "taskq.big_job_wait")
+INTERVAL_SETTING_SQL(taskq_retention_sql, "taskq.retention")
+INTERVAL_SETTING_SQL(taskq_throttle_warn_after_sql, "taskq.throttle_warn_after")

@@ -8,11 +8,13 @@
 
 #include "compat.h"
 
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 #include "utils/jsonb.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #define TASKQ_MAX_EXECUTORS 64
@@ -126,8 +128,8 @@ extern TaskqShared *TaskqDatabases;	/* taskq_ndatabases entries */
 extern TaskqShared *TaskqState; /* this process's database, or NULL */
 extern void taskq_define_database_gucs(void);
 extern void taskq_databases_init(void);
-extern Size taskq_databases_size(void);
-extern void taskq_databases_attach(TaskqShared *dbs, bool found);
+extern Size taskq_databases_shmem_size(void);
+extern void taskq_databases_shmem_init(void);
 extern int	taskq_database_index(const char *dbname);
 extern const char *taskq_database_name(int index);
 extern TaskqShared *taskq_state(void);
@@ -136,14 +138,18 @@ extern void taskq_pin_state(int index);
 extern int	taskq_executors_wanted(int index);
 extern void taskq_wake_waiting_launchers(void);
 
-/* taskq.c: worker slots and wake-ups, within this process's database */
+/* worker_slots.c: worker slots, wake-ups and capacity, within this process's database */
 extern TaskqWorkerSlot *taskq_attach_slot(TaskqWorkerKind kind, const char *name);
 extern void taskq_set_slot_state(TaskqWorkerSlot *slot, TaskqWorkerState state, int64 job_id);
 extern void taskq_wake_executors(void);
 extern void taskq_wake_one_executor(void);
 extern void taskq_wake_capacity_waiters(void);
 extern bool taskq_take_wake_request(TaskqWorkerSlot *slot);
-extern bool taskq_extension_ready(void);
+extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
+extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
+extern void taskq_release_all(TaskqWorkerSlot *slot);
+
+/* taskq.c: kept plans, wake-up at commit */
 extern SPIPlanPtr taskq_prepare_kept(const char *sql, int nargs, Oid *argtypes,
 									 int cursor_options);
 extern void taskq_wake_at_commit(void);
@@ -152,27 +158,21 @@ extern void taskq_wake_at_commit(void);
 extern void taskq_unschedule_on_drop(Node *stmt);
 
 /* job_metrics.c: counters and histograms per queue, job type and lane */
-extern Size taskq_job_metrics_size(void);
-extern void taskq_job_metrics_attach(void);
+extern Size taskq_job_metrics_shmem_size(void);
+extern void taskq_job_metrics_shmem_init(void);
 extern void taskq_job_metrics_at_commit(void);
 extern void taskq_job_metrics_forget(void);
 extern void taskq_job_metrics_at_subabort(SubTransactionId subid);
 
-/* resources.c: capacity accounting */
-extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory);
-extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
-extern void taskq_release_all(TaskqWorkerSlot *slot);
-
 /* scan_floor.c: where claims start reading the runnable index */
-typedef struct TaskqScanFloors TaskqScanFloors;
-extern Size taskq_scan_floors_size(void);
-extern void taskq_scan_floors_request(void);
+extern Size taskq_scan_floors_shmem_size(void);
+extern void taskq_scan_floors_shmem_request(void);
+extern void taskq_scan_floors_shmem_init(void);
 
 /* fairness.c: rate limits' token buckets */
-extern Size taskq_rate_buckets_size(void);
-extern void taskq_rate_buckets_request(void);
-extern void taskq_rate_buckets_attach(void);
-extern void taskq_scan_floors_init(TaskqScanFloors *floors, bool found);
+extern Size taskq_rate_buckets_shmem_size(void);
+extern void taskq_rate_buckets_shmem_request(void);
+extern void taskq_rate_buckets_shmem_init(void);
 extern void taskq_scan_floors_at_commit(void);
 extern void taskq_scan_floors_forget(void);
 extern void taskq_scan_floors_at_subabort(void);
@@ -194,12 +194,13 @@ typedef struct TaskqPlainJob
 	Datum		memory_mb;		/* int4 */
 	NullableDatum run_at;		/* timestamptz; NULL: now() */
 	NullableDatum concurrency_key;	/* text; NULL: none */
+	NullableDatum tenant;		/* text; NULL: none */
 	Oid			owner;
 } TaskqPlainJob;
 
 extern bool taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database);
 
-/* submit.c: the fields of a plain job of submit_many (absent ones jbvNull) */
+/* job_rows.c: the fields of a plain job of submit_many (absent ones jbvNull) */
 typedef struct TaskqPlainFields
 {
 	JsonbValue	job_type;		/* jbvString */
@@ -209,6 +210,23 @@ typedef struct TaskqPlainFields
 } TaskqPlainFields;
 
 extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
+
+/*
+ * A job's defaults, the one table of them: C uses these, SQL reads them with
+ * taskq._job_defaults().  max_attempts: unless the queue has its own
+ * default_max_attempts; the backoff: taskq.backoff_base (taskq_default_backoff()).
+ */
+#define TASKQ_DEFAULT_QUEUE "default"
+#define TASKQ_DEFAULT_PRIORITY "normal"
+#define TASKQ_DEFAULT_MAX_ATTEMPTS 3
+#define TASKQ_DEFAULT_CPU_UNITS 1
+#define TASKQ_DEFAULT_MEMORY_MB 0
+extern Datum taskq_default_backoff(void);
+
+/* job_rows.c: the one check of a job's names (job_type, queue, concurrency_key, tenant) */
+#define TASKQ_NAME_MAX_CHARS 200
+extern const char *taskq_name_problem(const char *s, int len);
+extern void taskq_check_name(const char *what, NullableDatum name);
 
 /* limits.c: how big a payload and a result may be */
 extern int	taskq_max_payload_size;
@@ -250,7 +268,9 @@ typedef enum TaskqFlushReason
 } TaskqFlushReason;
 
 extern void taskq_request_commit_flush(TaskqFlushReason reason);
-extern void taskq_commit_flush_init(void);
+extern void taskq_commit_flush_xact(XactEvent event);
+extern void taskq_commit_flush_release(ResourceReleasePhase phase, bool isCommit,
+									   bool isTopLevel);
 
 /* publish.c: what is published, on which channel */
 typedef enum TaskqNotifyLevel
@@ -284,14 +304,16 @@ extern Oid	taskq_job_owner(int64 id);
 /* listeners.c: notifications are sent only while a session may listen */
 extern void taskq_notify(int64 job_id, Oid owner, const char *payload);
 extern void taskq_announce_work(int64 job_id, Oid owner, const char *queue);
-extern Size taskq_listeners_size(void);
-extern void taskq_listeners_attach(void);
-extern void taskq_listeners_init(void);
+extern Size taskq_listeners_shmem_size(void);
+extern void taskq_listeners_shmem_init(void);
+extern void taskq_listeners_xact(XactEvent event);
+extern void taskq_listeners_subxact(SubXactEvent event);
 extern void taskq_listeners_utility(Node *stmt);
 
 /* schema_version.c: the schema this library needs (taskq.control's default_version) */
 #define TASKQ_SCHEMA_VERSION "0.2.0"
 extern bool taskq_schema_is_current(Oid ext, char **installed);
+extern bool taskq_extension_ready(void);
 extern void taskq_require_current_schema(void);
 
 /* caller.c */

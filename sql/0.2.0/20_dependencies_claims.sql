@@ -45,6 +45,11 @@ BEGIN
 END
 $$;
 
+-- The one name check (src/job_rows.c), the same as taskq.submit's: NULL,
+-- blank (only spaces, tabs, CRs, LFs) or longer than 200 characters.
+CREATE OR REPLACE FUNCTION taskq._check_name(what text, value text) RETURNS void
+    AS 'MODULE_PATHNAME', 'taskq_check_name_sql' LANGUAGE C IMMUTABLE;
+
 -- A job type's lock orders submitting jobs of that type against registering
 -- or unregistering its handler, which flips in_database of the waiting jobs:
 -- a submit takes it shared before it looks for the handler.  In taskq's own
@@ -199,6 +204,17 @@ DECLARE
     full_kk text[] := '{}';
     c_keys text[];
     ki integer;
+    -- rate-limited job types (taskq.job_types): their names, the names of
+    -- their buckets and claim locks, rates, bursts, tokens; those out of tokens
+    t_types text[];
+    t_buckets text[];
+    t_rates float8[];
+    t_bursts integer[];
+    t_slots integer[];
+    t_slots0 integer[];
+    full_types text[] := '{}';
+    c_types text[];
+    ti integer;
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -221,6 +237,12 @@ BEGIN
                                          AND (_claim.queues IS NULL OR name = ANY (_claim.queues)))
       INTO paused, limited, fair_keyed, fair_key_limit, fair_rated, fair_rates, fair_bursts
       FROM taskq.queues;
+    -- fair scheduling (issue 23): job type rate limits
+    SELECT coalesce(array_agg(job_type ORDER BY job_type), '{}'),
+           coalesce(array_agg(taskq._job_type_bucket(job_type) ORDER BY job_type), '{}'),
+           array_agg(rate_per_second ORDER BY job_type), array_agg(rate_burst ORDER BY job_type)
+      INTO t_types, t_buckets, t_rates, t_bursts
+      FROM taskq.job_types;
 
     IF cardinality(queues) = 0 THEN
         RETURN;                        -- no queue named
@@ -231,8 +253,9 @@ BEGIN
     -- at the end of this function, not at commit: a claimer idle in its
     -- transaction blocks nobody (taskq.queues' rows were locked until then).
     -- (fair scheduling, issue 23: key and rate limits under the same locks)
-    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0 THEN
-        locked_limits := limited || fair_keyed || fair_rated;
+    IF cardinality(limited) > 0 OR cardinality(fair_keyed) > 0 OR cardinality(fair_rated) > 0
+       OR cardinality(t_types) > 0 THEN
+        locked_limits := limited || fair_keyed || fair_rated || t_buckets;
         PERFORM taskq._lock_queue_limits(locked_limits, true);
         -- fair scheduling: the claim's time is after its wait for the locks,
         -- so that started_at orders claims as their tokens were counted
@@ -271,6 +294,10 @@ BEGIN
                coalesce(array_agg(fair_key_limit[array_position(fair_keyed, r.queue)] - r.n), '{}')
           INTO k_queue, k_key, k_left
           FROM taskq._running_per_key(fair_keyed) r;
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        t_slots := taskq._rate_tokens(t_buckets, t_rates, t_bursts, t);
+        t_slots0 := t_slots;
     END IF;
     -- <<< fair scheduling
 
@@ -314,6 +341,10 @@ BEGIN
                 full_kq := ARRAY(SELECT k_queue[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
                 full_kk := ARRAY(SELECT k_key[i] FROM generate_subscripts(k_key, 1) i WHERE k_left[i] <= 0);
             END IF;
+            -- fair scheduling (issue 23): job types out of tokens are left out
+            IF cardinality(t_types) > 0 THEN
+                full_types := ARRAY(SELECT t_types[i] FROM generate_subscripts(t_types, 1) i WHERE t_slots[i] <= 0);
+            END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
@@ -323,10 +354,12 @@ BEGIN
                        array_agg(c.memory_mb ORDER BY c.run_at, c.id),
                        array_agg(c.run_at ORDER BY c.run_at, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)  -- fair scheduling
+                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.run_at, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                       c_keys
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key
+                       c_keys, c_types
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -339,6 +372,8 @@ BEGIN
                            AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
                                 OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
                                                WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                           -- fair scheduling (issue 23): not of a job type out of tokens
+                           AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
                          FOR NO KEY UPDATE OF j SKIP LOCKED) c;
@@ -355,11 +390,12 @@ BEGIN
                     '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
                     '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id)'  -- fair scheduling
+                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
                     '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key'
+                           '       j.concurrency_key, j.job_type'
                            '  FROM taskq.jobs j'
                            ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
@@ -370,19 +406,21 @@ BEGIN
                            '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
+                           '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
                            ' ORDER BY j.run_at, j.id LIMIT $10'
                            ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
                     || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
-                         c_keys
+                         c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
-                          seen, wanted, full_kq, full_kk;
+                          seen, wanted, full_kq, full_kk, full_types;
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
             IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+               AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
                 -- the common case: every candidate fits, no queue limit applies
@@ -410,6 +448,9 @@ BEGIN
                         END IF;
                         CONTINUE WHEN k_left[ki] <= 0;
                     END IF;
+                    -- its job type has a token
+                    ti := array_position(t_types, c_types[i]);
+                    CONTINUE WHEN ti IS NOT NULL AND t_slots[ti] <= 0;
                     -- <<< fair scheduling
                     -- An executor runs its batch one job at a time, so each job must fit the
                     -- budget on its own; an external worker runs its jobs side by side.
@@ -432,6 +473,9 @@ BEGIN
                     IF ki IS NOT NULL THEN                  -- fair scheduling
                         k_left[ki] := k_left[ki] - 1;
                     END IF;
+                    IF ti IS NOT NULL THEN                  -- fair scheduling
+                        t_slots[ti] := t_slots[ti] - 1;
+                    END IF;
                 END LOOP;
             END IF;
             EXIT priorities WHEN big_job_waits;
@@ -450,6 +494,13 @@ BEGIN
                                  ARRAY(SELECT slots[array_position(limited, r)] <= 0
                                               AND cardinality(picked) < max_jobs
                                          FROM unnest(fair_rated) AS r));
+    END IF;
+    IF cardinality(t_types) > 0 THEN
+        PERFORM taskq._rate_take(t_buckets,
+                                 ARRAY(SELECT t_slots0[i] - t_slots[i] FROM generate_subscripts(t_types, 1) i
+                                        ORDER BY i),
+                                 ARRAY(SELECT t_slots[i] <= 0 AND cardinality(picked) < max_jobs
+                                         FROM generate_subscripts(t_types, 1) i ORDER BY i));
     END IF;
     -- <<< fair scheduling
 
@@ -485,14 +536,20 @@ BEGIN
 END
 $$;
 
+-- A job's defaults (src/taskq.h, the one table of them) for submit_many's
+-- SQL; the backoff is taskq.backoff_base.
+CREATE FUNCTION taskq._job_defaults(OUT queue text, OUT priority taskq.priority,
+                                    OUT max_attempts integer, OUT backoff interval,
+                                    OUT cpu_units integer, OUT memory_mb integer)
+    AS 'MODULE_PATHNAME', 'taskq_job_defaults_sql' LANGUAGE C STABLE;
+
 CREATE OR REPLACE FUNCTION taskq.submit_many(jobs jsonb)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
 DECLARE
     me regrole := taskq._caller();
-    default_backoff interval := coalesce(current_setting('taskq.backoff_base', true)::interval,
-                                         interval '1 second');
+    dflt record;                 -- a job's defaults, written once (taskq.h)
     ids bigint[] := '{}';
     plain boolean;
     spec jsonb;
@@ -505,6 +562,7 @@ BEGIN
     IF jsonb_typeof(jobs) <> 'array' THEN
         RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT * INTO dflt FROM taskq._job_defaults();
 
     -- Fast path: a batch of plain jobs (only job_type, queue, payload and
     -- priority, all well typed: a C scan decides) is written without SQL.
@@ -531,22 +589,23 @@ BEGIN
         RETURN QUERY
         WITH spec AS (
             -- (casts inside coalesce: a key that is absent costs none)
-            SELECT e, ord, coalesce(e->>'queue', 'default') AS queue,
-                   coalesce((e->>'priority')::taskq.priority, 'normal') AS priority
+            SELECT e, ord, coalesce(e->>'queue', dflt.queue) AS queue,
+                   coalesce((e->>'priority')::taskq.priority, dflt.priority) AS priority
               FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
         ), inserted AS (
             INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
                                     max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database, concurrency_key)
+                                    in_database, concurrency_key, tenant)
             SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
                    'pending', coalesce(e->'payload', '{}'),
-                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, 3),
-                   coalesce((e->>'backoff')::interval, default_backoff),
+                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, dflt.max_attempts),
+                   coalesce((e->>'backoff')::interval, dflt.backoff),
                    coalesce((e->>'timeout')::interval, q.default_timeout),
-                   coalesce((e->>'cpu_units')::integer, 1), coalesce((e->>'memory_mb')::integer, 0),
+                   coalesce((e->>'cpu_units')::integer, dflt.cpu_units),
+                   coalesce((e->>'memory_mb')::integer, dflt.memory_mb),
                    coalesce((e->>'run_at')::timestamptz, now()), me,
                    EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
-                   e->>'concurrency_key'
+                   e->>'concurrency_key', e->>'tenant'
               FROM spec
               LEFT JOIN taskq.queues q ON q.name = spec.queue
              ORDER BY spec.ord      -- ids are assigned in input order
@@ -577,17 +636,18 @@ BEGIN
         ids := ids || taskq._insert_job(
             spec->>'job_type',
             coalesce(spec->'payload', '{}'),
-            coalesce(spec->>'priority', 'normal')::taskq.priority,
-            coalesce(spec->>'queue', 'default'),
+            coalesce((spec->>'priority')::taskq.priority, dflt.priority),
+            coalesce(spec->>'queue', dflt.queue),
             deps,
             coalesce((spec->>'run_at')::timestamptz, now()),
             (spec->>'max_attempts')::integer,
             (spec->>'timeout')::interval,
-            coalesce((spec->>'cpu_units')::integer, 1),
-            coalesce((spec->>'memory_mb')::integer, 0),
+            coalesce((spec->>'cpu_units')::integer, dflt.cpu_units),
+            coalesce((spec->>'memory_mb')::integer, dflt.memory_mb),
             spec->>'idempotency_key',
             (spec->>'backoff')::interval,
             spec->>'concurrency_key',
+            spec->>'tenant',
             me);
         n := n + 1;
     END LOOP;

@@ -181,6 +181,43 @@ LANGUAGE sql STABLE AS $$
                    WHERE d.depends_on = $1 AND c.status IN ('blocked', 'pending', 'running'))
 $$;
 
+-- Raise jobs that waited taskq.aging_interval at their effective priority by
+-- one level.  Bounded per call.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := taskq._aging_interval();
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim index
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.run_at) <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
 -- Delete finished jobs (and their edges and logs) older than taskq.retention,
 -- a batch per call, oldest finished first (jobs_finished_idx).  A purge in
 -- id order without that index fell behind under a steady load with short
@@ -189,7 +226,7 @@ CREATE OR REPLACE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETU
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
+    keep interval := taskq._retention();
     ids bigint[];
 BEGIN
     IF keep < interval '0' THEN

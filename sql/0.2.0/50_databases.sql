@@ -135,6 +135,8 @@ BEGIN
                       coalesce(date_trunc('second', horizon)::text, 'by nobody'));
     RETURN NEXT;
 
+    -- fair scheduling (issue 23): queues throttled for too long
+    RETURN QUERY SELECT * FROM taskq._rate_limit_health();
     RETURN QUERY SELECT * FROM taskq._schedule_health();
 END
 $$;

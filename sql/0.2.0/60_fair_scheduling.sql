@@ -31,7 +31,8 @@ CREATE FUNCTION taskq.submit(
     memory_mb       integer DEFAULT 0,
     idempotency_key text DEFAULT NULL,
     backoff         interval DEFAULT NULL,
-    concurrency_key text DEFAULT NULL)
+    concurrency_key text DEFAULT NULL,
+    tenant          text DEFAULT NULL)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
 
@@ -43,7 +44,7 @@ CREATE FUNCTION taskq._insert_job(
     job_type text, payload jsonb, priority taskq.priority, queue text,
     depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
     cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
-    concurrency_key text, owner regrole)
+    concurrency_key text, tenant text, owner regrole)
 RETURNS bigint
     AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
 
@@ -55,7 +56,8 @@ RETURNS integer[]
 CREATE FUNCTION taskq._rate_take(queues text[], counts integer[], throttled boolean[]) RETURNS void
     AS 'MODULE_PATHNAME', 'taskq_rate_take' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION taskq._rate_state(queues text[], rates float8[], bursts integer[])
-RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint)
+RETURNS TABLE (queue text, tokens float8, wait_seconds float8, throttled bigint, taken bigint,
+               throttled_seconds float8)
     AS 'MODULE_PATHNAME', 'taskq_rate_state' LANGUAGE C VOLATILE STRICT;
 -- Running jobs per (queue, key) of these queues, claims not yet committed too.
 CREATE FUNCTION taskq._running_per_key(queues text[])
@@ -88,6 +90,32 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'The units are s, min and h.';
     END CASE;
+END
+$$;
+
+-- A rate limit and burst as configure_queue and configure_job_type take
+-- them: the rate in jobs per second (NULL: none), or the error.
+CREATE FUNCTION taskq._check_rate(rate_limit text, rate_burst integer) RETURNS float8
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    per_second float8;
+BEGIN
+    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
+        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
+        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF rate_limit IS NULL THEN
+        RETURN NULL;
+    END IF;
+    per_second := taskq._parse_rate(rate_limit);
+    IF per_second > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN per_second;
 END
 $$;
 
@@ -124,20 +152,7 @@ BEGIN
         RAISE EXCEPTION 'key_concurrency must be at least 1, got %', key_concurrency
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF rate_burst IS NOT NULL AND rate_limit IS NULL THEN
-        RAISE EXCEPTION 'rate_burst needs a rate_limit' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_burst IS NOT NULL AND rate_burst < 1 THEN
-        RAISE EXCEPTION 'rate_burst must be at least 1, got %', rate_burst
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF rate_limit IS NOT NULL THEN
-        per_second := taskq._parse_rate(rate_limit);
-        IF per_second > 1000000 THEN
-            RAISE EXCEPTION 'rate_limit must be at most 1000000/s, got "%"', rate_limit
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-    END IF;
+    per_second := taskq._check_rate(rate_limit, rate_burst);
     INSERT INTO taskq.queues AS q (name, concurrency, default_timeout, default_max_attempts,
                                    key_concurrency, rate_limit, rate_per_second, rate_burst)
     VALUES (queue, concurrency, default_timeout, default_max_attempts, key_concurrency,
@@ -150,6 +165,53 @@ BEGIN
             key_concurrency = excluded.key_concurrency, rate_limit = excluded.rate_limit,
             rate_per_second = excluded.rate_per_second, rate_burst = excluded.rate_burst,
             updated_at = now();
+    PERFORM taskq._wake_on_commit();
+END
+$$;
+
+-- A job type's rate limit, across every queue and worker: a token bucket
+-- like a queue's (src/fairness.c), spent by taskq._claim under the type's
+-- claim lock.  No row: unlimited.
+CREATE TABLE taskq.job_types (
+    job_type        text PRIMARY KEY CHECK (length(job_type) BETWEEN 1 AND 200),
+    rate_limit      text NOT NULL,
+    rate_per_second float8 NOT NULL CHECK (rate_per_second > 0),
+    rate_burst      integer NOT NULL CHECK (rate_burst >= 1),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The name of a job type's bucket and claim lock, apart from the queues'
+-- (which share their space: a queue named so would only share its limit).
+CREATE FUNCTION taskq._job_type_bucket(job_type text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT E'\x1f' || 'job_type ' || job_type
+$$;
+REVOKE ALL ON FUNCTION taskq._job_type_bucket(text) FROM PUBLIC;
+
+-- A job type's rate limit: most jobs of it claimed per second, minute or
+-- hour, in bursts of at most rate_burst (default: one second's worth, at
+-- least 1); rate_limit NULL removes the limit.
+CREATE FUNCTION taskq.configure_job_type(job_type text, rate_limit text DEFAULT NULL,
+                                         rate_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    per_second float8;
+BEGIN
+    PERFORM taskq._require_admin('configure a job type');
+    PERFORM taskq._check_name('job_type', job_type);
+    per_second := taskq._check_rate(rate_limit, rate_burst);
+    IF per_second IS NULL THEN
+        DELETE FROM taskq.job_types t WHERE t.job_type = configure_job_type.job_type;
+    ELSE
+        INSERT INTO taskq.job_types AS t (job_type, rate_limit, rate_per_second, rate_burst)
+        VALUES (job_type, btrim(rate_limit), per_second,
+                coalesce(rate_burst, greatest(1, ceil(per_second))::integer))
+        ON CONFLICT (job_type) DO UPDATE
+            SET rate_limit = excluded.rate_limit, rate_per_second = excluded.rate_per_second,
+                rate_burst = excluded.rate_burst, updated_at = now();
+    END IF;
     PERFORM taskq._wake_on_commit();
 END
 $$;
@@ -191,7 +253,20 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
                            ('taskq_rate_limit_burst', q.rate_burst::float8),
                            ('taskq_rate_limit_tokens', b.tokens),
                            ('taskq_rate_limit_throttled_claims_total', b.throttled::float8),
-                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8)) m(name, v)
+                           ('taskq_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
+    UNION ALL
+    -- the same of each job type's limit, by job_type
+    SELECT m.name, jsonb_build_object('job_type', t.job_type), m.v
+      FROM taskq.job_types t,
+           LATERAL taskq._rate_state(ARRAY[taskq._job_type_bucket(t.job_type)], ARRAY[t.rate_per_second],
+                                     ARRAY[t.rate_burst]) b,
+           LATERAL (VALUES ('taskq_job_type_rate_limit_per_second', t.rate_per_second),
+                           ('taskq_job_type_rate_limit_burst', t.rate_burst::float8),
+                           ('taskq_job_type_rate_limit_tokens', b.tokens),
+                           ('taskq_job_type_rate_limit_throttled_claims_total', b.throttled::float8),
+                           ('taskq_job_type_rate_limit_taken_jobs_total', b.taken::float8),
+                           ('taskq_job_type_rate_limit_throttled_seconds', coalesce(b.throttled_seconds, 0))) m(name, v)
     UNION ALL
     SELECT 'taskq_key_limit_running_keys', jsonb_build_object('queue', q.name),
            (SELECT count(*) FROM running r WHERE r.queue = q.name)::float8
@@ -206,6 +281,57 @@ $$;
 
 REVOKE ALL ON FUNCTION taskq._rate_tokens(text[], float8[], integer[], timestamptz),
     taskq._rate_take(text[], integer[], boolean[]), taskq._rate_state(text[], float8[], integer[]),
-    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._fair_metrics() FROM PUBLIC;
+    taskq._running_per_key(text[]), taskq._parse_rate(text), taskq._check_rate(text, integer),
+    taskq._fair_metrics() FROM PUBLIC;
 
+-- Every rate limit (kind 'queue' or 'job_type'), its tokens now and how
+-- long every claim has been throttled by it (NULL: not throttled).
+CREATE FUNCTION taskq.rate_limit_state()
+RETURNS TABLE (kind text, name text, rate_limit text, tokens float8, throttled_for interval)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH rated AS (
+        SELECT 'queue' AS kind, q.name, q.name AS bucket, q.rate_limit, q.rate_per_second, q.rate_burst
+          FROM taskq.queues q WHERE q.rate_per_second IS NOT NULL
+        UNION ALL
+        SELECT 'job_type', t.job_type, taskq._job_type_bucket(t.job_type), t.rate_limit, t.rate_per_second,
+               t.rate_burst
+          FROM taskq.job_types t
+    )
+    SELECT r.kind, r.name, r.rate_limit, s.tokens, make_interval(secs => s.throttled_seconds)
+      FROM (SELECT array_agg(bucket) AS n, array_agg(rate_per_second) AS r, array_agg(rate_burst) AS b
+              FROM rated) a,
+           LATERAL taskq._rate_state(a.n, a.r, a.b) s
+      JOIN rated r ON r.bucket = s.queue
+     ORDER BY r.kind DESC, r.name
+$$;
 
+-- health()'s "rate_limits" check: a warning when a queue with due jobs has
+-- had every claim throttled for longer than taskq.throttle_warn_after (its
+-- limit is below the demand, or a burst is too small for the batches).
+CREATE FUNCTION taskq._rate_limit_health(OUT check_name text, OUT status text, OUT message text)
+RETURNS SETOF record
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    warn_after interval := taskq._throttle_warn_after();
+    slow text;
+BEGIN
+    check_name := 'rate_limits';
+    SELECT string_agg(format('%s %s (%s, for %s)', replace(s.kind, '_', ' '), s.name, s.rate_limit,
+                             date_trunc('second', s.throttled_for)), ', ')
+      INTO slow
+      FROM taskq.rate_limit_state() s
+     WHERE s.throttled_for > warn_after
+       AND EXISTS (SELECT FROM taskq.jobs j
+                    WHERE j.status = 'pending' AND j.run_at <= now()
+                      AND CASE s.kind WHEN 'queue' THEN j.queue = s.name ELSE j.job_type = s.name END);
+    IF slow IS NULL THEN
+        status := 'ok';
+        message := format('no rate limit has throttled a queue for longer than %s', warn_after);
+    ELSE
+        status := 'warn';
+        message := format('rate limits have throttled every claim for longer than %s: %s', warn_after, slow);
+    END IF;
+    RETURN NEXT;
+END
+$$;
+REVOKE ALL ON FUNCTION taskq._rate_limit_health() FROM PUBLIC;

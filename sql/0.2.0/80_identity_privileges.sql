@@ -289,7 +289,7 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA taskq FROM PUBLIC;
 -- taskq_user: submit, link, cancel, retry, schedule and see its own jobs.
 GRANT EXECUTE ON FUNCTION
     taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer, interval,
-                 integer, integer, text, interval, text),
+                 integer, integer, text, interval, text, text),
     taskq.submit_many(jsonb),
     taskq.add_dependency(bigint, bigint),
     taskq.cancel(bigint),

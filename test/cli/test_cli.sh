@@ -198,6 +198,16 @@ run "$taskq" status --queue "${tag}_%"
 check status_queue_filter 0 "^  ${tag}_a +2 +0 +1 +0\$" "^  ${tag}_delayed +1 +0 +0 +0\$"
 assert status_queue_filter_only ! grep -qE '^  default ' "$work/out"
 
+# a queue whose rate limit holds back every claim shows for how long
+psql_q -c "SELECT taskq.configure_queue('${tag}_thr', rate_limit => '1/h')" >/dev/null
+psql_q -c "SELECT taskq.submit('${tag}_thr', queue => '${tag}_thr') FROM generate_series(1, 3)" >/dev/null
+psql_q -c "SELECT count(*) FROM taskq.claim(ARRAY['${tag}_thr'], '${tag}_w', 10, '1 hour')" >/dev/null
+run "$taskq" status --queue "${tag}_thr"
+check status_throttled 0 '^  queue +pending +running +blocked +failed +paused +throttled$' \
+    "^  ${tag}_thr +[23] +[01] +0 +0 +[0-9]{2}:[0-9]{2}:[0-9]{2}\$"
+run "$taskq" top --once --queue "${tag}_thr"
+check top_throttled 0 "^  ${tag}_thr +[23] +[01] +0 +0 +[0-9]{2}:[0-9]{2}:[0-9]{2}\$"
+
 run "$taskq" status "$b"
 check status_job 0 "^id +$b\$" '^status +blocked$' "^job_type +${tag}_child\$" \
     "^depends_on +\\{$a,$a2\\}\$" '^Log' '^  \(empty\)$'
@@ -379,7 +389,7 @@ if command -v tmux >/dev/null; then
         fi
         rc=0
         check "${name}_draws" 0 '^taskq top .* \(q quits\)' '^Resources +cpu' '^  claimed ' "^Queues LIKE ${tag}%\$" \
-            '^  queue +pending +running +blocked +failed +paused$' "^  ${tag}_delayed +1 +0 +0 +0\$" \
+            '^  queue +pending +running +blocked +failed +paused +throttled$' "^  ${tag}_delayed +1 +0 +0 +0\$" \
             "^  ${tag}_a +1 +0 +0 +0\$" '^Workers' '^ +pid +kind +state +job ' ' launcher ' ' executor '
         tmux_cmd send-keys -t "$name" "$key"
         if wait_for 10 test -s "$work/$name.rc"; then

@@ -62,7 +62,7 @@ FROM unnest(ARRAY['jobs', 'job_logs', 'job_dependencies']) t;
 
 SELECT has_function('taskq', 'submit', ARRAY['text', 'jsonb', 'taskq.priority', 'text', 'bigint[]',
                     'timestamp with time zone', 'integer', 'interval', 'integer', 'integer', 'text', 'interval',
-                    'text']);
+                    'text', 'text']);
 SELECT has_function('taskq', f, a) FROM (VALUES
     ('submit_many', ARRAY['jsonb']),
     ('add_dependency', ARRAY['bigint', 'bigint']),

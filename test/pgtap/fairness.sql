@@ -154,7 +154,7 @@ SELECT set_eq($$SELECT metric FROM taskq.metrics() WHERE labels->>'queue' = 'tap
                   AND metric LIKE 'taskq\_%\_limit\_%'$$,
               ARRAY['taskq_rate_limit_per_second', 'taskq_rate_limit_burst', 'taskq_rate_limit_tokens',
                     'taskq_rate_limit_throttled_claims_total', 'taskq_rate_limit_taken_jobs_total',
-                    'taskq_key_limit_running_keys', 'taskq_key_limit_waiting_jobs'],
+                    'taskq_rate_limit_throttled_seconds', 'taskq_key_limit_running_keys', 'taskq_key_limit_waiting_jobs'],
               'taskq_monitor sees a row of each limit metric');
 SELECT results_eq($$SELECT metric, value FROM taskq.metrics()
                      WHERE labels->>'queue' = 'tap_fair_m' AND metric IN

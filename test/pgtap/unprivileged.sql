@@ -447,7 +447,7 @@ SELECT pg_temp.rejects($$INSERT INTO taskq.handlers VALUES ('tap_v', 'pg_temp.ta
 SELECT pg_temp.rejects($$UPDATE taskq.queues SET paused = true$$, '42501', 'mallory: UPDATE queues');
 SELECT pg_temp.rejects($$INSERT INTO taskq.schedules (name, cron, job_type, payload, priority, queue, owner) VALUES ('x', '* * * * *', 'tap_v', '{}', 'normal', 'q', 'taskq_tap_victim')$$, '42501', 'mallory: INSERT a schedule');
 -- the internal functions are not callable
-SELECT pg_temp.rejects($$SELECT taskq._insert_job('tap_v', '{}', 'normal', 'tap_m', '{}', now(), 1, NULL, 1, 0, NULL, NULL, NULL, 'taskq_tap_victim')$$,
+SELECT pg_temp.rejects($$SELECT taskq._insert_job('tap_v', '{}', 'normal', 'tap_m', '{}', now(), 1, NULL, 1, 0, NULL, NULL, NULL, NULL, 'taskq_tap_victim')$$,
                        '42501', 'mallory: _insert_job with the victim as owner');
 SELECT pg_temp.rejects($$SELECT taskq._cancel_job(pg_temp.job('v_pending'), 'x')$$, '42501', 'mallory: _cancel_job');
 SELECT pg_temp.rejects($$SELECT taskq._succeed(pg_temp.job('v_run'), 'victim worker', 1, NULL)$$, '42501', 'mallory: _succeed');

@@ -412,7 +412,7 @@ fails_as('mallory', "CREATE FUNCTION taskq.now() RETURNS int LANGUAGE sql AS 'SE
 	'42501', qr/permission denied for schema taskq/, 'mallory cannot create objects in schema taskq');
 fails_as('mallory', "UPDATE taskq.jobs SET owner = 'postgres' WHERE owner = 'mallory'",
 	'42501', qr/permission denied/, 'mallory cannot rewrite job owners');
-fails_as('mallory', "SELECT taskq._insert_job('rec', '{}', 'normal', 'default', '{}', now(), 1, NULL, 1, 0, NULL, NULL, NULL, 'postgres')",
+fails_as('mallory', "SELECT taskq._insert_job('rec', '{}', 'normal', 'default', '{}', now(), 1, NULL, 1, 0, NULL, NULL, NULL, NULL, 'postgres')",
 	'42501', qr/permission denied/, 'mallory cannot call the internal insert');
 
 $node->stop;

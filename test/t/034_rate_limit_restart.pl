@@ -97,5 +97,19 @@ sql("SELECT taskq.configure_queue('exec', rate_limit => '1000000/s', rate_burst 
 ok($node->poll_query_until('postgres', "SELECT count(*) = 10 FROM done"),
 	'a raised limit lets the rest run');
 
+############################################################################
+# Job types: one bucket over every queue, empty after a restart too
+############################################################################
+sql("SELECT taskq.configure_job_type('typed', rate_limit => '1000000/s', rate_burst => 4)");
+sql("SELECT count(*) FROM taskq.claim(ARRAY['tq'], 'fill', 1)") for 1 .. 2;
+sql("SELECT taskq.configure_job_type('typed', rate_limit => '1/h', rate_burst => 4)");
+sql("SELECT taskq.submit('typed', queue => q) FROM unnest(ARRAY['tq', 'tq2']) q, generate_series(1, 5)");
+is(sql("SELECT count(*) FROM taskq.claim(ARRAY['tq', 'tq2'], 'ext', 100)"), 4,
+	"a claim takes the type's burst, over two queues");
+is(sql("SELECT count(*) FROM taskq.claim(ARRAY['tq2'], 'ext', 100)"), 0, 'and then nothing');
+$node->restart;
+is(sql("SELECT count(*) FROM taskq.claim(ARRAY['tq', 'tq2'], 'ext', 100)"), 0,
+	"after a restart mid-window: no new burst for the type");
+
 $node->stop;
 done_testing();
