@@ -124,7 +124,10 @@ for _ in $(seq 1 120); do
     fi
     sleep 0.5
 done
-$rate_ok && report rate ok || { report rate FAILED; echo "# last: $out"; tail -5 "$work/prometheus.log"; }
+$rate_ok && report rate ok || {
+    report rate FAILED; echo "# last: $out"; tail -5 "$work/prometheus.log"
+    psql -XAt -c "SELECT '# completion label sets: ' || count(*) || ', (other): ' || count(*) FILTER (WHERE labels->>'queue' = '(other)')
+                    FROM taskq.metrics() WHERE metric = 'taskq_jobs_completed_total'"; }
 
 # a quantile of the run time histogram: finite, within the buckets
 quantile_ok=false
