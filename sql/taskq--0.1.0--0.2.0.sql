@@ -1193,6 +1193,103 @@ ALTER TABLE taskq.job_logs SET (
 
 
 ------------------------------------------------------------------------------
+-- One transaction per executor batch: crash charges and cancels
+------------------------------------------------------------------------------
+
+-- An executor claims, runs and completes a batch in one transaction, so a
+-- crash gives its jobs back uncharged; the job whose handler was running is
+-- named in the executor's crash mark (src/crash_marks.c) with the attempts it
+-- had before that claim, and charged here: only if it is still pending with
+-- those attempts (never twice, never a job whose outcome committed), as a
+-- failed attempt of that executor (its log row, a retry, or the dead-letter
+-- queue).  Returns 1 charged, 0 nothing to charge, -1 the row is locked (ask
+-- again: a live claim holds it).
+CREATE FUNCTION taskq._charge_crashed(job_id bigint, attempt integer, started timestamptz,
+                                      worker text, error text)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM taskq.jobs j
+     WHERE j.id = _charge_crashed.job_id AND j.status = 'pending' AND j.attempts = _charge_crashed.attempt
+       FOR NO KEY UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN CASE WHEN EXISTS (SELECT 1 FROM taskq.jobs j
+                                  WHERE j.id = _charge_crashed.job_id AND j.status = 'pending'
+                                    AND j.attempts = _charge_crashed.attempt)
+                    THEN -1 ELSE 0 END;
+    END IF;
+    -- the attempt as the claim had it, then failed as any attempt fails
+    UPDATE taskq.jobs j
+       SET status = 'running', attempts = j.attempts + 1, worker = _charge_crashed.worker,
+           started_at = _charge_crashed.started, lease_expires_at = NULL
+     WHERE j.id = _charge_crashed.job_id;
+    PERFORM taskq._fail(ARRAY[job_id], worker, ARRAY[attempt + 1], ARRAY[error], ARRAY[true]);
+    RETURN 1;
+END
+$$;
+
+-- Flag a job for cancel in the executor batch that holds it (shared memory):
+-- 1 flagged, 2 its handler already succeeded in the batch, 3 the batch is
+-- recording its outcomes, 0 not held.
+CREATE FUNCTION taskq._cancel_held(job_id bigint) RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_cancel_held' LANGUAGE C VOLATILE STRICT;
+
+REVOKE ALL ON FUNCTION taskq._charge_crashed(bigint, integer, timestamptz, text, text),
+    taskq._cancel_held(bigint) FROM PUBLIC;
+
+-- An executor's batch holds its jobs' row locks until it commits, and its
+-- claim is not committed before: a job it holds is cancelled through its flag
+-- in shared memory (the executor skips or interrupts it and records the
+-- cancel at its commit), never by waiting for those locks.  A job not held
+-- is locked as before; a short wait covers a claim that has locked the row
+-- and not yet published its batch.
+CREATE OR REPLACE FUNCTION taskq.cancel(job_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    j taskq.jobs;
+    held integer;
+    saved_timeout text := current_setting('lock_timeout');
+BEGIN
+    FOR round IN 1..10 LOOP
+        held := 0;
+        IF EXISTS (SELECT 1 FROM taskq.jobs x
+                    WHERE x.id = job_id AND x.in_database AND x.status IN ('pending', 'running')
+                      AND (x.owner = taskq._caller() OR taskq._is_admin())) THEN
+            held := taskq._cancel_held(job_id);
+        END IF;
+        IF held = 1 THEN
+            RETURN;
+        ELSIF held = 2 THEN
+            RAISE EXCEPTION 'job % has already run', job_id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'Its handler succeeded; its executor is committing the outcome.',
+                      HINT = 'Only blocked, pending or running jobs can be cancelled.';
+        ELSIF held = 3 OR round = 10 THEN
+            -- its executor commits at once (or a session of a user holds it)
+            j := taskq._lock_job(job_id);
+            EXIT;
+        END IF;
+        BEGIN
+            PERFORM set_config('lock_timeout', '20ms', true);
+            j := taskq._lock_job(job_id);
+            PERFORM set_config('lock_timeout', saved_timeout, true);
+            EXIT;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;               -- locked: held by a batch now? look again
+        END;
+    END LOOP;
+    IF j.status NOT IN ('blocked', 'pending', 'running') THEN
+        RAISE EXCEPTION 'job % is already %', job_id, j.status
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Only blocked, pending or running jobs can be cancelled.';
+    END IF;
+    PERFORM taskq._cancel_job(job_id, 'cancelled');
+END
+$$;
+------------------------------------------------------------------------------
 -- Databases served (taskq.databases)
 ------------------------------------------------------------------------------
 

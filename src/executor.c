@@ -1,18 +1,23 @@
 /*
  * executor.c: an executor background worker.  It claims batches of runnable
  * jobs whose type has an in-database handler and runs each handler as the
- * job's owner, in its own subtransaction of one batch transaction that also
- * records every outcome: a handler's work commits exactly when its job is
- * recorded as succeeded.
+ * job's owner, in its own subtransaction of ONE transaction per batch that
+ * also claims the batch and records every outcome: a handler's work commits
+ * exactly when its job is recorded as succeeded, and a batch costs one commit.
  *
- * The claim is its own committed transaction, so an attempt is counted before
- * any handler runs: a handler that kills its backend every time ends in the
- * dead-letter queue instead of a crash loop.
+ * The claim is not committed before the handlers run, so a crash gives the
+ * whole batch back uncharged.  The job whose handler was running is charged:
+ * its id is written to a file first (crash_marks.c), which the launcher reads
+ * after a crash; a handler that kills its backend every time ends in the
+ * dead-letter queue instead of a crash loop.  Slow jobs (the batch size has
+ * adapted to one job) commit their claim first, so that their row shows them
+ * running; a crash then charges them through the launcher's _recover.
  *
  * Cancel: taskq.cancel() flags the job in the batch we publish in shared
- * memory (TaskqHeldBatch); a job not started yet is skipped, the running one
- * is interrupted by executor_tick, and one whose handler traps the interrupt
- * ends the executor (executor_exit records its batch).
+ * memory (TaskqHeldBatch) and returns without waiting for our row locks; a
+ * job not started yet is skipped, the running one is interrupted by
+ * executor_tick, one whose handler traps the interrupt ends the executor
+ * (executor_exit records its batch), and a flagged job is recorded cancelled.
  */
 #include "postgres.h"
 
@@ -84,6 +89,7 @@ typedef struct ClaimedJob
 	bool		held;
 	int			area;			/* where it is published: TaskqState->held[.][area] */
 	int			index;			/* and at which index */
+	TimestampTz started;		/* when its handler started */
 	JobOutcome	outcome;
 	Datum		result;			/* jsonb, when result_isnull is false */
 	bool		result_isnull;
@@ -127,11 +133,10 @@ static const char *const executor_settings[][2] = {
 	{"plan_cache_mode", "force_generic_plan"},
 };
 static char *handler_settings[lengthof(executor_settings)];
-/* the batch being run, and the batch claimed in its transaction to run next */
+/* the batch being run */
 static MemoryContext batch_cxt = NULL;
-static MemoryContext next_batch_cxt = NULL;
-static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
-static List *running_batch = NIL;	/* inside run_batch: what executor_exit gives back */
+static List *running_batch = NIL;	/* inside run_batch: what executor_exit records */
+static bool running_claim_committed = false;	/* its claim committed first */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
@@ -147,6 +152,8 @@ static SPIPlanPtr lock_skip_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
+static SPIPlanPtr cancel_unlocked_plan = NULL;
+static SPIPlanPtr charge_plan = NULL;
 static SPIPlanPtr constraints_plan = NULL;
 /* the job's deferred triggers are firing (call_handler): none may defer again */
 static bool draining_deferred_triggers = false;
@@ -236,6 +243,7 @@ prepare_plans(void)
 	Oid			fail_args[6] = {INT8ARRAYOID, TEXTOID, INT4ARRAYOID, TEXTARRAYOID,
 	BOOLARRAYOID, BOOLOID};
 	Oid			cancel_args[1] = {INT8OID};
+	Oid			charge_args[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
 
 	if (claim_plan != NULL)
 		return;
@@ -265,6 +273,15 @@ prepare_plans(void)
 								   6, fail_args, 0);
 	cancel_plan = taskq_prepare_kept(
 		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args, 0);
+	/* after our batch rolled back: the job is no longer locked by us */
+	cancel_unlocked_plan = taskq_prepare_kept(
+		"WITH l AS (SELECT j.id FROM taskq.jobs j"
+		"            WHERE j.id = $1 AND j.status IN ('pending', 'running')"
+		"            FOR NO KEY UPDATE OF j SKIP LOCKED)"
+		"SELECT taskq._cancel_job(l.id, 'cancelled while running') FROM l",
+		1, cancel_args, 0);
+	charge_plan = taskq_prepare_kept("SELECT taskq._charge_crashed($1, $2, $3, $4, $5)",
+									 5, charge_args, 0);
 	constraints_plan = taskq_prepare_kept("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, 0);
 }
 
@@ -341,6 +358,7 @@ publish_batch(List *jobs, int area)
 		job->index = n;
 		held->ids[n] = job->id;
 		held->cancel[n] = false;
+		held->done[n] = 0;
 		n++;
 	}
 	SpinLockAcquire(&TaskqState->mutex);
@@ -353,6 +371,48 @@ unpublish_batch(int area)
 {
 	SpinLockAcquire(&TaskqState->mutex);
 	TaskqState->held[my_slot_index][area].n = 0;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/*
+ * The job's handler succeeded: too late for a cancel from now on, unless one
+ * came first (then false: the job is to be cancelled, its work rolled back).
+ */
+static bool
+mark_succeeded(ClaimedJob *job)
+{
+	TaskqHeldBatch *held = &TaskqState->held[my_slot_index][job->area];
+	bool		ok;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	ok = !held->cancel[job->index];
+	if (ok)
+		held->done[job->index] = TASKQ_HELD_SUCCEEDED;
+	SpinLockRelease(&TaskqState->mutex);
+	return ok;
+}
+
+/*
+ * Every outcome of the batch is decided: a flagged job that did not succeed
+ * is cancelled, and later cancels wait for our commit, which comes at once.
+ */
+static void
+decide_outcomes(List *jobs)
+{
+	ListCell   *lc;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+		TaskqHeldBatch *held = &TaskqState->held[my_slot_index][job->area];
+
+		if (job->index >= held->n || held->ids[job->index] != job->id)
+			continue;
+		if (job->held && job->outcome != OUTCOME_SUCCEEDED && held->cancel[job->index])
+			job->outcome = OUTCOME_CANCELLED;
+		held->done[job->index] = TASKQ_HELD_RECORDING;
+	}
 	SpinLockRelease(&TaskqState->mutex);
 }
 
@@ -675,6 +735,9 @@ run_job(ClaimedJob *job)
 
 	taskq_set_slot_state(MySlot, TASKQ_STATE_RUNNING, job->id);
 	pgstat_report_activity(STATE_RUNNING, "taskq: running a job");
+	/* should the handler crash the server, this job alone is charged */
+	job->started = started;
+	taskq_crash_mark_set(job->id, job->attempt - 1, started);
 	job_timed_out = false;
 	job_stopped_by_shutdown = false;
 	job_terminated_itself = false;
@@ -697,6 +760,11 @@ run_job(ClaimedJob *job)
 			ereport(ERROR,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
 					 errmsg("the handler terminated its own executor")));
+		/* a cancel that came before: its caller was told the job is cancelled */
+		if (!mark_succeeded(job))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("canceling the job at user request")));
 
 		taskq_current_job = 0;
 		job_deadline = 0;
@@ -949,13 +1017,16 @@ lock_held_jobs(List *jobs, JobOutcome candidate, SPIPlanPtr plan)
  * cancel and executor_tick ended us: the batch's transaction is aborted
  * here, and its jobs are recorded in a new one.  The job that was running
  * is charged an attempt, as a crash charges it; its batch-mates go back
- * uncharged; a job taskq.cancel() flagged is left to its canceller, who
- * waits for our row locks.  Interrupts are held while we exit, so nothing
- * here may wait: rows locked by others are skipped, and a locked extension
- * (DROP EXTENSION) skips it all; the launcher recovers what is left once we
- * are gone.  (Before ShutdownPostgres: see RemoveTempRelationsCallback for
- * the same pattern.)
+ * uncharged (a claim not committed needs nothing: the abort gave them
+ * back); a job taskq.cancel() flagged is cancelled.  Interrupts are held
+ * while we exit, so nothing here may wait: rows locked by others are
+ * skipped, and a locked extension (DROP EXTENSION) skips it all; the
+ * launcher recovers what is left once we are gone (our crash mark stays
+ * until this is recorded).  (Before ShutdownPostgres: see
+ * RemoveTempRelationsCallback for the same pattern.)
  */
+static void record_after_rollback(List *jobs);
+
 static void
 executor_exit(int code, Datum arg)
 {
@@ -967,8 +1038,13 @@ executor_exit(int code, Datum arg)
 	Oid			ext;
 
 	/* the postmaster is gone (WL_EXIT_ON_PM_DEATH): write nothing more */
-	if (jobs == NIL || !PostmasterIsAlive())
+	if (!PostmasterIsAlive())
 		return;
+	if (jobs == NIL)
+	{
+		taskq_crash_mark_remove();
+		return;
+	}
 	running_batch = NIL;
 	AbortOutOfAnyTransaction();
 	taskq_current_job = 0;
@@ -986,8 +1062,10 @@ executor_exit(int code, Datum arg)
 
 		i = foreach_current_index(lc);
 		job->retryable = true;
-		if (!job->held || cancel_requested(job))
+		if (!job->held)
 			wanted[i] = OUTCOME_NONE;
+		else if (cancel_requested(job))
+			wanted[i] = OUTCOME_CANCELLED;
 		else if (job->id == culprit)
 		{
 			wanted[i] = OUTCOME_FAILED;
@@ -999,11 +1077,13 @@ executor_exit(int code, Datum arg)
 			else
 				job->error = "its executor exited while running it";
 		}
-		else
+		else if (running_claim_committed)
 		{
 			wanted[i] = OUTCOME_GIVEN_BACK;
 			job->error = "its executor exited while running its batch";
 		}
+		else
+			wanted[i] = OUTCOME_NONE;	/* its claim rolled back */
 		/* the candidates for lock_held_jobs */
 		job->outcome = wanted[i] == OUTCOME_NONE ? OUTCOME_NONE : OUTCOME_SUCCEEDED;
 	}
@@ -1019,38 +1099,89 @@ executor_exit(int code, Datum arg)
 		get_extension_oid("taskq", true) == ext)
 	{
 		prepare_plans();
-		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
-		foreach(lc, jobs)
+		if (running_claim_committed)
 		{
-			ClaimedJob *job = lfirst(lc);
+			lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
+			foreach(lc, jobs)
+			{
+				ClaimedJob *job = lfirst(lc);
 
-			job->outcome = job->held ? wanted[foreach_current_index(lc)] : OUTCOME_NONE;
+				job->outcome = job->held ? wanted[foreach_current_index(lc)] : OUTCOME_NONE;
+			}
+			record_failures(jobs, OUTCOME_FAILED);
+			record_failures(jobs, OUTCOME_GIVEN_BACK);
+			record_cancellations(jobs);
 		}
-		record_failures(jobs, OUTCOME_FAILED);
-		record_failures(jobs, OUTCOME_GIVEN_BACK);
+		else
+		{
+			foreach(lc, jobs)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				job->outcome = wanted[foreach_current_index(lc)];
+			}
+			record_after_rollback(jobs);
+		}
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
 	unpublish_batch(0);
 	unpublish_batch(1);
+	taskq_crash_mark_remove();
 }
 
 /*
- * Run a claimed batch in one transaction and record every outcome in it.
- * The same transaction claims the batch to run next (returned), so a busy
- * executor commits once per batch.  When that claim found nothing,
+ * After our batch's transaction rolled back with its claim (not committed):
+ * its jobs are pending again, uncharged.  Charge those whose outcome is
+ * OUTCOME_FAILED (fenced on the attempts they had), cancel the flagged ones
+ * (OUTCOME_CANCELLED).  Inside a transaction, SPI connected.
+ */
+static void
+record_after_rollback(List *jobs)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+		Datum		args[5];
+
+		args[0] = Int64GetDatum(job->id);
+		if (job->outcome == OUTCOME_CANCELLED)
+		{
+			if (SPI_execute_plan(cancel_unlocked_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "taskq: recording a cancellation failed");
+		}
+		else if (job->outcome == OUTCOME_FAILED)
+		{
+			args[1] = Int32GetDatum(job->attempt - 1);
+			args[2] = TimestampTzGetDatum(job->started ? job->started : GetCurrentTimestamp());
+			args[3] = CStringGetTextDatum(worker_name);
+			args[4] = CStringGetTextDatum(job->error ? job->error : "unknown error");
+			if (SPI_execute_plan(charge_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "taskq: charging a job failed");
+		}
+	}
+}
+
+/*
+ * Run a batch in one transaction and record every outcome in it.  With
+ * jobs NIL, the batch is claimed in that same transaction (the usual way:
+ * one commit per batch, the claim never committed on its own); else jobs
+ * were claimed and committed by claim_batch.  When nothing was claimed,
  * *sleep_ms says how long the executor may sleep (else 0).
  */
-static List *
+static void
 run_batch(List *jobs, long *sleep_ms)
 {
-	List	   *volatile next = NIL;
+	List	   *volatile batch = jobs;
+	volatile bool claim_committed = jobs != NIL;
 	volatile long next_sleep_ms = 0;
-	int			area = ((ClaimedJob *) linitial(jobs))->area;
 
-	MemoryContextReset(next_batch_cxt);
-	running_batch = jobs;
+	if (!claim_committed)
+		MemoryContextReset(batch_cxt);
+	running_claim_committed = claim_committed;
 	PG_TRY();
 	{
 		ListCell   *lc;
@@ -1060,128 +1191,188 @@ run_batch(List *jobs, long *sleep_ms)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (!taskq_extension_ready())
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("extension \"taskq\" is not installed")));
-		foreach(lc, jobs)
-			((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
-		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_plan);
-
-		enable_timeout_every(tick_timeout,
-							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
-		foreach(lc, jobs)
+		if (claim_committed)
 		{
-			ClaimedJob *job = lfirst(lc);
-
-			if (!job->held)
-				continue;
-			CHECK_FOR_INTERRUPTS();
-			if (cancel_requested(job))
-				job->outcome = OUTCOME_CANCELLED;
-			else if (got_sigterm)
-			{
-				job->outcome = OUTCOME_GIVEN_BACK;
-				job->error = "not started before shutdown";
-			}
-			else if (subxid_cache_full())
-			{
-				job->outcome = OUTCOME_GIVEN_BACK;
-				job->error = "its batch had used every cached subtransaction id";
-			}
-			else
-			{
-				run_job(job);
-				ran++;
-			}
+			if (!taskq_extension_ready())
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("extension \"taskq\" is not installed")));
+			running_batch = batch;
+			foreach(lc, batch)
+				((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
+			lock_held_jobs(batch, OUTCOME_SUCCEEDED, lock_plan);
 		}
-		disable_timeout(tick_timeout, false);
-		limit_batch_to_subxid_cache(ran);
-		taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
-		pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
-
-		record_successes(jobs);
-		record_failures(jobs, OUTCOME_FAILED);
-		record_failures(jobs, OUTCOME_GIVEN_BACK);
-		record_cancellations(jobs);
-
-		/* this batch is done: its capacity may go to the next one */
-		taskq_release_all(MySlot);
-		if (!got_sigterm)
+		else if (taskq_extension_ready())
 		{
 			long		claim_sleep_ms;
 
-			next = reserve_and_claim(next_batch_cxt, 1 - area, &claim_sleep_ms);
-			if (next == NIL)
+			pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
+			batch = reserve_and_claim(batch_cxt, 0, &claim_sleep_ms);
+			running_batch = batch;
+			if (batch == NIL)
 				next_sleep_ms = claim_sleep_ms;
+			foreach(lc, batch)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				job->held = true;	/* locked by our claim */
+				job->outcome = OUTCOME_NONE;
+			}
+		}
+		else
+			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+
+		if (batch != NIL)
+		{
+			enable_timeout_every(tick_timeout,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
+			foreach(lc, batch)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				if (!job->held)
+					continue;
+				CHECK_FOR_INTERRUPTS();
+				if (cancel_requested(job))
+					job->outcome = OUTCOME_CANCELLED;
+				else if (got_sigterm)
+				{
+					job->outcome = OUTCOME_GIVEN_BACK;
+					job->error = "not started before shutdown";
+				}
+				else if (subxid_cache_full())
+				{
+					job->outcome = OUTCOME_GIVEN_BACK;
+					job->error = "its batch had used every cached subtransaction id";
+				}
+				else
+				{
+					run_job(job);
+					ran++;
+				}
+			}
+			disable_timeout(tick_timeout, false);
+			/* no handler runs from here on: recording is the executor's own work */
+			taskq_crash_mark_clear();
+			decide_outcomes(batch);
+			limit_batch_to_subxid_cache(ran);
+			taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
+			pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
+
+			record_successes(batch);
+			record_failures(batch, OUTCOME_FAILED);
+			record_failures(batch, OUTCOME_GIVEN_BACK);
+			record_cancellations(batch);
 		}
 
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 		running_batch = NIL;
+		consecutive_errors = 0;
 	}
 	PG_CATCH();
 	{
-		/*
-		 * The batch rolled back whole (say, a handler's notifications did
-		 * not fit the NOTIFY queue at commit).  A lone job is charged an attempt;
-		 * jobs of a bigger batch go back uncharged and then run one per
-		 * batch, so the culprit fails alone, not with its batch-mates.
-		 */
-		JobOutcome	outcome = list_length(jobs) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
+		List	   *failed = batch;
 
 		running_batch = NIL;
 		disable_timeout(tick_timeout, false);
-		recover_from_error("running a batch");
-		next = NIL;				/* its claim rolled back with the batch */
-		unpublish_batch(1 - area);
-		next_sleep_ms = 0;
-		taskq_release_all(MySlot);
-		if (outcome == OUTCOME_GIVEN_BACK)
-			isolate_batches = list_length(jobs);
-		PG_TRY(2);
+		taskq_crash_mark_clear();
+		if (failed == NIL)
 		{
-			ListCell   *lc;
-
-			foreach(lc, jobs)
+			/* the claim failed: back off so a persistent error cannot flood the log */
+			if (consecutive_errors++ < 8)
+				recover_from_error("claiming jobs");
+			else
 			{
-				ClaimedJob *job = lfirst(lc);
-
-				job->outcome = outcome;
-				job->retryable = true;
-				job->error = batch_error;
+				MemoryContextSwitchTo(TopMemoryContext);
+				FlushErrorState();
+				AbortCurrentTransaction();
 			}
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			if (taskq_extension_ready())
-			{
-				prepare_plans();
-				record_failures(jobs, outcome);
-			}
-			PopActiveSnapshot();
-			SPI_finish();
-			CommitTransactionCommand();
+			next_sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
 		}
-		PG_CATCH(2);
+		else
 		{
 			/*
-			 * The jobs stay running under our name and nothing else would
-			 * return them while we live: exit, and the launcher recovers them.
+			 * The batch rolled back whole (say, a handler's notifications did
+			 * not fit the NOTIFY queue at commit).  A lone job is charged an
+			 * attempt; jobs of a bigger batch go back uncharged and then run
+			 * one per batch, so the culprit fails alone, not with its
+			 * batch-mates.  A flagged job is cancelled, as its canceller was
+			 * told.
 			 */
-			recover_from_error("recording a failed batch");
-			ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
-			proc_exit(1);
+			JobOutcome	outcome = list_length(failed) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
+
+			recover_from_error("running a batch");
+			if (outcome == OUTCOME_GIVEN_BACK)
+				isolate_batches = list_length(failed);
+			PG_TRY(2);
+			{
+				ListCell   *lc;
+
+				foreach(lc, failed)
+				{
+					ClaimedJob *job = lfirst(lc);
+
+					job->outcome = !job->held ? OUTCOME_NONE :
+						cancel_requested(job) ? OUTCOME_CANCELLED : outcome;
+					job->retryable = true;
+					job->error = batch_error;
+				}
+				SetCurrentStatementStartTimestamp();
+				StartTransactionCommand();
+				SPI_connect();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				if (taskq_extension_ready())
+				{
+					prepare_plans();
+					if (claim_committed)
+					{
+						record_failures(failed, outcome);
+						foreach(lc, failed)
+						{
+							ClaimedJob *job = lfirst(lc);
+
+							/* cancel_unlocked_plan: our locks went with the rollback */
+							job->outcome = job->outcome == OUTCOME_CANCELLED ?
+								OUTCOME_CANCELLED : OUTCOME_NONE;
+						}
+					}
+					else if (outcome == OUTCOME_GIVEN_BACK)
+					{
+						/* given back already: the rollback took their claim */
+						foreach(lc, failed)
+						{
+							ClaimedJob *job = lfirst(lc);
+
+							if (job->outcome == OUTCOME_GIVEN_BACK)
+								job->outcome = OUTCOME_NONE;
+						}
+					}
+					record_after_rollback(failed);
+				}
+				PopActiveSnapshot();
+				SPI_finish();
+				CommitTransactionCommand();
+			}
+			PG_CATCH(2);
+			{
+				/*
+				 * Jobs may stay running under our name and nothing else would
+				 * return them while we live: exit, and the launcher recovers them.
+				 */
+				recover_from_error("recording a failed batch");
+				ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
+				proc_exit(1);
+			}
+			PG_END_TRY(2);
 		}
-		PG_END_TRY(2);
 	}
 	PG_END_TRY();
-	unpublish_batch(area);
+	taskq_release_all(MySlot);
+	unpublish_batch(0);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	*sleep_ms = next_sleep_ms;
-	return next;
 }
 
 /*
@@ -1212,35 +1403,39 @@ sleep_until_asked(long sleep_ms)
 }
 
 /*
- * One cycle: run the batch claimed last time (or claim one), which claims the
- * next.  Returns how long to sleep (0: go again).
+ * One cycle: claim, run and record a batch.  Returns how long to sleep
+ * (0: go again).
+ *
+ * Slow jobs: once the batch size has adapted to one job (jobs take 50 ms or
+ * more: batch_limit is 1), or a rolled-back batch's jobs run one by one, the
+ * claim commits first (claim_batch), so that the job's row shows it running
+ * while it runs, and a crash charges it through the launcher's _recover.
+ * One more commit per job is little beside a job that slow.
  */
 static long
 execute_once(void)
 {
 	long		sleep_ms = 0;
-	MemoryContext swap;
 
-	if (claimed_batch == NIL)
+	if (batch_limit == 1)
 	{
-		claimed_batch = claim_batch(&sleep_ms);
-		if (claimed_batch == NIL)
-			return sleep_ms;
-	}
+		List	   *claimed = claim_batch(&sleep_ms);
 
-	/*
-	 * A claim is durable before its handlers run, whatever synchronous_commit
-	 * the executor has: the attempt counts first, and the jobs' submits (which
-	 * may wake us before their own flush) come earlier in the WAL.
-	 */
-	XLogFlush(XactLastCommitEnd);
-	claimed_batch = run_batch(claimed_batch, &sleep_ms);
-	/* the claimed batch lives in next_batch_cxt: make it the current one */
-	swap = batch_cxt;
-	batch_cxt = next_batch_cxt;
-	next_batch_cxt = swap;
-	if (claimed_batch == NIL)
-		taskq_release_all(MySlot);
+		if (claimed == NIL)
+		{
+			taskq_release_all(MySlot);
+			return sleep_ms;
+		}
+
+		/*
+		 * The claim is durable before its handler runs, whatever
+		 * synchronous_commit the executor has: the attempt counts first.
+		 */
+		XLogFlush(XactLastCommitEnd);
+		run_batch(claimed, &sleep_ms);
+	}
+	else
+		run_batch(NIL, &sleep_ms);
 
 	/* aim for ~50 ms batches: one job at a time when jobs are slow */
 	if (avg_job_ms > 0)
@@ -1251,13 +1446,7 @@ execute_once(void)
 		isolate_batches--;
 		batch_limit = 1;
 	}
-
-	/*
-	 * The batch's own claim found nothing: sleep, without claiming again.  A
-	 * job made runnable since that claim's snapshot has set our latch, unless
-	 * it woke an idle executor instead.
-	 */
-	return claimed_batch == NIL ? sleep_ms : 0;
+	return sleep_ms;
 }
 
 void
@@ -1306,13 +1495,13 @@ TaskqExecutorMain(Datum main_arg)
 	my_slot_index = MySlot - TaskqState->slots;
 	unpublish_batch(0);
 	unpublish_batch(1);
+	/* after the slot: a file whose executor is not attached is a dead one's */
+	taskq_crash_mark_open(worker_name);
 	/* after InitPostgres: runs before ShutdownPostgres aborts the transaction */
 	before_shmem_exit(executor_exit, 0);
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, executor_tick);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq batch",
 									  ALLOCSET_DEFAULT_SIZES);
-	next_batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq next batch",
-										   ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("taskq executor");
 	clamp_batch_limit();
 
@@ -1343,13 +1532,5 @@ TaskqExecutorMain(Datum main_arg)
 	/* a wake-up meant for us goes to another executor */
 	if (taskq_take_wake_request(MySlot))
 		taskq_wake_one_executor();
-	/* jobs claimed but not started go back to the queue, attempt not counted */
-	if (claimed_batch != NIL)
-	{
-		long		unused;
-
-		(void) run_batch(claimed_batch, &unused);
-		claimed_batch = NIL;
-	}
 	proc_exit(0);
 }

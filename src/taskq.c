@@ -534,6 +534,53 @@ taskq_request_cancel(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(found);
 }
 
+/*
+ * taskq._cancel_held(job_id) → integer: flag the job for cancel in whichever
+ * executor's batch holds it, committed claim or not.  1: flagged (the
+ * executor skips or interrupts it and records the cancel); 2: its handler
+ * already succeeded in the batch, whose commit records that; 3: the batch's
+ * outcomes are decided and being recorded (no handler runs: its commit
+ * comes at once); 0: not held.  Never waits.
+ */
+PG_FUNCTION_INFO_V1(taskq_cancel_held);
+Datum
+taskq_cancel_held(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	int			found = 0;
+
+	if (taskq_state() == NULL)
+		PG_RETURN_INT32(0);
+
+	SpinLockAcquire(&TaskqState->mutex);
+	for (int i = 0; i < TASKQ_MAX_SLOTS && found == 0; i++)
+	{
+		if (TaskqState->slots[i].kind != TASKQ_SLOT_EXECUTOR)
+			continue;
+		for (int b = 0; b < 2 && found == 0; b++)
+		{
+			TaskqHeldBatch *held = &TaskqState->held[i][b];
+
+			for (int k = 0; k < held->n; k++)
+				if (held->ids[k] == job_id)
+				{
+					if (held->done[k] == TASKQ_HELD_SUCCEEDED)
+						found = 2;
+					else if (held->done[k] == TASKQ_HELD_RECORDING)
+						found = 3;
+					else
+					{
+						held->cancel[k] = true;
+						found = 1;
+					}
+					break;
+				}
+		}
+	}
+	SpinLockRelease(&TaskqState->mutex);
+	PG_RETURN_INT32(found);
+}
+
 PG_FUNCTION_INFO_V1(taskq_max_cpu_units_sql);
 Datum
 taskq_max_cpu_units_sql(PG_FUNCTION_ARGS)
