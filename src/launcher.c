@@ -3,7 +3,9 @@
  * (databases.c).  It keeps exactly taskq.workers executors running
  * (restarting dead ones with backoff, adopting those of a launcher before
  * it) and does the periodic upkeep:
- * jobs of dead executors and expired leases go back to pending, priorities
+ * the job a crashed executor was running is charged its attempt
+ * (crash_marks.c), jobs of dead executors and expired leases go back to
+ * pending, priorities
  * age, finished jobs past taskq.retention are deleted, taskq.jobs is
  * vacuumed when its dead rows pile up (jobs_vacuum.c).  An error in a round
  * is logged and the launcher backs off; it never exits for one.  A served
@@ -524,6 +526,9 @@ TaskqLauncherMain(Datum main_arg)
 			taskq_sample_counters();
 			if (extension_ready())
 			{
+				/* before any executor may claim the jobs they name */
+				if (taskq_charge_crash_marks() > 0)
+					taskq_wake_executors();
 				manage_executors();
 				more = upkeep();
 			}

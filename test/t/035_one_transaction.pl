@@ -1,0 +1,183 @@
+# One transaction per executor batch (issue 20): the claim is not committed
+# before the handlers run.  A kill -9 of the executor mid-batch, or an
+# immediate stop, charges an attempt to the job whose handler was running
+# (its crash mark) and to no batch-mate; the running job shows in
+# taskq.workers while its row is not yet committed; taskq.cancel() of a job
+# held by an uncommitted batch returns without waiting for the batch.
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use TaskqNode;
+
+# one executor: the three jobs of a test are claimed in one batch
+my $node = taskq_node('one_transaction', 'taskq.workers' => 1,
+	'taskq.backoff_base' => '100ms', restart_after_crash => 'on');
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+sql(q{
+CREATE EXTENSION taskq;
+CREATE TABLE done (job bigint PRIMARY KEY);
+CREATE TABLE gate (open boolean);
+
+CREATE FUNCTION record_once(payload jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO done VALUES (taskq.current_job_id())
+$$;
+SELECT taskq.register_handler('record_once', 'record_once(jsonb)');
+
+-- Sleeps through its first attempt (to be killed there), then records itself.
+CREATE FUNCTION slow_first(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id()) = 1 THEN
+        PERFORM pg_sleep(300);
+    END IF;
+    INSERT INTO done VALUES (taskq.current_job_id());
+END $$;
+SELECT taskq.register_handler('slow_first', 'slow_first(jsonb)');
+
+-- Waits until the test opens the gate, then records itself.
+CREATE FUNCTION wait_gate(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    WHILE NOT EXISTS (SELECT 1 FROM gate WHERE open) LOOP
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    INSERT INTO done VALUES (taskq.current_job_id());
+END $$;
+SELECT taskq.register_handler('wait_gate', 'wait_gate(jsonb)');
+});
+ok(executors_up($node, 1), 'the executor is up');
+
+# Three jobs committed together, the middle one slow: one batch.
+sub submit_batch
+{
+	my $ids = sql(q{
+		BEGIN;
+		SELECT taskq.submit('record_once', '{"n": 1}');
+		SELECT taskq.submit('slow_first');
+		SELECT taskq.submit('record_once', '{"n": 3}');
+		COMMIT;});
+	return split /\n/, $ids;
+}
+
+# After a crash mid-batch: every job succeeds once, the culprit alone charged.
+sub check_after_crash
+{
+	my ($what, $first, $culprit, $last) = @_;
+	ok( $node->poll_query_until(
+			'postgres',
+			"SELECT count(*) = 3 FROM taskq.jobs
+			  WHERE id IN ($first, $culprit, $last) AND status = 'succeeded'"),
+		"$what: after the restart the batch's jobs all succeed");
+	is( sql(
+			"SELECT string_agg(id || ':' || attempts, ',' ORDER BY id)
+			   FROM taskq.jobs WHERE id IN ($first, $culprit, $last)"),
+		"$first:1,$culprit:2,$last:1",
+		"$what: only the running job was charged an attempt, not its batch-mates");
+	is( sql(
+			"SELECT string_agg(job_id || ':' || message, ',' ORDER BY id)
+			   FROM taskq.job_logs WHERE job_id IN ($first, $culprit, $last)"),
+		"$culprit:attempt failed,$culprit:retry scheduled",
+		"$what: the culprit's failed attempt is logged, nothing for its batch-mates");
+	like( sql("SELECT error FROM taskq.job_logs WHERE job_id = $culprit ORDER BY id LIMIT 1"),
+		qr/^executor executor\/\d+\.\d+ died while running the job$/,
+		"$what: the failed attempt says the executor died");
+	is( sql("SELECT count(*) FROM done WHERE job IN ($first, $culprit, $last)"),
+		'3', "$what: each job's effect exists exactly once");
+}
+
+############################################################################
+# kill -9 of the executor while the batch's second job runs.
+############################################################################
+my ($a1, $b1, $c1) = submit_batch();
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT EXISTS (SELECT 1 FROM taskq.workers WHERE job_id = $b1 AND state = 'running')"),
+	'taskq.workers shows the running job');
+is( sql("SELECT string_agg(status || ':' || attempts, ',' ORDER BY id)
+		   FROM taskq.jobs WHERE id IN ($a1, $b1, $c1)"),
+	'pending:0,pending:0,pending:0',
+	'the claim is not committed: rows still pending, no attempt counted');
+is(sql("SELECT count(*) FROM done"), '0', 'the first job\'s effect is not committed either');
+my $pid = sql("SELECT pid FROM taskq.workers WHERE job_id = $b1");
+ok(kill(9, $pid), "kill -9 executor $pid mid-batch");
+check_after_crash('kill -9', $a1, $b1, $c1);
+
+############################################################################
+# Immediate stop of the postmaster while the batch's second job runs.
+############################################################################
+my ($a2, $b2, $c2) = submit_batch();
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT EXISTS (SELECT 1 FROM taskq.workers WHERE job_id = $b2 AND state = 'running')"),
+	'the second batch runs');
+$node->stop('immediate');
+$node->start;
+check_after_crash('immediate stop', $a2, $b2, $c2);
+
+############################################################################
+# taskq.cancel() of jobs held by an uncommitted batch.
+############################################################################
+# A job whose handler already succeeded in the uncommitted batch is too late
+# to cancel: cancel says so at once.
+my $ids = sql(q{
+	BEGIN;
+	SELECT taskq.submit('record_once', '{"n": 4}');
+	SELECT taskq.submit('wait_gate');
+	COMMIT;});
+my ($ran, $gated2) = split /\n/, $ids;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT EXISTS (SELECT 1 FROM taskq.workers WHERE job_id = $gated2 AND state = 'running')"),
+	'the first job ran, the second holds the batch open');
+my ($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '120s'; SELECT taskq.cancel($ran)");
+like($err, qr/job $ran has already run/, 'cancel of a job that already ran in the batch refuses at once');
+sql("INSERT INTO gate VALUES (true)");
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT string_agg(status::text, ',' ORDER BY id) FROM taskq.jobs WHERE id IN ($ran, $gated2)",
+		'succeeded,succeeded'),
+	'the batch commits both successes');
+
+# a fresh executor, whose batch size has not adapted to the slow gated job
+sql("DELETE FROM gate");
+$node->restart;
+ok(executors_up($node, 1), 'the executor is up again');
+
+$ids = sql(q{
+	BEGIN;
+	SELECT taskq.submit('wait_gate');
+	SELECT taskq.submit('record_once', '{"n": 2}');
+	COMMIT;});
+my ($gated, $mate) = split /\n/, $ids;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT EXISTS (SELECT 1 FROM taskq.workers WHERE job_id = $gated AND state = 'running')"),
+	'the gated job runs, its batch-mate waits in the same uncommitted batch');
+# Were cancel to wait for the batch's row locks, it would wait for the gate,
+# which opens only after it returns: the timeout turns that into a failure.
+($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '120s'; SELECT taskq.cancel($mate)");
+is($rc, 0, 'cancel of the waiting batch-mate returned without waiting for the batch')
+  or diag $err;
+($rc, $out, $err) = $node->psql('postgres',
+	"SET statement_timeout = '120s'; SELECT taskq.cancel($gated)");
+is($rc, 0, 'cancel of the running job returned without waiting for the batch')
+  or diag $err;
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT string_agg(status::text, ',' ORDER BY id) FROM taskq.jobs WHERE id IN ($gated, $mate)",
+		'cancelled,cancelled'),
+	'both are cancelled when the batch commits, the running one interrupted');
+is(sql("SELECT count(*) FROM done WHERE job IN ($gated, $mate)"), '0',
+	'neither ran its effect');
+is(sql("SELECT count(*) FROM taskq.job_logs WHERE job_id IN ($gated, $mate) AND status = 'cancelled'"),
+	'2', 'each cancel is logged');
+
+$node->stop;
+done_testing();
