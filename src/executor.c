@@ -518,7 +518,7 @@ batch_needs(List *jobs, int *cpu, int *memory)
 
 /*
  * Reserve the free capacity, claim a batch into cxt, and keep only what the
- * batch needs.  Inside a transaction; the claim counts once it commits.
+ * batch needs.  Inside a transaction (the batch's own, or claim_batch's).
  */
 static List *
 reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
@@ -542,7 +542,7 @@ reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
 	return jobs;
 }
 
-/* Claim a first batch in a transaction of its own. */
+/* Claim a batch in a transaction of its own (slow jobs: execute_once). */
 static List *
 claim_batch(long *sleep_ms)
 {
