@@ -141,51 +141,15 @@ charge_mark(const CrashMark *mark, const char *worker)
 {
 	Oid			types[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
 	Datum		args[5];
-	int			charged = -1;
-	bool		isnull;
-	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	args[0] = Int64GetDatum(mark->job_id);
 	args[1] = Int32GetDatum(mark->attempts);
 	args[2] = TimestampTzGetDatum(mark->started);
 	args[3] = CStringGetTextDatum(worker);
 	args[4] = CStringGetTextDatum(psprintf("executor %s died while running the job", worker));
-	PG_TRY();
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "charging jobs of crashed executors");
-		if (taskq_extension_ready())
-		{
-			if (SPI_execute_with_args("SELECT taskq._charge_crashed($1, $2, $3, $4, $5)",
-									  5, types, args, NULL, false, 1) != SPI_OK_SELECT)
-				elog(ERROR, "taskq: charging a crashed job failed");
-			charged = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		PopActiveSnapshot();
-		SPI_finish();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(TopMemoryContext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG, (errmsg("taskq launcher: charging job %lld failed: %s",
-							 (long long) mark->job_id, edata->message)));
-		FreeErrorData(edata);
-		charged = -1;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(caller_cxt);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return charged;
+	return (int) taskq_upkeep_step("charging the job of a crashed executor",
+								   "SELECT taskq._charge_crashed($1, $2, $3, $4, $5)",
+								   5, types, args, -1);
 }
 
 /*

@@ -542,6 +542,24 @@ reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
 	return jobs;
 }
 
+/*
+ * A claim failed: abort, and back off so that a persistent error cannot
+ * flood the log.  Returns how long to sleep.
+ */
+static long
+recover_from_claim_error(void)
+{
+	if (consecutive_errors++ < 8)
+		recover_from_error("claiming jobs");
+	else
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	return Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
+}
+
 /* Claim a batch in a transaction of its own (slow jobs: execute_once). */
 static List *
 claim_batch(long *sleep_ms)
@@ -571,18 +589,9 @@ claim_batch(long *sleep_ms)
 	}
 	PG_CATCH();
 	{
-		/* back off so a persistent error cannot flood the log */
-		if (consecutive_errors++ < 8)
-			recover_from_error("claiming jobs");
-		else
-		{
-			MemoryContextSwitchTo(TopMemoryContext);
-			FlushErrorState();
-			AbortCurrentTransaction();
-		}
+		*sleep_ms = recover_from_claim_error();
 		taskq_release_all(MySlot);
 		unpublish_batch(0);
-		*sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
 		failed = true;
 		jobs = NIL;
 	}
@@ -1220,7 +1229,10 @@ run_batch(List *jobs, long *sleep_ms)
 			}
 		}
 		else
+		{
 			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+			next_sleep_ms = taskq_poll_interval_ms;
+		}
 
 		if (batch != NIL)
 		{
@@ -1280,16 +1292,7 @@ run_batch(List *jobs, long *sleep_ms)
 		taskq_crash_mark_clear();
 		if (failed == NIL)
 		{
-			/* the claim failed: back off so a persistent error cannot flood the log */
-			if (consecutive_errors++ < 8)
-				recover_from_error("claiming jobs");
-			else
-			{
-				MemoryContextSwitchTo(TopMemoryContext);
-				FlushErrorState();
-				AbortCurrentTransaction();
-			}
-			next_sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
+			next_sleep_ms = recover_from_claim_error();
 		}
 		else
 		{

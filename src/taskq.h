@@ -242,6 +242,10 @@ extern void taskq_crash_mark_clear(void);
 extern void taskq_crash_mark_remove(void);
 extern int	taskq_charge_crash_marks(void);
 
+/* launcher.c */
+extern int64 taskq_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes,
+							   Datum *args, int64 on_error);
+
 /* executor.c / launcher.c: background worker entry points */
 extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);

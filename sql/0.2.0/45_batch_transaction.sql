@@ -59,6 +59,11 @@ DECLARE
     held integer;
     saved_timeout text := current_setting('lock_timeout');
 BEGIN
+    -- another role's job is not there for the caller: say so without a lock
+    IF job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM taskq.jobs x WHERE x.id = job_id
+                                            AND (x.owner = taskq._caller() OR taskq._is_admin())) THEN
+        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
+    END IF;
     FOR round IN 1..10 LOOP
         held := 0;
         IF EXISTS (SELECT 1 FROM taskq.jobs x
