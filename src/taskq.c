@@ -552,15 +552,13 @@ taskq_cancel_held(PG_FUNCTION_ARGS)
 	if (taskq_state() == NULL)
 		PG_RETURN_INT32(0);
 
-	SpinLockAcquire(&TaskqState->mutex);
-	for (int i = 0; i < TASKQ_MAX_SLOTS && found == 0; i++)
+	/* one held batch at a time under the spinlock: each holds it briefly */
+	for (int i = 0; i < TASKQ_MAX_SLOTS * 2 && found == 0; i++)
 	{
-		if (TaskqState->slots[i].kind != TASKQ_SLOT_EXECUTOR)
-			continue;
-		for (int b = 0; b < 2 && found == 0; b++)
-		{
-			TaskqHeldBatch *held = &TaskqState->held[i][b];
+		TaskqHeldBatch *held = &TaskqState->held[i / 2][i % 2];
 
+		SpinLockAcquire(&TaskqState->mutex);
+		if (TaskqState->slots[i / 2].kind == TASKQ_SLOT_EXECUTOR)
 			for (int k = 0; k < held->n; k++)
 				if (held->ids[k] == job_id)
 				{
@@ -575,9 +573,8 @@ taskq_cancel_held(PG_FUNCTION_ARGS)
 					}
 					break;
 				}
-		}
+		SpinLockRelease(&TaskqState->mutex);
 	}
-	SpinLockRelease(&TaskqState->mutex);
 	PG_RETURN_INT32(found);
 }
 
