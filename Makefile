@@ -60,6 +60,7 @@ cli/taskq: $(CLI_SRCS) cli/taskq.h cli/web.h
 	$(CC) $(CFLAGS) -Wextra -I$(includedir) -o $@ $(CLI_SRCS) $(LDFLAGS) -L$(libdir) -lpq -lmicrohttpd -lpthread
 cli/web_assets.c: $(WEB_ASSETS)
 	{ echo '/* generated from cli/web/ by the Makefile (xxd -i): do not edit */'; \
+	  echo '#include "web.h"	/* declares these arrays (-Wmissing-variable-declarations) */'; \
 	  for f in $(WEB_ASSETS); do (cd cli && xxd -i $${f#cli/}) || exit 1; done; } > $@.tmp && mv $@.tmp $@
 install: install-cli
 install-cli: cli/taskq

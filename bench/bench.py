@@ -200,7 +200,7 @@ def reset_taskq(conn):
     for attempt in range(10):
         try:
             # an executor may hold one of these while it waits for another
-            conn.execute("TRUNCATE taskq.job_dependencies, taskq.job_logs, taskq.jobs, bench.pickup")
+            conn.execute("TRUNCATE taskq.job_dependencies, taskq.job_logs, taskq.jobs, bench.pickup, bench.submitted")
             break
         except psycopg.errors.DeadlockDetected:
             if attempt == 9:
@@ -638,13 +638,11 @@ class Bench:
         wait_for(lambda: not c.execute(
             "SELECT EXISTS (SELECT 1 FROM taskq.jobs WHERE queue = 'pickup'"
             " AND status IN ('pending', 'running'))").fetchone()[0], "pickup jobs", 120, 0.05)
-        # the submit's commit: when it wrote the job's first log row (never updated)
+        # the submit's commit: that of the row the pgbench script wrote with it
         res = self._with_percentiles(self._percentiles(
-            "SELECT extract(epoch FROM p.started_at - pg_xact_commit_timestamp(l.xmin)) * 1000"
+            "SELECT extract(epoch FROM p.started_at - pg_xact_commit_timestamp(s.xmin)) * 1000"
             "       AS ms"
-            "  FROM bench.pickup p"
-            "  CROSS JOIN LATERAL (SELECT l.xmin FROM taskq.job_logs l"
-            "                       WHERE l.job_id = p.job_id ORDER BY l.id LIMIT 1) l"),
+            "  FROM bench.pickup p JOIN bench.submitted s ON s.job_id = p.job_id"),
             "SELECT extract(epoch FROM p.started_at - j.created_at) * 1000 AS ms"
             " FROM bench.pickup p JOIN taskq.jobs j ON j.id = p.job_id")
         res.update(submitted=r["transactions"], rate=cfg["pickup_rate"],

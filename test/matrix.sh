@@ -136,11 +136,13 @@ run_version() {
     echo "== matrix: PostgreSQL $pg in $suite"
     # deps.sh (called by run.sh) runs apt-get update + install only when
     # a package is missing, so a warm root starts testing at once
-    # (bounded: a hung run must not eat CI's budget; the 15 suite takes ~10 min)
+    # (bounded: a hung run must not eat CI's budget; the 15 suite takes ~10 min;
+    # its own port for the production-install cluster, so that two versions
+    # can run at once)
     timeout --kill-after=30 "${TASKQ_MATRIX_TIMEOUT:-2400}" \
         chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-        TASKQ_PG="$pg" TASKQ_MATRIX=0 TASKQ_BENCH=0 \
+        TASKQ_PG="$pg" TASKQ_MATRIX=0 TASKQ_BENCH=0 TASKQ_PROD_PORT=$((54404 + 10 * pg)) \
         bash /taskq/test/run.sh 2>&1 | tee "$log" | sed -u "s/^/[pg$pg] /"
     in_root "$root" apt-get clean
     cleanup

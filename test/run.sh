@@ -95,7 +95,7 @@ if ls test/t/*.pl >/dev/null 2>&1; then
     fi
 fi
 
-echo "== production install (README's steps on a pg_createcluster cluster, port 54454)"
+echo "== production install (README's steps on a pg_createcluster cluster, port ${TASKQ_PROD_PORT:-54454})"
 timeout 900 bash test/production_install.sh > "$logdir/production.out" 2>&1
 cat "$logdir/production.out"
 count_results "$logdir/production.out"

@@ -1,1 +1,1 @@
-SELECT taskq.submit('bench_pickup', '{}', queue => 'pickup');
+INSERT INTO bench.submitted SELECT taskq.submit('bench_pickup', '{}', queue => 'pickup');

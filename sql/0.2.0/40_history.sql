@@ -182,39 +182,25 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Delete finished jobs (and their edges and logs) older than taskq.retention,
--- a small batch per call, read in id order: no index on finished_at, whose
--- every completion inserted a key on its one hot rightmost page.  The scan
--- stops at the first job created after the cutoff (a job finishes after it
--- was created, and ids follow creation within a transaction's length: a job
--- passed over waits for a later call), so a call reads its batch and the
--- old jobs still kept, never the young rest of the table.
+-- a batch per call, oldest finished first (jobs_finished_idx).  A purge in
+-- id order without that index fell behind under a steady load with short
+-- retention (TAP 022: finished jobs left ever longer past retention).
 CREATE OR REPLACE FUNCTION taskq._purge_finished(batch integer DEFAULT 500) RETURNS integer
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     keep interval := coalesce(current_setting('taskq.retention', true), '7 days')::interval;
-    cutoff timestamptz;
-    old bigint[] := '{}';
     ids bigint[];
-    j record;
 BEGIN
     IF keep < interval '0' THEN
         RETURN 0;
     END IF;
-    cutoff := now() - keep;
-    FOR j IN SELECT x.id, x.created_at, x.finished_at, x.status FROM taskq.jobs x ORDER BY x.id LOOP
-        EXIT WHEN j.created_at >= cutoff OR cardinality(old) >= batch;
-        IF j.finished_at < cutoff AND j.status IN ('succeeded', 'failed', 'cancelled')
-           -- a failed parent still holds its blocked dependents
-           AND NOT (j.status = 'failed' AND taskq._holds_dependents(j.id)) THEN
-            old := old || j.id;
-        END IF;
-    END LOOP;
     SELECT array_agg(j.id) INTO ids FROM (
         SELECT j.id FROM taskq.jobs j
-        WHERE j.id = ANY (old)
-          AND j.finished_at < cutoff AND j.status IN ('succeeded', 'failed', 'cancelled')
-          AND NOT taskq._holds_dependents(j.id)
+        WHERE j.finished_at < now() - keep AND j.status IN ('succeeded', 'failed', 'cancelled')
+          -- a failed parent still holds its blocked dependents
+          AND NOT (j.status = 'failed' AND taskq._holds_dependents(j.id))
+        ORDER BY j.finished_at LIMIT batch
         FOR UPDATE SKIP LOCKED) j;
     IF ids IS NULL THEN
         RETURN 0;
@@ -226,10 +212,11 @@ END
 $$;
 
 -- Only the indexes a claim, a completion and the purge need; each says which.
-DROP INDEX taskq.jobs_finished_idx;
+COMMENT ON INDEX taskq.jobs_finished_idx IS
+    'the retention purge, oldest finished first (_purge_finished)';
 COMMENT ON INDEX taskq.jobs_pkey IS
     'completion, cancel, heartbeat and every lock of a job by id (_complete_batch, _fail, '
-    '_lock_job); the retention purge in id order (_purge_finished)';
+    '_lock_job)';
 COMMENT ON INDEX taskq.jobs_runnable_idx IS
     'claims (_claim: each lane''s candidates in claim order, from its scan floor); '
     'priority aging (_age_priorities); the executors'' sleep (_next_run_at)';
