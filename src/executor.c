@@ -87,6 +87,7 @@ typedef struct ClaimedJob
 	int32		cpu_units;
 	int32		memory_mb;
 	bool		held;
+	bool		deferred;		/* claimed without a write: its row reads pending */
 	int			area;			/* where it is published: TaskqState->held[.][area] */
 	int			index;			/* and at which index */
 	TimestampTz started;		/* when its handler started */
@@ -98,6 +99,9 @@ typedef struct ClaimedJob
 } ClaimedJob;
 
 int64		taskq_current_job = 0;
+int32		taskq_current_job_attempt = 0;
+/* set while run_batch claims: that claim only locks its jobs (_claim) */
+bool		taskq_claim_deferred = false;
 
 static volatile sig_atomic_t got_sigterm = false;
 static volatile TimestampTz sigterm_at = 0;
@@ -149,6 +153,8 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr lock_skip_plan = NULL;
+static SPIPlanPtr complete_held_plan = NULL;
+static SPIPlanPtr take_held_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
@@ -244,13 +250,18 @@ prepare_plans(void)
 	BOOLARRAYOID, BOOLOID};
 	Oid			cancel_args[1] = {INT8OID};
 	Oid			charge_args[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Oid			held_args[5] = {INT8ARRAYOID, TEXTOID, JSONBARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZARRAYOID};
+	Oid			take_args[4] = {INT8ARRAYOID, TEXTOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
 
 	if (claim_plan != NULL)
 		return;
+	/* a job claimed without a write reads pending: its attempt is one more */
 	claim_plan = taskq_prepare_kept(
-		"SELECT j.id, j.attempts, j.owner::oid, h.handler::oid, j.payload,"
+		"SELECT j.id, j.attempts + (j.status = 'pending')::int, j.owner::oid,"
+		"       h.handler::oid, j.payload,"
 		"       coalesce((extract(epoch FROM j.timeout) * 1000)::int8, 0),"
-		"       j.cpu_units, j.memory_mb, j.max_attempts"
+		"       j.cpu_units, j.memory_mb, j.max_attempts, j.status = 'pending'"
 		"  FROM taskq._claim(true, NULL, $1, $2, NULL, $3, $4, NULL) j"
 		"  LEFT JOIN taskq.handlers h ON h.job_type = j.job_type"
 		" ORDER BY j.effective_priority, j.run_at, j.id",
@@ -269,6 +280,10 @@ prepare_plans(void)
 		2, lock_args, 0);
 	complete_plan = taskq_prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 									   3, complete_args, 0);
+	complete_held_plan = taskq_prepare_kept("SELECT taskq._complete_held($1, $2, $3, $4, $5)",
+											5, held_args, 0);
+	take_held_plan = taskq_prepare_kept("SELECT taskq._take_held($1, $2, $3, $4)",
+										4, take_args, 0);
 	fail_plan = taskq_prepare_kept("SELECT taskq._fail($1, $2, $3, $4, $5, $6)",
 								   6, fail_args, 0);
 	cancel_plan = taskq_prepare_kept(
@@ -473,6 +488,7 @@ claim_jobs(int cpu, int memory, MemoryContext cxt, int area, long *sleep_ms)
 		job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		job->deferred = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}
@@ -763,6 +779,7 @@ run_job(ClaimedJob *job)
 			job->timeout_ms < (PG_INT64_MAX - started) / 1000 ?
 			started + job->timeout_ms * 1000 : 0;
 		taskq_current_job = job->id;
+		taskq_current_job_attempt = job->attempt;
 
 		call_handler(job);
 		if (job_terminated_itself)
@@ -847,41 +864,102 @@ int8_array(List *jobs, JobOutcome outcome, int *n)
 	return PointerGetDatum(construct_array(elems, *n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 }
 
-/* Record the successes of the batch in one statement. */
+/*
+ * Record the successes of the batch: those whose claim wrote their rows in
+ * one statement, those claimed without a write (deferred) in another, which
+ * writes the claim's columns with the outcome: one row write per job.
+ */
 static void
-record_successes(List *jobs)
+record_successes_of(List *jobs, bool deferred)
 {
-	int			n;
-	Datum		args[3];
-	Datum	   *results = palloc(sizeof(Datum) * Max(list_length(jobs), 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(list_length(jobs), 1));
+	int			total = Max(list_length(jobs), 1);
+	Datum	   *ids = palloc(sizeof(Datum) * total);
+	Datum	   *results = palloc(sizeof(Datum) * total);
+	bool	   *nulls = palloc(sizeof(bool) * total);
+	Datum	   *attempts = palloc(sizeof(Datum) * total);
+	Datum	   *started = palloc(sizeof(Datum) * total);
+	Datum		args[5];
 	int			dims[1];
 	int			lbs[1] = {1};
-	int			k = 0;
+	int			n = 0;
 	ListCell   *lc;
 
-	args[0] = int8_array(jobs, OUTCOME_SUCCEEDED, &n);
-	if (n == 0)
-		return;
 	foreach(lc, jobs)
 	{
 		ClaimedJob *job = lfirst(lc);
 
-		if (job->outcome != OUTCOME_SUCCEEDED)
+		if (job->outcome != OUTCOME_SUCCEEDED || job->deferred != deferred)
 			continue;
-		results[k] = job->result;
-		nulls[k] = job->result_isnull;
-		k++;
+		ids[n] = Int64GetDatum(job->id);
+		results[n] = job->result;
+		nulls[n] = job->result_isnull;
+		attempts[n] = Int32GetDatum(job->attempt);
+		started[n] = TimestampTzGetDatum(job->started);
+		n++;
 	}
-	dims[0] = k;
+	if (n == 0)
+		return;
+	dims[0] = n;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	args[1] = CStringGetTextDatum(worker_name);
 	args[2] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
 												 JSONBOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_plan(complete_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	args[3] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(started, n, TIMESTAMPTZOID, 8, true,
+											  TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(deferred ? complete_held_plan : complete_plan, args, NULL, false,
+						 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: recording successes failed");
 	SpinLockAcquire(&TaskqState->mutex);
 	MySlot->jobs_done += n;
 	SpinLockRelease(&TaskqState->mutex);
+}
+
+static void
+record_successes(List *jobs)
+{
+	record_successes_of(jobs, false);
+	record_successes_of(jobs, true);
+}
+
+/*
+ * Write the claim of the deferred jobs whose outcome is not a success, so
+ * that failures, give-backs and cancels are recorded as for any claimed job.
+ */
+static void
+write_deferred_claims(List *jobs)
+{
+	int			total = Max(list_length(jobs), 1);
+	Datum	   *ids = palloc(sizeof(Datum) * total);
+	Datum	   *attempts = palloc(sizeof(Datum) * total);
+	Datum	   *started = palloc(sizeof(Datum) * total);
+	Datum		args[4];
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (!job->deferred || job->outcome == OUTCOME_NONE ||
+			job->outcome == OUTCOME_SUCCEEDED)
+			continue;
+		ids[n] = Int64GetDatum(job->id);
+		attempts[n] = Int32GetDatum(job->attempt);
+		/* a job not started (cancelled or given back first) starts now */
+		started[n] = TimestampTzGetDatum(job->started ? job->started : GetCurrentTimestamp());
+		job->deferred = false;
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = CStringGetTextDatum(worker_name);
+	args[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(started, n, TIMESTAMPTZOID, 8, true,
+											  TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(take_held_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: writing deferred claims failed");
 }
 
 /* Record failed (or given back) attempts in one statement. */
@@ -1216,7 +1294,9 @@ run_batch(List *jobs, long *sleep_ms)
 			long		claim_sleep_ms;
 
 			pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
+			taskq_claim_deferred = true;
 			batch = reserve_and_claim(batch_cxt, 0, &claim_sleep_ms);
+			taskq_claim_deferred = false;
 			running_batch = batch;
 			if (batch == NIL)
 				next_sleep_ms = claim_sleep_ms;
@@ -1272,6 +1352,7 @@ run_batch(List *jobs, long *sleep_ms)
 			pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
 
 			record_successes(batch);
+			write_deferred_claims(batch);
 			record_failures(batch, OUTCOME_FAILED);
 			record_failures(batch, OUTCOME_GIVEN_BACK);
 			record_cancellations(batch);
@@ -1287,6 +1368,7 @@ run_batch(List *jobs, long *sleep_ms)
 	{
 		List	   *failed = batch;
 
+		taskq_claim_deferred = false;
 		running_batch = NIL;
 		disable_timeout(tick_timeout, false);
 		taskq_crash_mark_clear();

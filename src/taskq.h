@@ -253,6 +253,8 @@ extern void taskq_register_launchers(void);
 
 /* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
+extern int32 taskq_current_job_attempt;
+extern bool taskq_claim_deferred;
 extern void taskq_guard_handler_utility(Node *stmt);
 
 /* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */

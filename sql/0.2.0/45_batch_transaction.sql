@@ -35,6 +35,70 @@ BEGIN
 END
 $$;
 
+-- One row write per job: an executor's claim in its batch's transaction locks
+-- its jobs and writes nothing (their rows read 'pending' until the batch
+-- commits); the outcome writes the claim's columns with it.  True only in
+-- that claim (src/executor.c), false in every other session and in an
+-- executor's slow path, whose claim commits first.
+CREATE FUNCTION taskq._claim_defers_write() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'taskq_claim_defers_write' LANGUAGE C VOLATILE;
+
+-- The attempt number of the job whose handler runs in this session (NULL
+-- outside a handler).  A handler must ask this, not its job's row: the row
+-- still reads the attempts before this claim while the batch runs.
+CREATE FUNCTION taskq.current_attempt() RETURNS integer
+    AS 'MODULE_PATHNAME', 'taskq_current_attempt' LANGUAGE C STABLE;
+
+-- Record successes of jobs claimed without a write (their rows pending,
+-- locked by the caller's batch): the claim and the outcome in one update per
+-- job, fenced on the attempts the claim read.  Status changes, so the update
+-- is not HOT; the claim's own update (and its jobs_running_idx entry) is gone.
+CREATE FUNCTION taskq._complete_held(ids bigint[], worker text, results jsonb[],
+                                     attempts integer[], started timestamptz[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    done bigint[];
+BEGIN
+    WITH u AS (
+        UPDATE taskq.jobs j
+           SET status = 'succeeded', result = r.result, attempts = r.attempt,
+               worker = _complete_held.worker, started_at = r.started,
+               finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+               lease_expires_at = NULL
+          FROM unnest(_complete_held.ids, _complete_held.results, _complete_held.attempts,
+                      _complete_held.started) AS r(id, result, attempt, started)
+         WHERE j.id = r.id AND j.id = ANY (_complete_held.ids)   -- (see _complete_batch)
+           AND j.status = 'pending' AND j.attempts = r.attempt - 1
+        RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
+    ), notified AS (
+        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
+                                    u.in_database)) AS n
+          FROM u
+         WHERE taskq._publishing('succeeded')
+    )
+    SELECT array_agg(u.id) INTO done FROM u, notified;
+    IF done IS NOT NULL THEN
+        PERFORM taskq._release_after_success(done);
+    END IF;
+END
+$$;
+
+-- Write the claim of jobs claimed without a write whose outcome is not a
+-- success, so that _fail and _cancel_job record them as any claimed job (a
+-- failure costs two writes; failures are rare, successes are not).
+CREATE FUNCTION taskq._take_held(ids bigint[], worker text, attempts integer[],
+                                 started timestamptz[])
+RETURNS void
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    UPDATE taskq.jobs j
+       SET status = 'running', attempts = r.attempt, worker = $2, started_at = r.started,
+           updated_at = clock_timestamp(), lease_expires_at = NULL
+      FROM unnest($1, $3, $4) AS r(id, attempt, started)
+     WHERE j.id = r.id AND j.id = ANY ($1) AND j.status = 'pending' AND j.attempts = r.attempt - 1
+$$;
+
 -- Flag a job for cancel in the executor batch that holds it (shared memory):
 -- 1 flagged, 2 its handler already succeeded in the batch, 3 the batch is
 -- recording its outcomes, 0 not held.
@@ -42,7 +106,9 @@ CREATE FUNCTION taskq._cancel_held(job_id bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_cancel_held' LANGUAGE C VOLATILE STRICT;
 
 REVOKE ALL ON FUNCTION taskq._charge_crashed(bigint, integer, timestamptz, text, text),
-    taskq._cancel_held(bigint) FROM PUBLIC;
+    taskq._cancel_held(bigint), taskq._claim_defers_write(),
+    taskq._complete_held(bigint[], text, jsonb[], integer[], timestamptz[]),
+    taskq._take_held(bigint[], text, integer[], timestamptz[]) FROM PUBLIC;
 
 -- An executor's batch holds its jobs' row locks until it commits, and its
 -- claim is not committed before: a job it holds is cancelled through its flag

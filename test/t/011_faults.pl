@@ -65,8 +65,7 @@ SELECT taskq.register_handler('forever', 'forever(jsonb)');
 CREATE FUNCTION always_raise(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO done VALUES (taskq.current_job_id());
-    RAISE EXCEPTION 'attempt % fails',
-        (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id());
+    RAISE EXCEPTION 'attempt % fails', taskq.current_attempt();
 END $$;
 SELECT taskq.register_handler('always_raise', 'always_raise(jsonb)');
 

@@ -33,7 +33,7 @@ SELECT taskq.register_handler('record_once', 'record_once(jsonb)');
 -- Sleeps through its first attempt (to be killed there), then records itself.
 CREATE FUNCTION slow_first(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id()) = 1 THEN
+    IF taskq.current_attempt() = 1 THEN
         PERFORM pg_sleep(300);
     END IF;
     INSERT INTO done VALUES (taskq.current_job_id());
@@ -178,6 +178,63 @@ is(sql("SELECT count(*) FROM done WHERE job IN ($gated, $mate)"), '0',
 	'neither ran its effect');
 is(sql("SELECT count(*) FROM taskq.job_logs WHERE job_id IN ($gated, $mate) AND status = 'cancelled'"),
 	'2', 'each cancel is logged');
+
+# One row write per job: a batch claimed in its own transaction only locks
+# its jobs; each job's row is written once, by its outcome.  The handler
+# reads its attempt from taskq.current_attempt(): its row still reads the
+# attempts before the claim.  A queue with a concurrency limit keeps the
+# written claim (the next claim counts its running jobs from the rows).
+sql(q{
+CREATE TABLE row_writes (job bigint, old_status text, new_status text);
+CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.row_writes VALUES (NEW.id, OLD.status, NEW.status);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER note_write AFTER UPDATE ON taskq.jobs
+    FOR EACH ROW EXECUTE FUNCTION note_write();
+CREATE TABLE seen (job bigint PRIMARY KEY, attempt int, row_attempts int, row_status text);
+CREATE FUNCTION look(payload jsonb) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO public.seen
+    SELECT j.id, taskq.current_attempt(), j.attempts, j.status
+      FROM taskq.jobs j WHERE j.id = taskq.current_job_id()
+$$;
+SELECT taskq.register_handler('look', 'look(jsonb)');
+SELECT taskq.configure_queue('capped', concurrency => 2);
+});
+$node->restart;    # a fresh batch size again
+ok(executors_up($node, 1), 'the executor is up for the write count');
+sql(q{
+	BEGIN;
+	SELECT taskq.submit('look') FROM generate_series(1, 30);
+	SELECT taskq.submit('look', queue => 'capped') FROM generate_series(1, 4);
+	COMMIT;});
+ok( $node->poll_query_until(
+		'postgres',
+		"SELECT count(*) FROM taskq.jobs WHERE job_type = 'look' AND status = 'succeeded'", '34'),
+	'every job succeeds');
+is( sql(q{
+	SELECT count(*) FROM taskq.jobs j
+	 WHERE j.job_type = 'look' AND j.queue = 'default'
+	   AND (SELECT string_agg(w.old_status || '>' || w.new_status, ',')
+	          FROM row_writes w WHERE w.job = j.id) = 'pending>succeeded'}),
+	'30', 'each job of an unlimited queue is written once, pending to succeeded');
+is( sql(q{
+	SELECT count(*) FROM taskq.jobs j
+	 WHERE j.job_type = 'look' AND j.queue = 'capped'
+	   AND (SELECT string_agg(w.old_status || '>' || w.new_status, ',' ORDER BY w.ctid)
+	          FROM row_writes w WHERE w.job = j.id) = 'pending>running,running>succeeded'}),
+	'4', 'a job of a queue with a concurrency limit keeps its written claim');
+is( sql(q{
+	SELECT string_agg(DISTINCT format('%s:%s:%s:%s', j.queue, s.attempt, s.row_attempts, s.row_status), ',')
+	  FROM seen s JOIN taskq.jobs j ON j.id = s.job}),
+	'capped:1:1:running,default:1:0:pending',
+	'the handler reads its attempt from taskq.current_attempt(); an unwritten claim reads pending');
+is( sql(q{
+	SELECT count(*) FROM taskq.jobs
+	 WHERE job_type = 'look' AND attempts = 1 AND worker LIKE 'executor/%'
+	   AND started_at IS NOT NULL AND started_at <= finished_at AND lease_expires_at IS NULL}),
+	'34', 'the one write carries attempts, worker, start and end');
 
 $node->stop;
 done_testing();
