@@ -69,8 +69,10 @@ BEGIN
                lease_expires_at = NULL
           FROM unnest(_complete_held.ids, _complete_held.results, _complete_held.attempts,
                       _complete_held.started) AS r(id, result, attempt, started)
-         WHERE j.id = r.id AND j.id = ANY (_complete_held.ids)   -- (see _complete_batch)
-           AND j.status = 'pending' AND j.attempts = r.attempt - 1
+         -- (j.id = ANY: see _complete_batch; status::text: a plan on status
+         -- = 'pending' read jobs_runnable_idx, whose predicate it matches)
+         WHERE j.id = r.id AND j.id = ANY (_complete_held.ids)
+           AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
         RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
     ), notified AS (
         SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
@@ -96,7 +98,8 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
        SET status = 'running', attempts = r.attempt, worker = $2, started_at = r.started,
            updated_at = clock_timestamp(), lease_expires_at = NULL
       FROM unnest($1, $3, $4) AS r(id, attempt, started)
-     WHERE j.id = r.id AND j.id = ANY ($1) AND j.status = 'pending' AND j.attempts = r.attempt - 1
+     WHERE j.id = r.id AND j.id = ANY ($1) AND j.status::text = 'pending'   -- (see _complete_held)
+       AND j.attempts = r.attempt - 1
 $$;
 
 -- Flag a job for cancel in the executor batch that holds it (shared memory):
