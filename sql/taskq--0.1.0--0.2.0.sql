@@ -615,8 +615,8 @@ BEGIN
            AND (NOT defer OR j.queue = ANY (limits_apply))
         RETURNING j.*
     ), held AS (
-        SELECT j.* FROM taskq.jobs j
-         WHERE defer AND j.id = ANY (picked) AND j.status = 'pending'
+        SELECT j.* FROM taskq.jobs j     -- (pending: locked so above)
+         WHERE defer AND j.id = ANY (picked)
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
            AND NOT (j.queue = ANY (limits_apply))
     ), notified AS (
@@ -1257,7 +1257,7 @@ CREATE FUNCTION taskq.current_attempt() RETURNS integer
 CREATE FUNCTION taskq._complete_held(ids bigint[], worker text, results jsonb[],
                                      attempts integer[], started timestamptz[])
 RETURNS void
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
     done bigint[];
@@ -1270,10 +1270,12 @@ BEGIN
                lease_expires_at = NULL
           FROM unnest(_complete_held.ids, _complete_held.results, _complete_held.attempts,
                       _complete_held.started) AS r(id, result, attempt, started)
-         -- (j.id = ANY: see _complete_batch; status::text: a plan on status
-         -- = 'pending' read jobs_runnable_idx, whose predicate it matches)
-         WHERE j.id = r.id AND j.id = ANY (_complete_held.ids)
-           AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
+         -- Each job probed by its id from the arrays, whatever the table's
+         -- size when the plan was made (enable_seqscan off).  status::text:
+         -- on status = 'pending' a plan read jobs_runnable_idx, whose
+         -- predicate it matches; with j.id = ANY (ids) too, a plan took the
+         -- jobs side for one row and unnested the arrays once per job.
+         WHERE j.id = r.id AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
         RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
     ), notified AS (
         SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
@@ -1294,13 +1296,12 @@ $$;
 CREATE FUNCTION taskq._take_held(ids bigint[], worker text, attempts integer[],
                                  started timestamptz[])
 RETURNS void
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    UPDATE taskq.jobs j
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+    UPDATE taskq.jobs j                                 -- (the plan: see _complete_held)
        SET status = 'running', attempts = r.attempt, worker = $2, started_at = r.started,
            updated_at = clock_timestamp(), lease_expires_at = NULL
       FROM unnest($1, $3, $4) AS r(id, attempt, started)
-     WHERE j.id = r.id AND j.id = ANY ($1) AND j.status::text = 'pending'   -- (see _complete_held)
-       AND j.attempts = r.attempt - 1
+     WHERE j.id = r.id AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
 $$;
 
 -- Flag a job for cancel in the executor batch that holds it (shared memory):

@@ -483,8 +483,8 @@ BEGIN
            AND (NOT defer OR j.queue = ANY (limits_apply))
         RETURNING j.*
     ), held AS (
-        SELECT j.* FROM taskq.jobs j
-         WHERE defer AND j.id = ANY (picked) AND j.status = 'pending'
+        SELECT j.* FROM taskq.jobs j     -- (pending: locked so above)
+         WHERE defer AND j.id = ANY (picked)
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
            AND NOT (j.queue = ANY (limits_apply))
     ), notified AS (
