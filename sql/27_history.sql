@@ -78,7 +78,7 @@ SELECT * FROM pg_temp.history('dependent');
 CREATE FUNCTION public.regress_history_h(payload jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     IF (payload->>'fail_first')::boolean
-       AND (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id()) = 1 THEN
+       AND taskq.current_attempt() = 1 THEN
         RAISE EXCEPTION 'first attempt fails';
     END IF;
     RETURN '{"done": true}';

@@ -6,7 +6,7 @@ CREATE SCHEMA w55;
 -- fails its first attempt, succeeds in the second
 CREATE FUNCTION w55.flaky(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id()) < 2 THEN
+    IF taskq.current_attempt() < 2 THEN
         RAISE EXCEPTION 'the first attempt fails';
     END IF;
 END $$;

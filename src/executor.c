@@ -1,18 +1,23 @@
 /*
  * executor.c: an executor background worker.  It claims batches of runnable
  * jobs whose type has an in-database handler and runs each handler as the
- * job's owner, in its own subtransaction of one batch transaction that also
- * records every outcome: a handler's work commits exactly when its job is
- * recorded as succeeded.
+ * job's owner, in its own subtransaction of ONE transaction per batch that
+ * also claims the batch and records every outcome: a handler's work commits
+ * exactly when its job is recorded as succeeded, and a batch costs one commit.
  *
- * The claim is its own committed transaction, so an attempt is counted before
- * any handler runs: a handler that kills its backend every time ends in the
- * dead-letter queue instead of a crash loop.
+ * The claim is not committed before the handlers run, so a crash gives the
+ * whole batch back uncharged.  The job whose handler was running is charged:
+ * its id is written to a file first (crash_marks.c), which the launcher reads
+ * after a crash; a handler that kills its backend every time ends in the
+ * dead-letter queue instead of a crash loop.  Slow jobs (the batch size has
+ * adapted to one job) commit their claim first, so that their row shows them
+ * running; a crash then charges them through the launcher's _recover.
  *
  * Cancel: taskq.cancel() flags the job in the batch we publish in shared
- * memory (TaskqHeldBatch); a job not started yet is skipped, the running one
- * is interrupted by executor_tick, and one whose handler traps the interrupt
- * ends the executor (executor_exit records its batch).
+ * memory (TaskqHeldBatch) and returns without waiting for our row locks; a
+ * job not started yet is skipped, the running one is interrupted by
+ * executor_tick, one whose handler traps the interrupt ends the executor
+ * (executor_exit records its batch), and a flagged job is recorded cancelled.
  */
 #include "postgres.h"
 
@@ -82,8 +87,10 @@ typedef struct ClaimedJob
 	int32		cpu_units;
 	int32		memory_mb;
 	bool		held;
+	bool		deferred;		/* claimed without a write: its row reads pending */
 	int			area;			/* where it is published: TaskqState->held[.][area] */
 	int			index;			/* and at which index */
+	TimestampTz started;		/* when its handler started */
 	JobOutcome	outcome;
 	Datum		result;			/* jsonb, when result_isnull is false */
 	bool		result_isnull;
@@ -92,6 +99,9 @@ typedef struct ClaimedJob
 } ClaimedJob;
 
 int64		taskq_current_job = 0;
+int32		taskq_current_job_attempt = 0;
+/* set while run_batch claims: that claim only locks its jobs (_claim) */
+bool		taskq_claim_deferred = false;
 
 static volatile sig_atomic_t got_sigterm = false;
 static volatile TimestampTz sigterm_at = 0;
@@ -127,11 +137,10 @@ static const char *const executor_settings[][2] = {
 	{"plan_cache_mode", "force_generic_plan"},
 };
 static char *handler_settings[lengthof(executor_settings)];
-/* the batch being run, and the batch claimed in its transaction to run next */
+/* the batch being run */
 static MemoryContext batch_cxt = NULL;
-static MemoryContext next_batch_cxt = NULL;
-static List *claimed_batch = NIL;	/* claimed and committed, not run yet */
-static List *running_batch = NIL;	/* inside run_batch: what executor_exit gives back */
+static List *running_batch = NIL;	/* inside run_batch: what executor_exit records */
+static bool running_claim_committed = false;	/* its claim committed first */
 static double avg_job_ms = 0;
 static int	consecutive_errors = 0;
 static int	batch_limit = 8;
@@ -144,9 +153,13 @@ static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr next_run_plan = NULL;
 static SPIPlanPtr lock_plan = NULL;
 static SPIPlanPtr lock_skip_plan = NULL;
+static SPIPlanPtr complete_held_plan = NULL;
+static SPIPlanPtr take_held_plan = NULL;
 static SPIPlanPtr complete_plan = NULL;
 static SPIPlanPtr fail_plan = NULL;
 static SPIPlanPtr cancel_plan = NULL;
+static SPIPlanPtr cancel_unlocked_plan = NULL;
+static SPIPlanPtr charge_plan = NULL;
 static SPIPlanPtr constraints_plan = NULL;
 /* the job's deferred triggers are firing (call_handler): none may defer again */
 static bool draining_deferred_triggers = false;
@@ -236,13 +249,19 @@ prepare_plans(void)
 	Oid			fail_args[6] = {INT8ARRAYOID, TEXTOID, INT4ARRAYOID, TEXTARRAYOID,
 	BOOLARRAYOID, BOOLOID};
 	Oid			cancel_args[1] = {INT8OID};
+	Oid			charge_args[5] = {INT8OID, INT4OID, TIMESTAMPTZOID, TEXTOID, TEXTOID};
+	Oid			held_args[5] = {INT8ARRAYOID, TEXTOID, JSONBARRAYOID, INT4ARRAYOID,
+	TIMESTAMPTZARRAYOID};
+	Oid			take_args[4] = {INT8ARRAYOID, TEXTOID, INT4ARRAYOID, TIMESTAMPTZARRAYOID};
 
 	if (claim_plan != NULL)
 		return;
+	/* a job claimed without a write reads pending: its attempt is one more */
 	claim_plan = taskq_prepare_kept(
-		"SELECT j.id, j.attempts, j.owner::oid, h.handler::oid, j.payload,"
+		"SELECT j.id, j.attempts + (j.status = 'pending')::int, j.owner::oid,"
+		"       h.handler::oid, j.payload,"
 		"       coalesce((extract(epoch FROM j.timeout) * 1000)::int8, 0),"
-		"       j.cpu_units, j.memory_mb, j.max_attempts"
+		"       j.cpu_units, j.memory_mb, j.max_attempts, j.status = 'pending'"
 		"  FROM taskq._claim(true, NULL, $1, $2, NULL, $3, $4, NULL) j"
 		"  LEFT JOIN taskq.handlers h ON h.job_type = j.job_type"
 		" ORDER BY j.effective_priority, j.run_at, j.id",
@@ -261,10 +280,23 @@ prepare_plans(void)
 		2, lock_args, 0);
 	complete_plan = taskq_prepare_kept("SELECT taskq._complete_batch($1, $2, $3)",
 									   3, complete_args, 0);
+	complete_held_plan = taskq_prepare_kept("SELECT taskq._complete_held($1, $2, $3, $4, $5)",
+											5, held_args, 0);
+	take_held_plan = taskq_prepare_kept("SELECT taskq._take_held($1, $2, $3, $4)",
+										4, take_args, 0);
 	fail_plan = taskq_prepare_kept("SELECT taskq._fail($1, $2, $3, $4, $5, $6)",
 								   6, fail_args, 0);
 	cancel_plan = taskq_prepare_kept(
 		"SELECT taskq._cancel_job($1, 'cancelled while running')", 1, cancel_args, 0);
+	/* after our batch rolled back: the job is no longer locked by us */
+	cancel_unlocked_plan = taskq_prepare_kept(
+		"WITH l AS (SELECT j.id FROM taskq.jobs j"
+		"            WHERE j.id = $1 AND j.status IN ('pending', 'running')"
+		"            FOR NO KEY UPDATE OF j SKIP LOCKED)"
+		"SELECT taskq._cancel_job(l.id, 'cancelled while running') FROM l",
+		1, cancel_args, 0);
+	charge_plan = taskq_prepare_kept("SELECT taskq._charge_crashed($1, $2, $3, $4, $5)",
+									 5, charge_args, 0);
 	constraints_plan = taskq_prepare_kept("SET CONSTRAINTS ALL IMMEDIATE", 0, NULL, 0);
 }
 
@@ -341,6 +373,7 @@ publish_batch(List *jobs, int area)
 		job->index = n;
 		held->ids[n] = job->id;
 		held->cancel[n] = false;
+		held->done[n] = 0;
 		n++;
 	}
 	SpinLockAcquire(&TaskqState->mutex);
@@ -353,6 +386,48 @@ unpublish_batch(int area)
 {
 	SpinLockAcquire(&TaskqState->mutex);
 	TaskqState->held[my_slot_index][area].n = 0;
+	SpinLockRelease(&TaskqState->mutex);
+}
+
+/*
+ * The job's handler succeeded: too late for a cancel from now on, unless one
+ * came first (then false: the job is to be cancelled, its work rolled back).
+ */
+static bool
+mark_succeeded(ClaimedJob *job)
+{
+	TaskqHeldBatch *held = &TaskqState->held[my_slot_index][job->area];
+	bool		ok;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	ok = !held->cancel[job->index];
+	if (ok)
+		held->done[job->index] = TASKQ_HELD_SUCCEEDED;
+	SpinLockRelease(&TaskqState->mutex);
+	return ok;
+}
+
+/*
+ * Every outcome of the batch is decided: a flagged job that did not succeed
+ * is cancelled, and later cancels wait for our commit, which comes at once.
+ */
+static void
+decide_outcomes(List *jobs)
+{
+	ListCell   *lc;
+
+	SpinLockAcquire(&TaskqState->mutex);
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+		TaskqHeldBatch *held = &TaskqState->held[my_slot_index][job->area];
+
+		if (job->index >= held->n || held->ids[job->index] != job->id)
+			continue;
+		if (job->held && job->outcome != OUTCOME_SUCCEEDED && held->cancel[job->index])
+			job->outcome = OUTCOME_CANCELLED;
+		held->done[job->index] = TASKQ_HELD_RECORDING;
+	}
 	SpinLockRelease(&TaskqState->mutex);
 }
 
@@ -413,6 +488,7 @@ claim_jobs(int cpu, int memory, MemoryContext cxt, int area, long *sleep_ms)
 		job->cpu_units = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->memory_mb = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+		job->deferred = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		jobs = lappend(jobs, job);
 		MemoryContextSwitchTo(old);
 	}
@@ -458,7 +534,7 @@ batch_needs(List *jobs, int *cpu, int *memory)
 
 /*
  * Reserve the free capacity, claim a batch into cxt, and keep only what the
- * batch needs.  Inside a transaction; the claim counts once it commits.
+ * batch needs.  Inside a transaction (the batch's own, or claim_batch's).
  */
 static List *
 reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
@@ -482,7 +558,25 @@ reserve_and_claim(MemoryContext cxt, int area, long *sleep_ms)
 	return jobs;
 }
 
-/* Claim a first batch in a transaction of its own. */
+/*
+ * A claim failed: abort, and back off so that a persistent error cannot
+ * flood the log.  Returns how long to sleep.
+ */
+static long
+recover_from_claim_error(void)
+{
+	if (consecutive_errors++ < 8)
+		recover_from_error("claiming jobs");
+	else
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	return Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
+}
+
+/* Claim a batch in a transaction of its own (slow jobs: execute_once). */
 static List *
 claim_batch(long *sleep_ms)
 {
@@ -511,18 +605,9 @@ claim_batch(long *sleep_ms)
 	}
 	PG_CATCH();
 	{
-		/* back off so a persistent error cannot flood the log */
-		if (consecutive_errors++ < 8)
-			recover_from_error("claiming jobs");
-		else
-		{
-			MemoryContextSwitchTo(TopMemoryContext);
-			FlushErrorState();
-			AbortCurrentTransaction();
-		}
+		*sleep_ms = recover_from_claim_error();
 		taskq_release_all(MySlot);
 		unpublish_batch(0);
-		*sleep_ms = Min((long) taskq_poll_interval_ms << Min(consecutive_errors, 8), 60000L);
 		failed = true;
 		jobs = NIL;
 	}
@@ -675,6 +760,9 @@ run_job(ClaimedJob *job)
 
 	taskq_set_slot_state(MySlot, TASKQ_STATE_RUNNING, job->id);
 	pgstat_report_activity(STATE_RUNNING, "taskq: running a job");
+	/* should the handler crash the server, this job alone is charged */
+	job->started = started;
+	taskq_crash_mark_set(job->id, job->attempt - 1, started);
 	job_timed_out = false;
 	job_stopped_by_shutdown = false;
 	job_terminated_itself = false;
@@ -691,12 +779,18 @@ run_job(ClaimedJob *job)
 			job->timeout_ms < (PG_INT64_MAX - started) / 1000 ?
 			started + job->timeout_ms * 1000 : 0;
 		taskq_current_job = job->id;
+		taskq_current_job_attempt = job->attempt;
 
 		call_handler(job);
 		if (job_terminated_itself)
 			ereport(ERROR,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
 					 errmsg("the handler terminated its own executor")));
+		/* a cancel that came before: its caller was told the job is cancelled */
+		if (!mark_succeeded(job))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("canceling the job at user request")));
 
 		taskq_current_job = 0;
 		job_deadline = 0;
@@ -770,41 +864,102 @@ int8_array(List *jobs, JobOutcome outcome, int *n)
 	return PointerGetDatum(construct_array(elems, *n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 }
 
-/* Record the successes of the batch in one statement. */
+/*
+ * Record the successes of the batch: those whose claim wrote their rows in
+ * one statement, those claimed without a write (deferred) in another, which
+ * writes the claim's columns with the outcome: one row write per job.
+ */
 static void
-record_successes(List *jobs)
+record_successes_of(List *jobs, bool deferred)
 {
-	int			n;
-	Datum		args[3];
-	Datum	   *results = palloc(sizeof(Datum) * Max(list_length(jobs), 1));
-	bool	   *nulls = palloc(sizeof(bool) * Max(list_length(jobs), 1));
+	int			total = Max(list_length(jobs), 1);
+	Datum	   *ids = palloc(sizeof(Datum) * total);
+	Datum	   *results = palloc(sizeof(Datum) * total);
+	bool	   *nulls = palloc(sizeof(bool) * total);
+	Datum	   *attempts = palloc(sizeof(Datum) * total);
+	Datum	   *started = palloc(sizeof(Datum) * total);
+	Datum		args[5];
 	int			dims[1];
 	int			lbs[1] = {1};
-	int			k = 0;
+	int			n = 0;
 	ListCell   *lc;
 
-	args[0] = int8_array(jobs, OUTCOME_SUCCEEDED, &n);
-	if (n == 0)
-		return;
 	foreach(lc, jobs)
 	{
 		ClaimedJob *job = lfirst(lc);
 
-		if (job->outcome != OUTCOME_SUCCEEDED)
+		if (job->outcome != OUTCOME_SUCCEEDED || job->deferred != deferred)
 			continue;
-		results[k] = job->result;
-		nulls[k] = job->result_isnull;
-		k++;
+		ids[n] = Int64GetDatum(job->id);
+		results[n] = job->result;
+		nulls[n] = job->result_isnull;
+		attempts[n] = Int32GetDatum(job->attempt);
+		started[n] = TimestampTzGetDatum(job->started);
+		n++;
 	}
-	dims[0] = k;
+	if (n == 0)
+		return;
+	dims[0] = n;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
 	args[1] = CStringGetTextDatum(worker_name);
 	args[2] = PointerGetDatum(construct_md_array(results, nulls, 1, dims, lbs,
 												 JSONBOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_plan(complete_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	args[3] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(started, n, TIMESTAMPTZOID, 8, true,
+											  TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(deferred ? complete_held_plan : complete_plan, args, NULL, false,
+						 0) != SPI_OK_SELECT)
 		elog(ERROR, "taskq: recording successes failed");
 	SpinLockAcquire(&TaskqState->mutex);
 	MySlot->jobs_done += n;
 	SpinLockRelease(&TaskqState->mutex);
+}
+
+static void
+record_successes(List *jobs)
+{
+	record_successes_of(jobs, false);
+	record_successes_of(jobs, true);
+}
+
+/*
+ * Write the claim of the deferred jobs whose outcome is not a success, so
+ * that failures, give-backs and cancels are recorded as for any claimed job.
+ */
+static void
+write_deferred_claims(List *jobs)
+{
+	int			total = Max(list_length(jobs), 1);
+	Datum	   *ids = palloc(sizeof(Datum) * total);
+	Datum	   *attempts = palloc(sizeof(Datum) * total);
+	Datum	   *started = palloc(sizeof(Datum) * total);
+	Datum		args[4];
+	int			n = 0;
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+
+		if (!job->deferred || job->outcome == OUTCOME_NONE ||
+			job->outcome == OUTCOME_SUCCEEDED)
+			continue;
+		ids[n] = Int64GetDatum(job->id);
+		attempts[n] = Int32GetDatum(job->attempt);
+		/* a job not started (cancelled or given back first) starts now */
+		started[n] = TimestampTzGetDatum(job->started ? job->started : GetCurrentTimestamp());
+		job->deferred = false;
+		n++;
+	}
+	if (n == 0)
+		return;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[1] = CStringGetTextDatum(worker_name);
+	args[2] = PointerGetDatum(construct_array(attempts, n, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(started, n, TIMESTAMPTZOID, 8, true,
+											  TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(take_held_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: writing deferred claims failed");
 }
 
 /* Record failed (or given back) attempts in one statement. */
@@ -949,13 +1104,16 @@ lock_held_jobs(List *jobs, JobOutcome candidate, SPIPlanPtr plan)
  * cancel and executor_tick ended us: the batch's transaction is aborted
  * here, and its jobs are recorded in a new one.  The job that was running
  * is charged an attempt, as a crash charges it; its batch-mates go back
- * uncharged; a job taskq.cancel() flagged is left to its canceller, who
- * waits for our row locks.  Interrupts are held while we exit, so nothing
- * here may wait: rows locked by others are skipped, and a locked extension
- * (DROP EXTENSION) skips it all; the launcher recovers what is left once we
- * are gone.  (Before ShutdownPostgres: see RemoveTempRelationsCallback for
- * the same pattern.)
+ * uncharged (a claim not committed needs nothing: the abort gave them
+ * back); a job taskq.cancel() flagged is cancelled.  Interrupts are held
+ * while we exit, so nothing here may wait: rows locked by others are
+ * skipped, and a locked extension (DROP EXTENSION) skips it all; the
+ * launcher recovers what is left once we are gone (our crash mark stays
+ * until this is recorded).  (Before ShutdownPostgres: see
+ * RemoveTempRelationsCallback for the same pattern.)
  */
+static void record_after_rollback(List *jobs);
+
 static void
 executor_exit(int code, Datum arg)
 {
@@ -967,8 +1125,13 @@ executor_exit(int code, Datum arg)
 	Oid			ext;
 
 	/* the postmaster is gone (WL_EXIT_ON_PM_DEATH): write nothing more */
-	if (jobs == NIL || !PostmasterIsAlive())
+	if (!PostmasterIsAlive())
 		return;
+	if (jobs == NIL)
+	{
+		taskq_crash_mark_remove();
+		return;
+	}
 	running_batch = NIL;
 	AbortOutOfAnyTransaction();
 	taskq_current_job = 0;
@@ -986,8 +1149,10 @@ executor_exit(int code, Datum arg)
 
 		i = foreach_current_index(lc);
 		job->retryable = true;
-		if (!job->held || cancel_requested(job))
+		if (!job->held)
 			wanted[i] = OUTCOME_NONE;
+		else if (cancel_requested(job))
+			wanted[i] = OUTCOME_CANCELLED;
 		else if (job->id == culprit)
 		{
 			wanted[i] = OUTCOME_FAILED;
@@ -999,11 +1164,13 @@ executor_exit(int code, Datum arg)
 			else
 				job->error = "its executor exited while running it";
 		}
-		else
+		else if (running_claim_committed)
 		{
 			wanted[i] = OUTCOME_GIVEN_BACK;
 			job->error = "its executor exited while running its batch";
 		}
+		else
+			wanted[i] = OUTCOME_NONE;	/* its claim rolled back */
 		/* the candidates for lock_held_jobs */
 		job->outcome = wanted[i] == OUTCOME_NONE ? OUTCOME_NONE : OUTCOME_SUCCEEDED;
 	}
@@ -1019,38 +1186,89 @@ executor_exit(int code, Datum arg)
 		get_extension_oid("taskq", true) == ext)
 	{
 		prepare_plans();
-		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
-		foreach(lc, jobs)
+		if (running_claim_committed)
 		{
-			ClaimedJob *job = lfirst(lc);
+			lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_skip_plan);
+			foreach(lc, jobs)
+			{
+				ClaimedJob *job = lfirst(lc);
 
-			job->outcome = job->held ? wanted[foreach_current_index(lc)] : OUTCOME_NONE;
+				job->outcome = job->held ? wanted[foreach_current_index(lc)] : OUTCOME_NONE;
+			}
+			record_failures(jobs, OUTCOME_FAILED);
+			record_failures(jobs, OUTCOME_GIVEN_BACK);
+			record_cancellations(jobs);
 		}
-		record_failures(jobs, OUTCOME_FAILED);
-		record_failures(jobs, OUTCOME_GIVEN_BACK);
+		else
+		{
+			foreach(lc, jobs)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				job->outcome = wanted[foreach_current_index(lc)];
+			}
+			record_after_rollback(jobs);
+		}
 	}
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
 	unpublish_batch(0);
 	unpublish_batch(1);
+	taskq_crash_mark_remove();
 }
 
 /*
- * Run a claimed batch in one transaction and record every outcome in it.
- * The same transaction claims the batch to run next (returned), so a busy
- * executor commits once per batch.  When that claim found nothing,
+ * After our batch's transaction rolled back with its claim (not committed):
+ * its jobs are pending again, uncharged.  Charge those whose outcome is
+ * OUTCOME_FAILED (fenced on the attempts they had), cancel the flagged ones
+ * (OUTCOME_CANCELLED).  Inside a transaction, SPI connected.
+ */
+static void
+record_after_rollback(List *jobs)
+{
+	ListCell   *lc;
+
+	foreach(lc, jobs)
+	{
+		ClaimedJob *job = lfirst(lc);
+		Datum		args[5];
+
+		args[0] = Int64GetDatum(job->id);
+		if (job->outcome == OUTCOME_CANCELLED)
+		{
+			if (SPI_execute_plan(cancel_unlocked_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "taskq: recording a cancellation failed");
+		}
+		else if (job->outcome == OUTCOME_FAILED)
+		{
+			args[1] = Int32GetDatum(job->attempt - 1);
+			args[2] = TimestampTzGetDatum(job->started ? job->started : GetCurrentTimestamp());
+			args[3] = CStringGetTextDatum(worker_name);
+			args[4] = CStringGetTextDatum(job->error ? job->error : "unknown error");
+			if (SPI_execute_plan(charge_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "taskq: charging a job failed");
+		}
+	}
+}
+
+/*
+ * Run a batch in one transaction and record every outcome in it.  With
+ * jobs NIL, the batch is claimed in that same transaction (the usual way:
+ * one commit per batch, the claim never committed on its own); else jobs
+ * were claimed and committed by claim_batch.  When nothing was claimed,
  * *sleep_ms says how long the executor may sleep (else 0).
  */
-static List *
+static void
 run_batch(List *jobs, long *sleep_ms)
 {
-	List	   *volatile next = NIL;
+	List	   *volatile batch = jobs;
+	volatile bool claim_committed = jobs != NIL;
 	volatile long next_sleep_ms = 0;
-	int			area = ((ClaimedJob *) linitial(jobs))->area;
 
-	MemoryContextReset(next_batch_cxt);
-	running_batch = jobs;
+	if (!claim_committed)
+		MemoryContextReset(batch_cxt);
+	running_claim_committed = claim_committed;
 	PG_TRY();
 	{
 		ListCell   *lc;
@@ -1060,128 +1278,186 @@ run_batch(List *jobs, long *sleep_ms)
 		StartTransactionCommand();
 		SPI_connect();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (!taskq_extension_ready())
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("extension \"taskq\" is not installed")));
-		foreach(lc, jobs)
-			((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
-		lock_held_jobs(jobs, OUTCOME_SUCCEEDED, lock_plan);
-
-		enable_timeout_every(tick_timeout,
-							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
-		foreach(lc, jobs)
+		if (claim_committed)
 		{
-			ClaimedJob *job = lfirst(lc);
-
-			if (!job->held)
-				continue;
-			CHECK_FOR_INTERRUPTS();
-			if (cancel_requested(job))
-				job->outcome = OUTCOME_CANCELLED;
-			else if (got_sigterm)
-			{
-				job->outcome = OUTCOME_GIVEN_BACK;
-				job->error = "not started before shutdown";
-			}
-			else if (subxid_cache_full())
-			{
-				job->outcome = OUTCOME_GIVEN_BACK;
-				job->error = "its batch had used every cached subtransaction id";
-			}
-			else
-			{
-				run_job(job);
-				ran++;
-			}
+			if (!taskq_extension_ready())
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("extension \"taskq\" is not installed")));
+			running_batch = batch;
+			foreach(lc, batch)
+				((ClaimedJob *) lfirst(lc))->outcome = OUTCOME_SUCCEEDED;
+			lock_held_jobs(batch, OUTCOME_SUCCEEDED, lock_plan);
 		}
-		disable_timeout(tick_timeout, false);
-		limit_batch_to_subxid_cache(ran);
-		taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
-		pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
-
-		record_successes(jobs);
-		record_failures(jobs, OUTCOME_FAILED);
-		record_failures(jobs, OUTCOME_GIVEN_BACK);
-		record_cancellations(jobs);
-
-		/* this batch is done: its capacity may go to the next one */
-		taskq_release_all(MySlot);
-		if (!got_sigterm)
+		else if (taskq_extension_ready())
 		{
 			long		claim_sleep_ms;
 
-			next = reserve_and_claim(next_batch_cxt, 1 - area, &claim_sleep_ms);
-			if (next == NIL)
+			pgstat_report_activity(STATE_RUNNING, "taskq: claiming jobs");
+			taskq_claim_deferred = true;
+			batch = reserve_and_claim(batch_cxt, 0, &claim_sleep_ms);
+			taskq_claim_deferred = false;
+			running_batch = batch;
+			if (batch == NIL)
 				next_sleep_ms = claim_sleep_ms;
+			foreach(lc, batch)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				job->held = true;	/* locked by our claim */
+				job->outcome = OUTCOME_NONE;
+			}
+		}
+		else
+		{
+			taskq_set_slot_state(MySlot, TASKQ_STATE_WAITING, 0);
+			next_sleep_ms = taskq_poll_interval_ms;
+		}
+
+		if (batch != NIL)
+		{
+			enable_timeout_every(tick_timeout,
+								 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 50), 50);
+			foreach(lc, batch)
+			{
+				ClaimedJob *job = lfirst(lc);
+
+				if (!job->held)
+					continue;
+				CHECK_FOR_INTERRUPTS();
+				if (cancel_requested(job))
+					job->outcome = OUTCOME_CANCELLED;
+				else if (got_sigterm)
+				{
+					job->outcome = OUTCOME_GIVEN_BACK;
+					job->error = "not started before shutdown";
+				}
+				else if (subxid_cache_full())
+				{
+					job->outcome = OUTCOME_GIVEN_BACK;
+					job->error = "its batch had used every cached subtransaction id";
+				}
+				else
+				{
+					run_job(job);
+					ran++;
+				}
+			}
+			disable_timeout(tick_timeout, false);
+			/* no handler runs from here on: recording is the executor's own work */
+			taskq_crash_mark_clear();
+			decide_outcomes(batch);
+			limit_batch_to_subxid_cache(ran);
+			taskq_set_slot_state(MySlot, TASKQ_STATE_CLAIMING, 0);
+			pgstat_report_activity(STATE_RUNNING, "taskq: recording outcomes");
+
+			record_successes(batch);
+			write_deferred_claims(batch);
+			record_failures(batch, OUTCOME_FAILED);
+			record_failures(batch, OUTCOME_GIVEN_BACK);
+			record_cancellations(batch);
 		}
 
 		PopActiveSnapshot();
 		SPI_finish();
 		CommitTransactionCommand();
 		running_batch = NIL;
+		consecutive_errors = 0;
 	}
 	PG_CATCH();
 	{
-		/*
-		 * The batch rolled back whole (say, a handler's notifications did
-		 * not fit the NOTIFY queue at commit).  A lone job is charged an attempt;
-		 * jobs of a bigger batch go back uncharged and then run one per
-		 * batch, so the culprit fails alone, not with its batch-mates.
-		 */
-		JobOutcome	outcome = list_length(jobs) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
+		List	   *failed = batch;
 
+		taskq_claim_deferred = false;
 		running_batch = NIL;
 		disable_timeout(tick_timeout, false);
-		recover_from_error("running a batch");
-		next = NIL;				/* its claim rolled back with the batch */
-		unpublish_batch(1 - area);
-		next_sleep_ms = 0;
-		taskq_release_all(MySlot);
-		if (outcome == OUTCOME_GIVEN_BACK)
-			isolate_batches = list_length(jobs);
-		PG_TRY(2);
+		taskq_crash_mark_clear();
+		if (failed == NIL)
 		{
-			ListCell   *lc;
-
-			foreach(lc, jobs)
-			{
-				ClaimedJob *job = lfirst(lc);
-
-				job->outcome = outcome;
-				job->retryable = true;
-				job->error = batch_error;
-			}
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			SPI_connect();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			if (taskq_extension_ready())
-			{
-				prepare_plans();
-				record_failures(jobs, outcome);
-			}
-			PopActiveSnapshot();
-			SPI_finish();
-			CommitTransactionCommand();
+			next_sleep_ms = recover_from_claim_error();
 		}
-		PG_CATCH(2);
+		else
 		{
 			/*
-			 * The jobs stay running under our name and nothing else would
-			 * return them while we live: exit, and the launcher recovers them.
+			 * The batch rolled back whole (say, a handler's notifications did
+			 * not fit the NOTIFY queue at commit).  A lone job is charged an
+			 * attempt; jobs of a bigger batch go back uncharged and then run
+			 * one per batch, so the culprit fails alone, not with its
+			 * batch-mates.  A flagged job is cancelled, as its canceller was
+			 * told.
 			 */
-			recover_from_error("recording a failed batch");
-			ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
-			proc_exit(1);
+			JobOutcome	outcome = list_length(failed) > 1 ? OUTCOME_GIVEN_BACK : OUTCOME_FAILED;
+
+			recover_from_error("running a batch");
+			if (outcome == OUTCOME_GIVEN_BACK)
+				isolate_batches = list_length(failed);
+			PG_TRY(2);
+			{
+				ListCell   *lc;
+
+				foreach(lc, failed)
+				{
+					ClaimedJob *job = lfirst(lc);
+
+					job->outcome = !job->held ? OUTCOME_NONE :
+						cancel_requested(job) ? OUTCOME_CANCELLED : outcome;
+					job->retryable = true;
+					job->error = batch_error;
+				}
+				SetCurrentStatementStartTimestamp();
+				StartTransactionCommand();
+				SPI_connect();
+				PushActiveSnapshot(GetTransactionSnapshot());
+				if (taskq_extension_ready())
+				{
+					prepare_plans();
+					if (claim_committed)
+					{
+						record_failures(failed, outcome);
+						foreach(lc, failed)
+						{
+							ClaimedJob *job = lfirst(lc);
+
+							/* cancel_unlocked_plan: our locks went with the rollback */
+							job->outcome = job->outcome == OUTCOME_CANCELLED ?
+								OUTCOME_CANCELLED : OUTCOME_NONE;
+						}
+					}
+					else if (outcome == OUTCOME_GIVEN_BACK)
+					{
+						/* given back already: the rollback took their claim */
+						foreach(lc, failed)
+						{
+							ClaimedJob *job = lfirst(lc);
+
+							if (job->outcome == OUTCOME_GIVEN_BACK)
+								job->outcome = OUTCOME_NONE;
+						}
+					}
+					record_after_rollback(failed);
+				}
+				PopActiveSnapshot();
+				SPI_finish();
+				CommitTransactionCommand();
+			}
+			PG_CATCH(2);
+			{
+				/*
+				 * Jobs may stay running under our name and nothing else would
+				 * return them while we live: exit, and the launcher recovers them.
+				 */
+				recover_from_error("recording a failed batch");
+				ereport(LOG, (errmsg("taskq executor: exiting so that the launcher returns its jobs to the queue")));
+				proc_exit(1);
+			}
+			PG_END_TRY(2);
 		}
-		PG_END_TRY(2);
 	}
 	PG_END_TRY();
-	unpublish_batch(area);
+	taskq_release_all(MySlot);
+	unpublish_batch(0);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	*sleep_ms = next_sleep_ms;
-	return next;
 }
 
 /*
@@ -1212,35 +1488,39 @@ sleep_until_asked(long sleep_ms)
 }
 
 /*
- * One cycle: run the batch claimed last time (or claim one), which claims the
- * next.  Returns how long to sleep (0: go again).
+ * One cycle: claim, run and record a batch.  Returns how long to sleep
+ * (0: go again).
+ *
+ * Slow jobs: once the batch size has adapted to one job (jobs take 50 ms or
+ * more: batch_limit is 1), or a rolled-back batch's jobs run one by one, the
+ * claim commits first (claim_batch), so that the job's row shows it running
+ * while it runs, and a crash charges it through the launcher's _recover.
+ * One more commit per job is little beside a job that slow.
  */
 static long
 execute_once(void)
 {
 	long		sleep_ms = 0;
-	MemoryContext swap;
 
-	if (claimed_batch == NIL)
+	if (batch_limit == 1)
 	{
-		claimed_batch = claim_batch(&sleep_ms);
-		if (claimed_batch == NIL)
-			return sleep_ms;
-	}
+		List	   *claimed = claim_batch(&sleep_ms);
 
-	/*
-	 * A claim is durable before its handlers run, whatever synchronous_commit
-	 * the executor has: the attempt counts first, and the jobs' submits (which
-	 * may wake us before their own flush) come earlier in the WAL.
-	 */
-	XLogFlush(XactLastCommitEnd);
-	claimed_batch = run_batch(claimed_batch, &sleep_ms);
-	/* the claimed batch lives in next_batch_cxt: make it the current one */
-	swap = batch_cxt;
-	batch_cxt = next_batch_cxt;
-	next_batch_cxt = swap;
-	if (claimed_batch == NIL)
-		taskq_release_all(MySlot);
+		if (claimed == NIL)
+		{
+			taskq_release_all(MySlot);
+			return sleep_ms;
+		}
+
+		/*
+		 * The claim is durable before its handler runs, whatever
+		 * synchronous_commit the executor has: the attempt counts first.
+		 */
+		XLogFlush(XactLastCommitEnd);
+		run_batch(claimed, &sleep_ms);
+	}
+	else
+		run_batch(NIL, &sleep_ms);
 
 	/* aim for ~50 ms batches: one job at a time when jobs are slow */
 	if (avg_job_ms > 0)
@@ -1251,13 +1531,7 @@ execute_once(void)
 		isolate_batches--;
 		batch_limit = 1;
 	}
-
-	/*
-	 * The batch's own claim found nothing: sleep, without claiming again.  A
-	 * job made runnable since that claim's snapshot has set our latch, unless
-	 * it woke an idle executor instead.
-	 */
-	return claimed_batch == NIL ? sleep_ms : 0;
+	return sleep_ms;
 }
 
 void
@@ -1306,13 +1580,13 @@ TaskqExecutorMain(Datum main_arg)
 	my_slot_index = MySlot - TaskqState->slots;
 	unpublish_batch(0);
 	unpublish_batch(1);
+	/* after the slot: a file whose executor is not attached is a dead one's */
+	taskq_crash_mark_open(worker_name);
 	/* after InitPostgres: runs before ShutdownPostgres aborts the transaction */
 	before_shmem_exit(executor_exit, 0);
 	tick_timeout = RegisterTimeout(USER_TIMEOUT, executor_tick);
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq batch",
 									  ALLOCSET_DEFAULT_SIZES);
-	next_batch_cxt = AllocSetContextCreate(TopMemoryContext, "taskq next batch",
-										   ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_appname("taskq executor");
 	clamp_batch_limit();
 
@@ -1343,13 +1617,5 @@ TaskqExecutorMain(Datum main_arg)
 	/* a wake-up meant for us goes to another executor */
 	if (taskq_take_wake_request(MySlot))
 		taskq_wake_one_executor();
-	/* jobs claimed but not started go back to the queue, attempt not counted */
-	if (claimed_batch != NIL)
-	{
-		long		unused;
-
-		(void) run_batch(claimed_batch, &unused);
-		claimed_batch = NIL;
-	}
 	proc_exit(0);
 }

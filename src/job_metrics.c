@@ -289,11 +289,27 @@ status_of(HeapTuple tuple, TupleDesc desc)
 	return isnull ? "" : DatumGetCString(DirectFunctionCall1(enum_out, d));
 }
 
+/* Keep a note until its transaction ends. */
+static void
+keep_note(const PendingNote *note)
+{
+	if (npending == maxpending)
+	{
+		maxpending = Max(64, maxpending * 2);
+		pending = pending == NULL ?
+			MemoryContextAlloc(TopMemoryContext, maxpending * sizeof(PendingNote)) :
+			repalloc(pending, maxpending * sizeof(PendingNote));
+	}
+	pending[npending++] = *note;
+}
+
 /*
  * BEFORE UPDATE row trigger on taskq.jobs, fired (WHEN) for a transition
  * into or out of 'running': note a claim with its wait, or a finished
  * attempt with its run time.  A job given back at shutdown (its attempt
- * not counted: attempts went down) is no outcome.
+ * not counted: attempts went down) is no outcome.  An executor's job
+ * claimed without a write goes from pending to succeeded in one update
+ * (45_batch_transaction.sql): its claim and its outcome are noted together.
  */
 PG_FUNCTION_INFO_V1(taskq_count_transition);
 Datum
@@ -318,8 +334,28 @@ taskq_count_transition(PG_FUNCTION_ARGS)
 	new = trigdata->tg_newtuple;
 
 	memset(&note, 0, sizeof(note));
+	note.key.db = MyDatabaseId;
+	note.key.external = !DatumGetBool(heap_getattr(new, SPI_fnumber(desc, "in_database"),
+												   desc, &isnull));
+	copy_name(note.key.queue, new, desc, "queue");
+	copy_name(note.key.job_type, new, desc, "job_type");
+	note.subid = GetCurrentSubTransactionId();
+
 	status = status_of(new, desc);
-	if (strcmp(status, "running") == 0)
+	if (strcmp(status_of(old, desc), "pending") == 0 && strcmp(status, "succeeded") == 0)
+	{
+		PendingNote claim = note;
+
+		claim.outcome = OUTCOME_CLAIMED;
+		claim.seconds = Max(0.0, (double) (timestamp_column(new, desc, "started_at", now) -
+										   timestamp_column(new, desc, "run_at", now)) /
+							USECS_PER_SEC);
+		keep_note(&claim);
+		note.outcome = OUTCOME_SUCCEEDED;
+		note.seconds = (double) (timestamp_column(new, desc, "finished_at", now) -
+								 timestamp_column(new, desc, "started_at", now)) / USECS_PER_SEC;
+	}
+	else if (strcmp(status, "running") == 0)
 	{
 		note.outcome = OUTCOME_CLAIMED;
 		note.seconds = (double) (timestamp_column(new, desc, "started_at", now) -
@@ -342,22 +378,7 @@ taskq_count_transition(PG_FUNCTION_ARGS)
 	}
 	if (note.seconds < 0)
 		note.seconds = 0;
-
-	note.key.db = MyDatabaseId;
-	note.key.external = !DatumGetBool(heap_getattr(new, SPI_fnumber(desc, "in_database"),
-												   desc, &isnull));
-	copy_name(note.key.queue, new, desc, "queue");
-	copy_name(note.key.job_type, new, desc, "job_type");
-	note.subid = GetCurrentSubTransactionId();
-
-	if (npending == maxpending)
-	{
-		maxpending = Max(64, maxpending * 2);
-		pending = pending == NULL ?
-			MemoryContextAlloc(TopMemoryContext, maxpending * sizeof(PendingNote)) :
-			repalloc(pending, maxpending * sizeof(PendingNote));
-	}
-	pending[npending++] = note;
+	keep_note(&note);
 	return PointerGetDatum(new);
 }
 

@@ -2,9 +2,10 @@
  * launcher.c: the launcher background worker, one per served database
  * (databases.c).  It keeps exactly taskq.workers executors running
  * (restarting dead ones with backoff, adopting those of a launcher before
- * it) and does the periodic upkeep:
- * jobs of dead executors and expired leases go back to pending, priorities
- * age, finished jobs past taskq.retention are deleted, taskq.jobs is
+ * it) and does the periodic upkeep: the job a crashed executor was running
+ * is charged its attempt (crash_marks.c), jobs of dead executors and expired
+ * leases go back to pending, priorities age, finished jobs past
+ * taskq.retention are deleted, taskq.jobs is
  * vacuumed when its dead rows pile up (jobs_vacuum.c).  An error in a round
  * is logged and the launcher backs off; it never exits for one.  A served
  * database that does not exist is said once; its launcher then waits,
@@ -255,8 +256,13 @@ live_executor_names(void)
 	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-static int64
-run_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes, Datum *args)
+/*
+ * Run one upkeep statement (its first column an integer) in a transaction of
+ * its own; an error is logged and gives on_error.
+ */
+int64
+taskq_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes, Datum *args,
+				  int64 on_error)
 {
 	int64		result = 0;
 	MemoryContext caller_cxt = CurrentMemoryContext;
@@ -291,6 +297,7 @@ run_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes, Dat
 		AbortCurrentTransaction();
 		ereport(LOG, (errmsg("taskq launcher: %s failed: %s", what, edata->message)));
 		FreeErrorData(edata);
+		result = on_error;
 	}
 	PG_END_TRY();
 	/* a transaction's end leaves TopMemoryContext current */
@@ -313,23 +320,23 @@ upkeep(void)
 	/* taken before listing executors: a job claimed after it is never "orphaned" */
 	recover_args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
 	recover_args[0] = live_executor_names();
-	recovered = run_upkeep_step("recovering orphaned jobs",
-								"SELECT taskq._recover($1, $2)",
-								2, recover_types, recover_args);
+	recovered = taskq_upkeep_step("recovering orphaned jobs",
+								  "SELECT taskq._recover($1, $2)",
+								  2, recover_types, recover_args, 0);
 	if (recovered > 0)
 	{
 		ereport(LOG, (errmsg("taskq launcher: returned %lld orphaned jobs to the queue",
 							 (long long) recovered)));
 		taskq_wake_executors();
 	}
-	aged = run_upkeep_step("aging priorities", "SELECT taskq._age_priorities()",
-						   0, NULL, NULL);
+	aged = taskq_upkeep_step("aging priorities", "SELECT taskq._age_priorities()",
+							 0, NULL, NULL, 0);
 	/*
 	 * Batches of 20,000: at 500, and at 5,000 on a loaded machine, a queue of
 	 * 15,000-20,000 jobs/s outran its purge (bench churn, bench/README.md).
 	 */
-	purged = run_upkeep_step("deleting old finished jobs", "SELECT taskq._purge_finished(20000)",
-							 0, NULL, NULL);
+	purged = taskq_upkeep_step("deleting old finished jobs", "SELECT taskq._purge_finished(20000)",
+							   0, NULL, NULL, 0);
 	/* claims, completions and the purge leave dead rows faster than autovacuum comes */
 	taskq_vacuum_jobs_if_needed();
 	taskq_set_slot_state(MySlot, TASKQ_STATE_IDLE, 0);
@@ -527,6 +534,9 @@ TaskqLauncherMain(Datum main_arg)
 			taskq_sample_counters();
 			if (extension_ready())
 			{
+				/* before any executor may claim the jobs they name */
+				if (taskq_charge_crash_marks() > 0)
+					taskq_wake_executors();
 				manage_executors();
 				more = upkeep();
 			}

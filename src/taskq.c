@@ -370,6 +370,24 @@ taskq_current_job_id(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(taskq_current_job);
 }
 
+/* The attempt number of the job whose handler runs here (NULL elsewhere). */
+PG_FUNCTION_INFO_V1(taskq_current_attempt);
+Datum
+taskq_current_attempt(PG_FUNCTION_ARGS)
+{
+	if (taskq_current_job == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(taskq_current_job_attempt);
+}
+
+/* Is this an executor's claim that only locks its jobs?  (executor.c) */
+PG_FUNCTION_INFO_V1(taskq_claim_defers_write);
+Datum
+taskq_claim_defers_write(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(taskq_claim_deferred);
+}
+
 PG_FUNCTION_INFO_V1(taskq_notify_queue_limit_sql);
 Datum
 taskq_notify_queue_limit_sql(PG_FUNCTION_ARGS)

@@ -61,17 +61,23 @@ typedef struct TaskqWorkerSlot
 } TaskqWorkerSlot;
 
 /*
- * The jobs of a batch an executor holds, claimed or running, so that
- * taskq.cancel() can flag any of them: one array for the batch being run,
- * one for the batch its transaction claims to run next.  An array is
- * filled while its n is 0 and published by setting n; guarded by
- * TaskqShared->mutex.  The executor polls the flag of its running job.
+ * The jobs of a batch an executor holds, claimed or running (its claim may
+ * not be committed), so that taskq.cancel() can flag any of them without
+ * waiting for the batch's row locks.  An executor uses area 0; area 1 is
+ * kept for the layout.  An array is filled while its n is 0 and published
+ * by setting n; guarded by TaskqShared->mutex.  The executor polls the flag
+ * of its running job; "done" says a cancel comes too late: the job's
+ * handler succeeded in the batch (TASKQ_HELD_SUCCEEDED), or every outcome
+ * of the batch is decided and being recorded (TASKQ_HELD_RECORDING).
  */
+#define TASKQ_HELD_SUCCEEDED 1
+#define TASKQ_HELD_RECORDING 2
 typedef struct TaskqHeldBatch
 {
 	int			n;
 	int64		ids[TASKQ_MAX_BATCH];
 	bool		cancel[TASKQ_MAX_BATCH];
+	uint8		done[TASKQ_MAX_BATCH];
 } TaskqHeldBatch;
 
 /* counter values at one moment; the launcher keeps ~16 minutes of them */
@@ -247,6 +253,17 @@ extern void taskq_sample_counters(void);
 /* jobs_vacuum.c */
 extern void taskq_vacuum_jobs_if_needed(void);
 
+/* crash_marks.c: the job a handler runs, kept for after a crash */
+extern void taskq_crash_mark_open(const char *worker);
+extern void taskq_crash_mark_set(int64 job_id, int32 attempts_before, TimestampTz started);
+extern void taskq_crash_mark_clear(void);
+extern void taskq_crash_mark_remove(void);
+extern int	taskq_charge_crash_marks(void);
+
+/* launcher.c */
+extern int64 taskq_upkeep_step(const char *what, const char *sql, int nargs, Oid *argtypes,
+							   Datum *args, int64 on_error);
+
 /* executor.c / launcher.c: background worker entry points */
 extern PGDLLEXPORT void TaskqLauncherMain(Datum main_arg);
 extern PGDLLEXPORT void TaskqExecutorMain(Datum main_arg);
@@ -254,6 +271,8 @@ extern void taskq_register_launchers(void);
 
 /* executor.c: the job being executed by this backend */
 extern int64 taskq_current_job;
+extern int32 taskq_current_job_attempt;
+extern bool taskq_claim_deferred;
 extern void taskq_guard_handler_utility(Node *stmt);
 
 /* commit_flush.c: a publishing or waking transaction flushes its commit after its locks */

@@ -270,3 +270,47 @@ taskq_request_cancel(PG_FUNCTION_ARGS)
 	SpinLockRelease(&TaskqState->mutex);
 	PG_RETURN_BOOL(found);
 }
+
+/*
+ * taskq._cancel_held(job_id) → integer: flag the job for cancel in whichever
+ * executor's batch holds it, committed claim or not.  1: flagged (the
+ * executor skips or interrupts it and records the cancel); 2: its handler
+ * already succeeded in the batch, whose commit records that; 3: the batch's
+ * outcomes are decided and being recorded (no handler runs: its commit
+ * comes at once); 0: not held.  Never waits.
+ */
+PG_FUNCTION_INFO_V1(taskq_cancel_held);
+Datum
+taskq_cancel_held(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	int			found = 0;
+
+	if (taskq_state() == NULL)
+		PG_RETURN_INT32(0);
+
+	/* one held batch at a time under the spinlock: each holds it briefly */
+	for (int i = 0; i < TASKQ_MAX_SLOTS * 2 && found == 0; i++)
+	{
+		TaskqHeldBatch *held = &TaskqState->held[i / 2][i % 2];
+
+		SpinLockAcquire(&TaskqState->mutex);
+		if (TaskqState->slots[i / 2].kind == TASKQ_SLOT_EXECUTOR)
+			for (int k = 0; k < held->n; k++)
+				if (held->ids[k] == job_id)
+				{
+					if (held->done[k] == TASKQ_HELD_SUCCEEDED)
+						found = 2;
+					else if (held->done[k] == TASKQ_HELD_RECORDING)
+						found = 3;
+					else
+					{
+						held->cancel[k] = true;
+						found = 1;
+					}
+					break;
+				}
+		SpinLockRelease(&TaskqState->mutex);
+	}
+	PG_RETURN_INT32(found);
+}

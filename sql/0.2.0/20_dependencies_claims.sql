@@ -188,6 +188,8 @@ DECLARE
     prio taskq.priority;
     full_queues text[] := '{}';
     locked_limits text[];
+    defer boolean;
+    limits_apply text[];
     -- >>> fair scheduling (issue 23, src/fairness.c): queues with key limits
     -- and their limits; rate-limited queues, their rates, bursts and tokens;
     -- free slots per (queue, key) seen; the keys at their limit
@@ -515,6 +517,12 @@ BEGIN
     -- call's start, and taking a lock can wait (for the queue limits, or,
     -- SKIP LOCKED or not, for a row's later holder when its update chain is
     -- followed) until a job was given back to a queue paused meanwhile.
+    -- An executor's claim in its batch's transaction only locks its jobs
+    -- (45_batch_transaction.sql: one row write per job); those of a queue
+    -- with a concurrency, key or rate limit are still written, because the
+    -- next claim counts a queue's running jobs from their rows.
+    defer := in_database AND taskq._claim_defers_write();
+    limits_apply := coalesce(locked_limits, '{}');
     RETURN QUERY
     WITH taken AS (
         UPDATE taskq.jobs j
@@ -523,14 +531,26 @@ BEGIN
                lease_expires_at = t + lease
          WHERE j.id = ANY (picked)
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
+           AND (NOT defer OR j.queue = ANY (limits_apply))
         RETURNING j.*
+    ), held AS (
+        SELECT j.* FROM taskq.jobs j     -- (pending: locked so above)
+         WHERE defer AND j.id = ANY (picked)
+           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
+           AND NOT (j.queue = ANY (limits_apply))
     ), notified AS (
-        SELECT count(taskq._publish(taken.id, 'running', taken.queue, taken.job_type,
-                                    taken.attempts, taken.in_database)) AS n
-          FROM taken
+        SELECT count(taskq._publish(c.id, 'running', c.queue, c.job_type,
+                                    c.attempts, c.in_database)) AS n
+          FROM (SELECT taken.id, taken.queue, taken.job_type, taken.attempts, taken.in_database
+                  FROM taken
+                UNION ALL
+                SELECT held.id, held.queue, held.job_type, held.attempts + 1, held.in_database
+                  FROM held) c
          WHERE taskq._publishing('running')
     )
-    SELECT taken.* FROM taken, notified;
+    SELECT taken.* FROM taken, notified
+    UNION ALL
+    SELECT held.* FROM held, notified;
     -- the jobs are running (to a dirty read): the next claim counts them
     PERFORM taskq._lock_queue_limits(locked_limits, false);
 END

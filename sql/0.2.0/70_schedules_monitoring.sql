@@ -138,7 +138,8 @@ CREATE FUNCTION taskq._count_transition() RETURNS trigger
     AS 'MODULE_PATHNAME', 'taskq_count_transition' LANGUAGE C;
 REVOKE ALL ON FUNCTION taskq._count_transition() FROM PUBLIC;
 CREATE TRIGGER jobs_count_transition BEFORE UPDATE OF status ON taskq.jobs
-    FOR EACH ROW WHEN ((OLD.status = 'running') IS DISTINCT FROM (NEW.status = 'running'))
+    FOR EACH ROW WHEN ((OLD.status = 'running') IS DISTINCT FROM (NEW.status = 'running')
+                       OR (OLD.status = 'pending' AND NEW.status = 'succeeded'))
     EXECUTE FUNCTION taskq._count_transition();
 
 -- This database's counters and histogram buckets, one row per sample.

@@ -19,3 +19,10 @@ GRANT SELECT ON taskq.tenants TO taskq_admin;
 GRANT EXECUTE ON FUNCTION taskq.rate_limit_state() TO taskq_user, taskq_worker, taskq_monitor;
 GRANT EXECUTE ON FUNCTION taskq.configure_job_type(text, text, integer) TO taskq_admin;
 GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;
+
+------------------------------------------------------------------------------
+-- Grants: one row write per job
+------------------------------------------------------------------------------
+-- A handler reads its attempt number here (its row reads the attempts before
+-- the claim while its batch runs).
+GRANT EXECUTE ON FUNCTION taskq.current_attempt() TO taskq_user;

@@ -31,7 +31,7 @@ CREATE TABLE done (job bigint PRIMARY KEY);
 -- Sleeps through its first attempt (to be killed there), then records itself.
 CREATE FUNCTION slow_first(payload jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF (SELECT attempts FROM taskq.jobs WHERE id = taskq.current_job_id()) = 1 THEN
+    IF taskq.current_attempt() = 1 THEN
         PERFORM pg_sleep(300);
     END IF;
     INSERT INTO done VALUES (taskq.current_job_id());
