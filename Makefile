@@ -5,7 +5,8 @@ OBJS = src/taskq.o src/resources.o src/executor.o src/launcher.o src/metrics.o \
        src/database_guard.o src/scan_floor.o src/commit_flush.o \
        src/submit.o src/job_rows.o src/listeners.o src/publish.o src/limits.o \
        src/caller.o src/schema_version.o src/dag.o src/databases.o \
-       src/job_metrics.o src/cron_cleanup.o src/fairness.o src/jobs_vacuum.o
+       src/job_metrics.o src/cron_cleanup.o src/fairness.o src/jobs_vacuum.o \
+       src/tenants.o
 DATA = sql/taskq--0.1.0.sql sql/taskq--0.1.0--0.2.0.sql
 PGFILEDESC = "taskq - job queue inside PostgreSQL"
 

@@ -475,18 +475,22 @@ BEGIN
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
-                SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
-                       array_agg(c.queue ORDER BY c.run_at, c.id),
-                       array_agg(c.cpu_units ORDER BY c.run_at, c.id),
-                       array_agg(c.memory_mb ORDER BY c.run_at, c.id),
-                       array_agg(c.run_at ORDER BY c.run_at, c.id),
+                SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.turn, c.id),
+                       array_agg(c.cpu_units ORDER BY c.turn, c.id),
+                       array_agg(c.memory_mb ORDER BY c.turn, c.id),
+                       array_agg(c.run_at ORDER BY c.turn, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
-                       array_agg(c.job_type ORDER BY c.run_at, c.id)
+                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.turn, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                        c_keys, c_types
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
-                               j.job_type
+                  -- fair scheduling (issue 23): the lane's first jobs by run_at and
+                  -- its first tenant jobs by turn (taskq._tenant_turn), merged by
+                  -- turn (an untenanted job's turn is its run_at)
+                  FROM (SELECT DISTINCT ON (b.turn, b.id) b.* FROM (
+                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type, coalesce(j.fair_at, j.run_at) AS turn
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -503,30 +507,62 @@ BEGIN
                            AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
+                        UNION ALL
+                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type, j.fair_at
+                          FROM taskq.jobs j
+                         WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
+                           AND j.effective_priority = prio
+                           AND (queues IS NULL OR j.queue = ANY (queues))
+                           AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                           AND (only_owner IS NULL OR j.owner = only_owner)
+                           AND j.in_database = _claim.in_database
+                           AND (round = 1 OR j.id <> ALL (seen))
+                           AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                               WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                           AND NOT (j.job_type = ANY (full_types))
+                         ORDER BY j.fair_at, j.id
+                         LIMIT wanted
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
+                         ORDER BY b.turn, b.id
+                         LIMIT wanted) c;
             ELSE
                 -- An external worker naming its queues reads each queue's own
                 -- range of jobs_runnable_queue_idx, never other queues' backlog:
                 -- one subquery per queue, its name a literal, so that the plan is
                 -- made for it (a generic plan, taking any queue for as common as
                 -- the average one, may read the lane index past a big backlog).
+                -- fair scheduling (issue 23): and its tenant jobs in turn order
+                -- from jobs_runnable_queue_turn_idx, merged by turn.
                 EXECUTE
-                    'SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), ''{}''),'
-                    '       array_agg(c.queue ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.cpu_units ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
+                    'SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), ''{}''),'
+                    '       array_agg(c.queue ORDER BY c.turn, c.id),'
+                    '       array_agg(c.cpu_units ORDER BY c.turn, c.id),'
+                    '       array_agg(c.memory_mb ORDER BY c.turn, c.id),'
+                    '       array_agg(c.run_at ORDER BY c.turn, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
-                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
-                    '  FROM (SELECT u.* FROM ('
+                    '       array_agg(c.concurrency_key ORDER BY c.turn, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.turn, c.id)'
+                    '  FROM (SELECT DISTINCT ON (u.turn, u.id) u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key, j.job_type'
+                           '       j.concurrency_key, j.job_type, coalesce(j.fair_at, j.run_at) AS turn'
                            '  FROM taskq.jobs j'
-                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
-                           '   AND (j.run_at, j.id) >= ($3, $4)'
+                           '   AND (j.run_at, j.id) >= ($3, $4) %3$s'
+                           ' ORDER BY j.run_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
+                           ' UNION ALL '
+                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
+                           '       j.concurrency_key, j.job_type, j.fair_at'
+                           '  FROM taskq.jobs j'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+                           '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
+                           ' ORDER BY j.fair_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
                            '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
                            '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
                            -- fair scheduling (issue 23): not of a key at its limit
@@ -534,11 +570,10 @@ BEGIN
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
                            '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
-                           ' ORDER BY j.run_at, j.id LIMIT $10'
-                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
+                           ), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
-                    || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
+                    || ') AS u ORDER BY u.turn, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                          c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
@@ -1727,9 +1762,10 @@ REVOKE ALL ON FUNCTION taskq._rate_limit_health() FROM PUBLIC;
 -- Tenants (issue 23): who a job is for, and each tenant's weight
 ------------------------------------------------------------------------------
 
--- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims are
--- to share a queue's priority between tenants by weight.
+-- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims
+-- share a queue's priority between tenants by weight, in turns: fair_at.
 ALTER TABLE taskq.jobs ADD COLUMN tenant text;
+ALTER TABLE taskq.jobs ADD COLUMN fair_at timestamptz;
 
 -- Weights set by an admin; a tenant without a row weighs 1.
 CREATE TABLE taskq.tenants (
@@ -1763,6 +1799,87 @@ BEGIN
     END IF;
     INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
     ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
+
+-- A pending tenant job's turn: after its tenant's last pending turn (or its
+-- own run_at when that is later) by 1 s / weight.  A tenant's backlog thus
+-- holds turns far ahead, and another tenant's new job, whose turn is now,
+-- is claimed before it; busy tenants alternate by weight.  Set on INSERT of
+-- a pending job with a tenant (trigger jobs_note_pending_insert and
+-- src/job_rows.c, by src/tenants.c); kept by retries, so a retried job
+-- keeps its turn.  VOLATILE: it sees the rows its command inserted so far.
+CREATE FUNCTION taskq._tenant_turn(tenant text, run_at timestamptz) RETURNS timestamptz
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT greatest((SELECT j.fair_at FROM taskq.jobs j
+                      WHERE j.tenant = $1 AND j.status = 'pending' AND j.fair_at IS NOT NULL
+                      ORDER BY j.fair_at DESC LIMIT 1), $2)
+           + make_interval(secs => 1 / coalesce((SELECT t.weight FROM taskq.tenants t
+                                                  WHERE t.name = $1), 1))
+$$;
+
+-- Only tenant jobs are in these: untenanted ones cost nothing more.
+-- A tenant's last turn (_tenant_turn).
+CREATE INDEX jobs_tenant_turn_idx ON taskq.jobs (tenant, fair_at)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- Claims read each lane's tenant jobs in turn order beside jobs_runnable_idx.
+CREATE INDEX jobs_runnable_turn_idx ON taskq.jobs (in_database, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- External workers claiming named queues: the same per queue.
+CREATE INDEX jobs_runnable_queue_turn_idx ON taskq.jobs (queue, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND NOT in_database AND fair_at IS NOT NULL;
+COMMENT ON INDEX taskq.jobs_tenant_turn_idx IS
+    'a tenant''s last pending turn (_tenant_turn)';
+COMMENT ON INDEX taskq.jobs_runnable_turn_idx IS
+    'claims (_claim: each lane''s tenant jobs in turn order); priority aging of tenant jobs '
+    '(_age_priorities)';
+COMMENT ON INDEX taskq.jobs_runnable_queue_turn_idx IS
+    'external workers'' claims naming their queues: their tenant jobs in turn order (_claim)';
+
+-- Aging (taskq--0.1.0.sql) by turn for tenant jobs: a backlog's turns lie
+-- ahead, and aging it by run_at would lift it all above another tenant's
+-- new job; by turn, a tenant job ages once its turn has waited a step.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := coalesce(current_setting('taskq.aging_interval', true), '5min')::interval;
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim indexes
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at, j.fair_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.fair_at, o.run_at) <= now() - step
+        UNION
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.fair_at <= now() - step
+                        AND j.run_at <= now() - step
+                      ORDER BY j.fair_at LIMIT batch) o
+        WHERE o.aged_at IS NULL OR o.aged_at <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;
 ------------------------------------------------------------------------------

@@ -163,6 +163,9 @@ extern bool taskq_reserve_all_free(TaskqWorkerSlot *slot, int *cpu, int *memory)
 extern void taskq_keep_reserved(TaskqWorkerSlot *slot, int cpu, int memory);
 extern void taskq_release_all(TaskqWorkerSlot *slot);
 
+/* tenants.c: a tenant job's turn in the claim order (issue 23) */
+extern TimestampTz taskq_tenant_turn(Datum tenant, TimestampTz run_at);
+
 /* scan_floor.c: where claims start reading the runnable index */
 typedef struct TaskqScanFloors TaskqScanFloors;
 extern Size taskq_scan_floors_size(void);

@@ -343,18 +343,22 @@ BEGIN
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF queues IS NULL OR in_database THEN
-                SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
-                       array_agg(c.queue ORDER BY c.run_at, c.id),
-                       array_agg(c.cpu_units ORDER BY c.run_at, c.id),
-                       array_agg(c.memory_mb ORDER BY c.run_at, c.id),
-                       array_agg(c.run_at ORDER BY c.run_at, c.id),
+                SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.turn, c.id),
+                       array_agg(c.cpu_units ORDER BY c.turn, c.id),
+                       array_agg(c.memory_mb ORDER BY c.turn, c.id),
+                       array_agg(c.run_at ORDER BY c.turn, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
-                       array_agg(c.job_type ORDER BY c.run_at, c.id)
+                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.turn, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                        c_keys, c_types
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
-                               j.job_type
+                  -- fair scheduling (issue 23): the lane's first jobs by run_at and
+                  -- its first tenant jobs by turn (taskq._tenant_turn), merged by
+                  -- turn (an untenanted job's turn is its run_at)
+                  FROM (SELECT DISTINCT ON (b.turn, b.id) b.* FROM (
+                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type, coalesce(j.fair_at, j.run_at) AS turn
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -371,30 +375,62 @@ BEGIN
                            AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
+                        UNION ALL
+                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type, j.fair_at
+                          FROM taskq.jobs j
+                         WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
+                           AND j.effective_priority = prio
+                           AND (queues IS NULL OR j.queue = ANY (queues))
+                           AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                           AND (only_owner IS NULL OR j.owner = only_owner)
+                           AND j.in_database = _claim.in_database
+                           AND (round = 1 OR j.id <> ALL (seen))
+                           AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                               WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                           AND NOT (j.job_type = ANY (full_types))
+                         ORDER BY j.fair_at, j.id
+                         LIMIT wanted
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
+                         ORDER BY b.turn, b.id
+                         LIMIT wanted) c;
             ELSE
                 -- An external worker naming its queues reads each queue's own
                 -- range of jobs_runnable_queue_idx, never other queues' backlog:
                 -- one subquery per queue, its name a literal, so that the plan is
                 -- made for it (a generic plan, taking any queue for as common as
                 -- the average one, may read the lane index past a big backlog).
+                -- fair scheduling (issue 23): and its tenant jobs in turn order
+                -- from jobs_runnable_queue_turn_idx, merged by turn.
                 EXECUTE
-                    'SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), ''{}''),'
-                    '       array_agg(c.queue ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.cpu_units ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
-                    '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
+                    'SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), ''{}''),'
+                    '       array_agg(c.queue ORDER BY c.turn, c.id),'
+                    '       array_agg(c.cpu_units ORDER BY c.turn, c.id),'
+                    '       array_agg(c.memory_mb ORDER BY c.turn, c.id),'
+                    '       array_agg(c.run_at ORDER BY c.turn, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
-                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
-                    '  FROM (SELECT u.* FROM ('
+                    '       array_agg(c.concurrency_key ORDER BY c.turn, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.turn, c.id)'
+                    '  FROM (SELECT DISTINCT ON (u.turn, u.id) u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key, j.job_type'
+                           '       j.concurrency_key, j.job_type, coalesce(j.fair_at, j.run_at) AS turn'
                            '  FROM taskq.jobs j'
-                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
-                           '   AND (j.run_at, j.id) >= ($3, $4)'
+                           '   AND (j.run_at, j.id) >= ($3, $4) %3$s'
+                           ' ORDER BY j.run_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
+                           ' UNION ALL '
+                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
+                           '       j.concurrency_key, j.job_type, j.fair_at'
+                           '  FROM taskq.jobs j'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+                           '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
+                           ' ORDER BY j.fair_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
                            '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
                            '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
                            -- fair scheduling (issue 23): not of a key at its limit
@@ -402,11 +438,10 @@ BEGIN
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
                            '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
-                           ' ORDER BY j.run_at, j.id LIMIT $10'
-                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
+                           ), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
-                    || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
+                    || ') AS u ORDER BY u.turn, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                          c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,

@@ -2,9 +2,10 @@
 -- Tenants (issue 23): who a job is for, and each tenant's weight
 ------------------------------------------------------------------------------
 
--- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims are
--- to share a queue's priority between tenants by weight.
+-- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims
+-- share a queue's priority between tenants by weight, in turns: fair_at.
 ALTER TABLE taskq.jobs ADD COLUMN tenant text;
+ALTER TABLE taskq.jobs ADD COLUMN fair_at timestamptz;
 
 -- Weights set by an admin; a tenant without a row weighs 1.
 CREATE TABLE taskq.tenants (
@@ -38,5 +39,86 @@ BEGIN
     END IF;
     INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
     ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
+
+-- A pending tenant job's turn: after its tenant's last pending turn (or its
+-- own run_at when that is later) by 1 s / weight.  A tenant's backlog thus
+-- holds turns far ahead, and another tenant's new job, whose turn is now,
+-- is claimed before it; busy tenants alternate by weight.  Set on INSERT of
+-- a pending job with a tenant (trigger jobs_note_pending_insert and
+-- src/job_rows.c, by src/tenants.c); kept by retries, so a retried job
+-- keeps its turn.  VOLATILE: it sees the rows its command inserted so far.
+CREATE FUNCTION taskq._tenant_turn(tenant text, run_at timestamptz) RETURNS timestamptz
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT greatest((SELECT j.fair_at FROM taskq.jobs j
+                      WHERE j.tenant = $1 AND j.status = 'pending' AND j.fair_at IS NOT NULL
+                      ORDER BY j.fair_at DESC LIMIT 1), $2)
+           + make_interval(secs => 1 / coalesce((SELECT t.weight FROM taskq.tenants t
+                                                  WHERE t.name = $1), 1))
+$$;
+
+-- Only tenant jobs are in these: untenanted ones cost nothing more.
+-- A tenant's last turn (_tenant_turn).
+CREATE INDEX jobs_tenant_turn_idx ON taskq.jobs (tenant, fair_at)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- Claims read each lane's tenant jobs in turn order beside jobs_runnable_idx.
+CREATE INDEX jobs_runnable_turn_idx ON taskq.jobs (in_database, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- External workers claiming named queues: the same per queue.
+CREATE INDEX jobs_runnable_queue_turn_idx ON taskq.jobs (queue, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND NOT in_database AND fair_at IS NOT NULL;
+COMMENT ON INDEX taskq.jobs_tenant_turn_idx IS
+    'a tenant''s last pending turn (_tenant_turn)';
+COMMENT ON INDEX taskq.jobs_runnable_turn_idx IS
+    'claims (_claim: each lane''s tenant jobs in turn order); priority aging of tenant jobs '
+    '(_age_priorities)';
+COMMENT ON INDEX taskq.jobs_runnable_queue_turn_idx IS
+    'external workers'' claims naming their queues: their tenant jobs in turn order (_claim)';
+
+-- Aging (taskq--0.1.0.sql) by turn for tenant jobs: a backlog's turns lie
+-- ahead, and aging it by run_at would lift it all above another tenant's
+-- new job; by turn, a tenant job ages once its turn has waited a step.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := coalesce(current_setting('taskq.aging_interval', true), '5min')::interval;
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim indexes
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at, j.fair_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.fair_at, o.run_at) <= now() - step
+        UNION
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.fair_at <= now() - step
+                        AND j.run_at <= now() - step
+                      ORDER BY j.fair_at LIMIT batch) o
+        WHERE o.aged_at IS NULL OR o.aged_at <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
 END
 $$;

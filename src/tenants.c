@@ -1,0 +1,41 @@
+/*
+ * tenants.c: a tenant job's turn (taskq.jobs.fair_at), set as it is inserted.
+ *
+ * Claims order a priority's tenant jobs by turn (issue 23): a tenant's next
+ * job gets the turn after its last pending one, or after its run_at if it
+ * has none pending, plus 1 s / weight.  A tenant with a backlog thus holds
+ * turns far ahead, and another's new job is claimed before that backlog.
+ * The SQL is taskq._tenant_turn; this file calls it for the two writers:
+ * the INSERT trigger (scan_floor.c) and the direct row writer (job_rows.c).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "taskq.h"
+
+/* the turn of a new pending job of tenant (text) due at run_at */
+TimestampTz
+taskq_tenant_turn(Datum tenant, TimestampTz run_at)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[2] = {TEXTOID, TIMESTAMPTZOID};
+	Datum		values[2] = {tenant, TimestampTzGetDatum(run_at)};
+	bool		isnull;
+	TimestampTz turn;
+
+	SPI_connect();
+	if (plan == NULL)
+		plan = taskq_prepare_kept("SELECT taskq._tenant_turn($1, $2)", 2, argtypes, 0);
+	/* not read-only: the query must see the rows this command inserted so far */
+	if (SPI_execute_plan(plan, values, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "taskq: taskq._tenant_turn failed");
+	turn = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											 &isnull));
+	if (isnull)
+		elog(ERROR, "taskq: taskq._tenant_turn returned NULL");
+	SPI_finish();
+	return turn;
+}
