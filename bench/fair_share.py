@@ -223,6 +223,7 @@ def main():
     ap.add_argument("--jobs", type=int, default=100000, help="pending jobs for the claim cost")
     ap.add_argument("--claims", type=int, default=60)
     ap.add_argument("--distinct", default="1,1000,100000")
+    ap.add_argument("--fields", default="tenant,concurrency_key", help="claim: what varies")
     ap.add_argument("--other-dsn", help="drain: the install to compare with")
     ap.add_argument("--drain-jobs", type=int, default=50000)
     ap.add_argument("--rounds", type=int, default=3)
@@ -234,7 +235,7 @@ def main():
             results.append(pickup(a, with_backlog))
             print(json.dumps(results[-1]), flush=True)
     if "claim" in a.what:
-        for field in ("tenant", "concurrency_key"):
+        for field in a.fields.split(","):
             for d in (int(x) for x in a.distinct.split(",")):
                 results.append(claim_cost(a, field, d))
                 print(json.dumps(results[-1]), flush=True)

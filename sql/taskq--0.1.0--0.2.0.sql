@@ -342,6 +342,10 @@ DECLARE
     full_types text[] := '{}';
     c_types text[];
     ti integer;
+    -- tenant jobs pending in this priority of the lane; the jobs read in
+    -- turn order, not locked yet (taskq._claim_by_turn)
+    has_turns boolean;
+    c_read bigint[];
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -456,6 +460,10 @@ BEGIN
         PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
                                         head.run_at, head.id);
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
+        -- fair scheduling (issue 23): with tenant jobs, claim in turn order
+        has_turns := EXISTS (SELECT FROM taskq.jobs j
+                              WHERE j.status = 'pending' AND j.fair_at IS NOT NULL
+                                AND j.in_database = _claim.in_database AND j.effective_priority = prio);
         FOR round IN 1..4 LOOP
             got := 0;
             wanted := max_jobs - cardinality(picked);
@@ -474,23 +482,42 @@ BEGIN
             END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
-            IF queues IS NULL OR in_database THEN
+            IF has_turns THEN
+                -- fair scheduling (issue 23): the first jobs in turn order,
+                -- read unlocked, then locked as the query below locks them
+                c_read := taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
+                                               paused, full_queues, only_owner, round, seen, wanted,
+                                               full_kq, full_kk, full_types);
                 SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.turn, c.id),
                        array_agg(c.cpu_units ORDER BY c.turn, c.id),
                        array_agg(c.memory_mb ORDER BY c.turn, c.id),
                        array_agg(c.run_at ORDER BY c.turn, c.id),
                        max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
-                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),  -- fair scheduling
+                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),
                        array_agg(c.job_type ORDER BY c.turn, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                        c_keys, c_types
-                  -- fair scheduling (issue 23): the lane's first jobs by run_at and
-                  -- its first tenant jobs by turn (taskq._tenant_turn), merged by
-                  -- turn (an untenanted job's turn is its run_at)
-                  FROM (SELECT DISTINCT ON (b.turn, b.id) b.* FROM (
-                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
                                j.job_type, coalesce(j.fair_at, j.run_at) AS turn
+                          FROM taskq.jobs j
+                         WHERE j.id = ANY (c_read) AND j.status = 'pending' AND j.run_at <= t
+                           AND j.effective_priority = prio
+                           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
+            ELSIF queues IS NULL OR in_database THEN
+                SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.run_at, c.id),
+                       array_agg(c.cpu_units ORDER BY c.run_at, c.id),
+                       array_agg(c.memory_mb ORDER BY c.run_at, c.id),
+                       array_agg(c.run_at ORDER BY c.run_at, c.id),
+                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
+                       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),  -- fair scheduling
+                       array_agg(c.job_type ORDER BY c.run_at, c.id)
+                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
+                       c_keys, c_types
+                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                               j.job_type
                           FROM taskq.jobs j
                          WHERE j.status = 'pending' AND j.run_at <= t
                            AND j.effective_priority = prio AND (j.run_at, j.id) >= (head.run_at, head.id)
@@ -507,62 +534,30 @@ BEGIN
                            AND NOT (j.job_type = ANY (full_types))
                          ORDER BY j.run_at, j.id
                          LIMIT wanted
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
-                        UNION ALL
-                        SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
-                               j.job_type, j.fair_at
-                          FROM taskq.jobs j
-                         WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
-                           AND j.effective_priority = prio
-                           AND (queues IS NULL OR j.queue = ANY (queues))
-                           AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
-                           AND (only_owner IS NULL OR j.owner = only_owner)
-                           AND j.in_database = _claim.in_database
-                           AND (round = 1 OR j.id <> ALL (seen))
-                           AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
-                                OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
-                                               WHERE f.q = j.queue AND f.k = j.concurrency_key))
-                           AND NOT (j.job_type = ANY (full_types))
-                         ORDER BY j.fair_at, j.id
-                         LIMIT wanted
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
-                         ORDER BY b.turn, b.id
-                         LIMIT wanted) c;
+                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
             ELSE
                 -- An external worker naming its queues reads each queue's own
                 -- range of jobs_runnable_queue_idx, never other queues' backlog:
                 -- one subquery per queue, its name a literal, so that the plan is
                 -- made for it (a generic plan, taking any queue for as common as
                 -- the average one, may read the lane index past a big backlog).
-                -- fair scheduling (issue 23): and its tenant jobs in turn order
-                -- from jobs_runnable_queue_turn_idx, merged by turn.
                 EXECUTE
-                    'SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), ''{}''),'
-                    '       array_agg(c.queue ORDER BY c.turn, c.id),'
-                    '       array_agg(c.cpu_units ORDER BY c.turn, c.id),'
-                    '       array_agg(c.memory_mb ORDER BY c.turn, c.id),'
-                    '       array_agg(c.run_at ORDER BY c.turn, c.id),'
+                    'SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), ''{}''),'
+                    '       array_agg(c.queue ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.cpu_units ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.memory_mb ORDER BY c.run_at, c.id),'
+                    '       array_agg(c.run_at ORDER BY c.run_at, c.id),'
                     '       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),'
-                    '       array_agg(c.concurrency_key ORDER BY c.turn, c.id),'  -- fair scheduling
-                    '       array_agg(c.job_type ORDER BY c.turn, c.id)'
-                    '  FROM (SELECT DISTINCT ON (u.turn, u.id) u.* FROM ('
+                    '       array_agg(c.concurrency_key ORDER BY c.run_at, c.id),'  -- fair scheduling
+                    '       array_agg(c.job_type ORDER BY c.run_at, c.id)'
+                    '  FROM (SELECT u.* FROM ('
                     || (SELECT string_agg(format(
                            'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key, j.job_type, coalesce(j.fair_at, j.run_at) AS turn'
+                           '       j.concurrency_key, j.job_type'
                            '  FROM taskq.jobs j'
-                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %L'
                            '   AND j.run_at <= $1 AND j.effective_priority = $2'
-                           '   AND (j.run_at, j.id) >= ($3, $4) %3$s'
-                           ' ORDER BY j.run_at, j.id LIMIT $10'
-                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
-                           ' UNION ALL '
-                           'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at,'
-                           '       j.concurrency_key, j.job_type, j.fair_at'
-                           '  FROM taskq.jobs j'
-                           ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
-                           '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
-                           ' ORDER BY j.fair_at, j.id LIMIT $10'
-                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
+                           '   AND (j.run_at, j.id) >= ($3, $4)'
                            '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
                            '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
                            -- fair scheduling (issue 23): not of a key at its limit
@@ -570,10 +565,11 @@ BEGIN
                            '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
                            '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
                            '   AND NOT (j.job_type = ANY ($13))'  -- fair scheduling: types out of tokens
-                           ), ' UNION ALL ')
+                           ' ORDER BY j.run_at, j.id LIMIT $10'
+                           ' FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%s', name, n), ' UNION ALL ')
                         FROM (SELECT name, row_number() OVER () AS n
                                 FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
-                    || ') AS u ORDER BY u.turn, u.id LIMIT $10) AS c'
+                    || ') AS u ORDER BY u.run_at, u.id LIMIT $10) AS c'
                     INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                          c_keys, c_types
                     USING t, prio, head.run_at, head.id, paused, full_queues, only_owner, round,
@@ -581,7 +577,12 @@ BEGIN
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
-            IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+            IF has_turns THEN
+                -- fair scheduling: as many read; those locked elsewhere are passed
+                got := cardinality(c_read);
+                seen := seen || c_read;
+            END IF;
+            IF cardinality(c_ids) > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
                AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
@@ -592,7 +593,7 @@ BEGIN
                     mem_left := mem_left - c_mem_sum;
                 END IF;
             ELSE
-                FOR i IN 1..got LOOP
+                FOR i IN 1..cardinality(c_ids) LOOP
                     qi := array_position(limited, c_queues[i]);
                     IF qi IS NOT NULL AND slots[qi] <= 0 THEN
                         CONTINUE;
@@ -1880,6 +1881,90 @@ BEGIN
       FROM locked WHERE j.id = locked.id;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
+END
+$$;
+
+-- The claim's candidates in a lane and priority holding tenant jobs: its
+-- first jobs by run_at (from the scan floor, as without tenants) and its
+-- first tenant jobs by turn, merged by turn (an untenanted job's turn is its
+-- run_at); up to wanted ids in that order.  Read without locks: _claim locks
+-- the ones it takes, so rows read but not taken stay free for others.
+CREATE FUNCTION taskq._claim_by_turn(in_database boolean, queues text[], t timestamptz,
+                                     prio taskq.priority, head_run_at timestamptz, head_id bigint,
+                                     paused text[], full_queues text[], only_owner regrole,
+                                     round integer, seen bigint[], wanted integer,
+                                     full_kq text[], full_kk text[], full_types text[])
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    ids bigint[];
+BEGIN
+    IF queues IS NULL OR in_database THEN
+        SELECT coalesce(array_agg(m.id ORDER BY m.turn, m.id), '{}') INTO ids
+          FROM (SELECT DISTINCT ON (b.turn, b.id) b.id, b.turn FROM (
+                    SELECT * FROM (SELECT j.id, coalesce(j.fair_at, j.run_at) AS turn
+                                     FROM taskq.jobs j
+                                    WHERE j.status = 'pending' AND j.run_at <= t
+                                      AND j.effective_priority = prio
+                                      AND (j.run_at, j.id) >= (head_run_at, head_id)
+                                      AND (queues IS NULL OR j.queue = ANY (queues))
+                                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                                      AND (only_owner IS NULL OR j.owner = only_owner)
+                                      AND j.in_database = _claim_by_turn.in_database
+                                      AND (round = 1 OR j.id <> ALL (seen))
+                                      AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                           OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                          WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                                      AND NOT (j.job_type = ANY (full_types))
+                                    ORDER BY j.run_at, j.id LIMIT wanted) AS by_run_at
+                    UNION ALL
+                    SELECT * FROM (SELECT j.id, j.fair_at
+                                     FROM taskq.jobs j
+                                    WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
+                                      AND j.effective_priority = prio
+                                      AND (queues IS NULL OR j.queue = ANY (queues))
+                                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                                      AND (only_owner IS NULL OR j.owner = only_owner)
+                                      AND j.in_database = _claim_by_turn.in_database
+                                      AND (round = 1 OR j.id <> ALL (seen))
+                                      AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                           OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                          WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                                      AND NOT (j.job_type = ANY (full_types))
+                                    ORDER BY j.fair_at, j.id LIMIT wanted) AS by_turn) b
+                 ORDER BY b.turn, b.id LIMIT wanted) m;
+        RETURN ids;
+    END IF;
+    -- named queues of external workers: each queue's own ranges of
+    -- jobs_runnable_queue_idx and jobs_runnable_queue_turn_idx, its name a
+    -- literal (as in _claim)
+    EXECUTE
+        'SELECT coalesce(array_agg(m.id ORDER BY m.turn, m.id), ''{}'')'
+        '  FROM (SELECT DISTINCT ON (u.turn, u.id) u.id, u.turn FROM ('
+        || (SELECT string_agg(format(
+               'SELECT * FROM (SELECT j.id, coalesce(j.fair_at, j.run_at) AS turn FROM taskq.jobs j'
+               ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+               '   AND j.run_at <= $1 AND j.effective_priority = $2 AND (j.run_at, j.id) >= ($3, $4) %3$s'
+               ' ORDER BY j.run_at, j.id LIMIT $10) AS q%2$s'
+               ' UNION ALL '
+               'SELECT * FROM (SELECT j.id, j.fair_at FROM taskq.jobs j'
+               ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+               '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
+               ' ORDER BY j.fair_at, j.id LIMIT $10) AS r%2$s', name, n,
+               '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
+               '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
+               '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
+               '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
+               '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
+               '   AND NOT (j.job_type = ANY ($13))'), ' UNION ALL ')
+            FROM (SELECT name, row_number() OVER () AS n
+                    FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
+        || ') AS u ORDER BY u.turn, u.id LIMIT $10) AS m'
+        INTO ids
+        USING t, prio, head_run_at, head_id, paused, full_queues, only_owner, round,
+              seen, wanted, full_kq, full_kk, full_types;
+    RETURN ids;
 END
 $$;
 ------------------------------------------------------------------------------
