@@ -211,7 +211,7 @@ DECLARE
     c_types text[];
     ti integer;
     -- tenant jobs pending in this priority of the lane; the jobs read in
-    -- turn order, not locked yet (taskq._claim_by_turn)
+    -- turn order (taskq._claim_by_turn)
     has_turns boolean;
     c_read bigint[];
     -- <<< fair scheduling
@@ -352,7 +352,7 @@ BEGIN
             -- one by one from a cursor cost more than updating them.
             IF has_turns THEN
                 -- fair scheduling (issue 23): the first jobs in turn order,
-                -- read unlocked, then locked as the query below locks them
+                -- locked as they are read; their rows in turn order
                 c_read := taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
                                                paused, full_queues, only_owner, round, seen, wanted,
                                                full_kq, full_kk, full_types);
@@ -446,7 +446,7 @@ BEGIN
             got := cardinality(c_ids);
             seen := seen || c_ids;
             IF has_turns THEN
-                -- fair scheduling: as many read; those locked elsewhere are passed
+                -- fair scheduling: as many read (a row read twice counts once)
                 got := cardinality(c_read);
                 seen := seen || c_read;
             END IF;

@@ -126,8 +126,12 @@ $$;
 -- The claim's candidates in a lane and priority holding tenant jobs: its
 -- first jobs by run_at (from the scan floor, as without tenants) and its
 -- first tenant jobs by turn, merged by turn (an untenanted job's turn is its
--- run_at); up to wanted ids in that order.  Read without locks: _claim locks
--- the ones it takes, so rows read but not taken stay free for others.
+-- run_at); up to wanted ids in that order.  Each read locks its rows as
+-- it reads them (SKIP LOCKED, so that concurrent claims take different
+-- jobs; unlocked reads, locked afterwards, made two busy claimers collide
+-- on the same first jobs round after round: 1,700 against 7,800 jobs/s);
+-- a row read but not taken stays locked until the claim's transaction
+-- ends, as one that does not fit the budget does.
 CREATE FUNCTION taskq._claim_by_turn(in_database boolean, queues text[], t timestamptz,
                                      prio taskq.priority, head_run_at timestamptz, head_id bigint,
                                      paused text[], full_queues text[], only_owner regrole,
@@ -156,7 +160,8 @@ BEGIN
                                            OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
                                                           WHERE f.q = j.queue AND f.k = j.concurrency_key))
                                       AND NOT (j.job_type = ANY (full_types))
-                                    ORDER BY j.run_at, j.id LIMIT wanted) AS by_run_at
+                                    ORDER BY j.run_at, j.id LIMIT wanted
+                                      FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
                     UNION ALL
                     SELECT * FROM (SELECT j.id, j.fair_at
                                      FROM taskq.jobs j
@@ -171,7 +176,8 @@ BEGIN
                                            OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
                                                           WHERE f.q = j.queue AND f.k = j.concurrency_key))
                                       AND NOT (j.job_type = ANY (full_types))
-                                    ORDER BY j.fair_at, j.id LIMIT wanted) AS by_turn) b
+                                    ORDER BY j.fair_at, j.id LIMIT wanted
+                                      FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
                  ORDER BY b.turn, b.id LIMIT wanted) m;
         RETURN ids;
     END IF;
@@ -185,12 +191,12 @@ BEGIN
                'SELECT * FROM (SELECT j.id, coalesce(j.fair_at, j.run_at) AS turn FROM taskq.jobs j'
                ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                '   AND j.run_at <= $1 AND j.effective_priority = $2 AND (j.run_at, j.id) >= ($3, $4) %3$s'
-               ' ORDER BY j.run_at, j.id LIMIT $10) AS q%2$s'
+               ' ORDER BY j.run_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
                ' UNION ALL '
                'SELECT * FROM (SELECT j.id, j.fair_at FROM taskq.jobs j'
                ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
-               ' ORDER BY j.fair_at, j.id LIMIT $10) AS r%2$s', name, n,
+               ' ORDER BY j.fair_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
                '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
                '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
                '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
