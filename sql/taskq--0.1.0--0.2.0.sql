@@ -1803,24 +1803,16 @@ BEGIN
 END
 $$;
 
--- A pending tenant job's turn: after its tenant's last pending turn (or its
--- own run_at when that is later) by 1 s / weight.  A tenant's backlog thus
--- holds turns far ahead, and another tenant's new job, whose turn is now,
--- is claimed before it; busy tenants alternate by weight.  Set on INSERT of
--- a pending job with a tenant (trigger jobs_note_pending_insert and
--- src/job_rows.c, by src/tenants.c); kept by retries, so a retried job
--- keeps its turn.  VOLATILE: it sees the rows its command inserted so far.
-CREATE FUNCTION taskq._tenant_turn(tenant text, run_at timestamptz) RETURNS timestamptz
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT greatest((SELECT j.fair_at FROM taskq.jobs j
-                      WHERE j.tenant = $1 AND j.status = 'pending' AND j.fair_at IS NOT NULL
-                      ORDER BY j.fair_at DESC LIMIT 1), $2)
-           + make_interval(secs => 1 / coalesce((SELECT t.weight FROM taskq.tenants t
-                                                  WHERE t.name = $1), 1))
-$$;
+-- A pending tenant job's turn (fair_at): after its tenant's last pending
+-- turn (or its own run_at when that is later) by 1 s / weight.  A tenant's
+-- backlog thus holds turns far ahead, and another tenant's new job, whose
+-- turn is now, is claimed before it; busy tenants alternate by weight.  Set
+-- on INSERT of a pending job with a tenant (trigger jobs_note_pending_insert
+-- and src/job_rows.c, by src/tenants.c); kept by retries, so a retried job
+-- keeps its turn.
 
 -- Only tenant jobs are in these: untenanted ones cost nothing more.
--- A tenant's last turn (_tenant_turn).
+-- A tenant's last turn (src/tenants.c).
 CREATE INDEX jobs_tenant_turn_idx ON taskq.jobs (tenant, fair_at)
     WHERE status = 'pending' AND fair_at IS NOT NULL;
 -- Claims read each lane's tenant jobs in turn order beside jobs_runnable_idx.
@@ -1830,7 +1822,7 @@ CREATE INDEX jobs_runnable_turn_idx ON taskq.jobs (in_database, effective_priori
 CREATE INDEX jobs_runnable_queue_turn_idx ON taskq.jobs (queue, effective_priority, fair_at, id)
     WHERE status = 'pending' AND NOT in_database AND fair_at IS NOT NULL;
 COMMENT ON INDEX taskq.jobs_tenant_turn_idx IS
-    'a tenant''s last pending turn (_tenant_turn)';
+    'a tenant''s last pending turn (src/tenants.c)';
 COMMENT ON INDEX taskq.jobs_runnable_turn_idx IS
     'claims (_claim: each lane''s tenant jobs in turn order); priority aging of tenant jobs '
     '(_age_priorities)';
