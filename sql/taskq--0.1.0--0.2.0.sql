@@ -342,10 +342,8 @@ DECLARE
     full_types text[] := '{}';
     c_types text[];
     ti integer;
-    -- tenant jobs pending in this priority of the lane; the jobs read in
-    -- turn order (taskq._claim_by_turn)
+    -- tenant jobs pending in this priority of the lane (taskq._claim_by_turn)
     has_turns boolean;
-    c_read bigint[];
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -483,11 +481,7 @@ BEGIN
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF has_turns THEN
-                -- fair scheduling (issue 23): the first jobs in turn order,
-                -- locked as they are read; their rows in turn order
-                c_read := taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
-                                               paused, full_queues, only_owner, round, seen, wanted,
-                                               full_kq, full_kk, full_types);
+                -- fair scheduling (issue 23): the first jobs in turn order
                 SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.turn, c.id),
                        array_agg(c.cpu_units ORDER BY c.turn, c.id),
@@ -498,13 +492,9 @@ BEGIN
                        array_agg(c.job_type ORDER BY c.turn, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                        c_keys, c_types
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
-                               j.job_type, coalesce(j.fair_at, j.run_at) AS turn
-                          FROM taskq.jobs j
-                         WHERE j.id = ANY (c_read) AND j.status = 'pending' AND j.run_at <= t
-                           AND j.effective_priority = prio
-                           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
+                  FROM taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
+                                            paused, full_queues, only_owner, round, seen, wanted,
+                                            full_kq, full_kk, full_types) c;
             ELSIF queues IS NULL OR in_database THEN
                 SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.run_at, c.id),
@@ -577,12 +567,7 @@ BEGIN
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
-            IF has_turns THEN
-                -- fair scheduling: as many read (a row read twice counts once)
-                got := cardinality(c_read);
-                seen := seen || c_read;
-            END IF;
-            IF cardinality(c_ids) > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+            IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
                AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
@@ -593,7 +578,7 @@ BEGIN
                     mem_left := mem_left - c_mem_sum;
                 END IF;
             ELSE
-                FOR i IN 1..cardinality(c_ids) LOOP
+                FOR i IN 1..got LOOP
                     qi := array_position(limited, c_queues[i]);
                     IF qi IS NOT NULL AND slots[qi] <= 0 THEN
                         CONTINUE;
@@ -1879,74 +1864,75 @@ $$;
 -- The claim's candidates in a lane and priority holding tenant jobs: its
 -- first jobs by run_at (from the scan floor, as without tenants) and its
 -- first tenant jobs by turn, merged by turn (an untenanted job's turn is its
--- run_at); up to wanted ids in that order.  Each read locks its rows as
--- it reads them (SKIP LOCKED, so that concurrent claims take different
--- jobs; unlocked reads, locked afterwards, made two busy claimers collide
--- on the same first jobs round after round: 1,700 against 7,800 jobs/s);
--- a row read but not taken stays locked until the claim's transaction
--- ends, as one that does not fit the budget does.
+-- run_at); up to wanted, each locked as it is read (SKIP LOCKED, so that
+-- concurrent claims take different jobs; unlocked reads locked afterwards
+-- made two busy claimers collide on the same first jobs round after
+-- round).  A row read but not taken stays locked until the claim's
+-- transaction ends, as one that does not fit the budget does.
 CREATE FUNCTION taskq._claim_by_turn(in_database boolean, queues text[], t timestamptz,
                                      prio taskq.priority, head_run_at timestamptz, head_id bigint,
                                      paused text[], full_queues text[], only_owner regrole,
                                      round integer, seen bigint[], wanted integer,
                                      full_kq text[], full_kk text[], full_types text[])
-RETURNS bigint[]
+RETURNS TABLE (id bigint, queue text, cpu_units integer, memory_mb integer, run_at timestamptz,
+               concurrency_key text, job_type text, turn timestamptz)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
-DECLARE
-    ids bigint[];
 BEGIN
     IF queues IS NULL OR in_database THEN
-        SELECT coalesce(array_agg(m.id ORDER BY m.turn, m.id), '{}') INTO ids
-          FROM (SELECT DISTINCT ON (b.turn, b.id) b.id, b.turn FROM (
-                    SELECT * FROM (SELECT j.id, coalesce(j.fair_at, j.run_at) AS turn
-                                     FROM taskq.jobs j
-                                    WHERE j.status = 'pending' AND j.run_at <= t
-                                      AND j.effective_priority = prio
-                                      AND (j.run_at, j.id) >= (head_run_at, head_id)
-                                      AND (queues IS NULL OR j.queue = ANY (queues))
-                                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
-                                      AND (only_owner IS NULL OR j.owner = only_owner)
-                                      AND j.in_database = _claim_by_turn.in_database
-                                      AND (round = 1 OR j.id <> ALL (seen))
-                                      AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
-                                           OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
-                                                          WHERE f.q = j.queue AND f.k = j.concurrency_key))
-                                      AND NOT (j.job_type = ANY (full_types))
-                                    ORDER BY j.run_at, j.id LIMIT wanted
-                                      FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
-                    UNION ALL
-                    SELECT * FROM (SELECT j.id, j.fair_at
-                                     FROM taskq.jobs j
-                                    WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
-                                      AND j.effective_priority = prio
-                                      AND (queues IS NULL OR j.queue = ANY (queues))
-                                      AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
-                                      AND (only_owner IS NULL OR j.owner = only_owner)
-                                      AND j.in_database = _claim_by_turn.in_database
-                                      AND (round = 1 OR j.id <> ALL (seen))
-                                      AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
-                                           OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
-                                                          WHERE f.q = j.queue AND f.k = j.concurrency_key))
-                                      AND NOT (j.job_type = ANY (full_types))
-                                    ORDER BY j.fair_at, j.id LIMIT wanted
-                                      FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
-                 ORDER BY b.turn, b.id LIMIT wanted) m;
-        RETURN ids;
+        RETURN QUERY
+        SELECT DISTINCT ON (b.turn, b.id) b.* FROM (
+            SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                                  j.job_type, coalesce(j.fair_at, j.run_at) AS turn
+                             FROM taskq.jobs j
+                            WHERE j.status = 'pending' AND j.run_at <= t
+                              AND j.effective_priority = prio
+                              AND (j.run_at, j.id) >= (head_run_at, head_id)
+                              AND (queues IS NULL OR j.queue = ANY (queues))
+                              AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                              AND (only_owner IS NULL OR j.owner = only_owner)
+                              AND j.in_database = _claim_by_turn.in_database
+                              AND (round = 1 OR j.id <> ALL (seen))
+                              AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                   OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                  WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                              AND NOT (j.job_type = ANY (full_types))
+                            ORDER BY j.run_at, j.id LIMIT wanted
+                              FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
+            UNION ALL
+            SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                                  j.job_type, j.fair_at
+                             FROM taskq.jobs j
+                            WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
+                              AND j.effective_priority = prio
+                              AND (queues IS NULL OR j.queue = ANY (queues))
+                              AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                              AND (only_owner IS NULL OR j.owner = only_owner)
+                              AND j.in_database = _claim_by_turn.in_database
+                              AND (round = 1 OR j.id <> ALL (seen))
+                              AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                   OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                  WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                              AND NOT (j.job_type = ANY (full_types))
+                            ORDER BY j.fair_at, j.id LIMIT wanted
+                              FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
+         ORDER BY b.turn, b.id LIMIT wanted;
+        RETURN;
     END IF;
     -- named queues of external workers: each queue's own ranges of
     -- jobs_runnable_queue_idx and jobs_runnable_queue_turn_idx, its name a
     -- literal (as in _claim)
-    EXECUTE
-        'SELECT coalesce(array_agg(m.id ORDER BY m.turn, m.id), ''{}'')'
-        '  FROM (SELECT DISTINCT ON (u.turn, u.id) u.id, u.turn FROM ('
+    RETURN QUERY EXECUTE
+        'SELECT DISTINCT ON (u.turn, u.id) u.* FROM ('
         || (SELECT string_agg(format(
-               'SELECT * FROM (SELECT j.id, coalesce(j.fair_at, j.run_at) AS turn FROM taskq.jobs j'
+               'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,'
+               '       j.job_type, coalesce(j.fair_at, j.run_at) AS turn FROM taskq.jobs j'
                ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                '   AND j.run_at <= $1 AND j.effective_priority = $2 AND (j.run_at, j.id) >= ($3, $4) %3$s'
                ' ORDER BY j.run_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
                ' UNION ALL '
-               'SELECT * FROM (SELECT j.id, j.fair_at FROM taskq.jobs j'
+               'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,'
+               '       j.job_type, j.fair_at FROM taskq.jobs j'
                ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
                '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
                ' ORDER BY j.fair_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
@@ -1958,11 +1944,9 @@ BEGIN
                '   AND NOT (j.job_type = ANY ($13))'), ' UNION ALL ')
             FROM (SELECT name, row_number() OVER () AS n
                     FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
-        || ') AS u ORDER BY u.turn, u.id LIMIT $10) AS m'
-        INTO ids
+        || ') AS u ORDER BY u.turn, u.id LIMIT $10'
         USING t, prio, head_run_at, head_id, paused, full_queues, only_owner, round,
               seen, wanted, full_kq, full_kk, full_types;
-    RETURN ids;
 END
 $$;
 ------------------------------------------------------------------------------

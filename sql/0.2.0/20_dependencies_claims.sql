@@ -210,10 +210,8 @@ DECLARE
     full_types text[] := '{}';
     c_types text[];
     ti integer;
-    -- tenant jobs pending in this priority of the lane; the jobs read in
-    -- turn order (taskq._claim_by_turn)
+    -- tenant jobs pending in this priority of the lane (taskq._claim_by_turn)
     has_turns boolean;
-    c_read bigint[];
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -351,11 +349,7 @@ BEGIN
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
             IF has_turns THEN
-                -- fair scheduling (issue 23): the first jobs in turn order,
-                -- locked as they are read; their rows in turn order
-                c_read := taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
-                                               paused, full_queues, only_owner, round, seen, wanted,
-                                               full_kq, full_kk, full_types);
+                -- fair scheduling (issue 23): the first jobs in turn order
                 SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.turn, c.id),
                        array_agg(c.cpu_units ORDER BY c.turn, c.id),
@@ -366,13 +360,9 @@ BEGIN
                        array_agg(c.job_type ORDER BY c.turn, c.id)
                   INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
                        c_keys, c_types
-                  FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
-                               j.job_type, coalesce(j.fair_at, j.run_at) AS turn
-                          FROM taskq.jobs j
-                         WHERE j.id = ANY (c_read) AND j.status = 'pending' AND j.run_at <= t
-                           AND j.effective_priority = prio
-                           AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
-                         FOR NO KEY UPDATE OF j SKIP LOCKED) c;
+                  FROM taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
+                                            paused, full_queues, only_owner, round, seen, wanted,
+                                            full_kq, full_kk, full_types) c;
             ELSIF queues IS NULL OR in_database THEN
                 SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.run_at, c.id),
@@ -445,12 +435,7 @@ BEGIN
             END IF;
             got := cardinality(c_ids);
             seen := seen || c_ids;
-            IF has_turns THEN
-                -- fair scheduling: as many read (a row read twice counts once)
-                got := cardinality(c_read);
-                seen := seen || c_read;
-            END IF;
-            IF cardinality(c_ids) > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
+            IF got > 0 AND NOT (c_queues && limited) AND NOT (c_queues && fair_keyed)
                AND NOT (c_types && t_types)                    -- fair scheduling
                AND ((in_database AND c_cpu_max <= cpu_budget AND c_mem_max <= memory_budget)
                     OR (NOT in_database AND c_cpu_sum <= cpu_left AND c_mem_sum <= mem_left)) THEN
@@ -461,7 +446,7 @@ BEGIN
                     mem_left := mem_left - c_mem_sum;
                 END IF;
             ELSE
-                FOR i IN 1..cardinality(c_ids) LOOP
+                FOR i IN 1..got LOOP
                     qi := array_position(limited, c_queues[i]);
                     IF qi IS NOT NULL AND slots[qi] <= 0 THEN
                         CONTINUE;
