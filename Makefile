@@ -6,7 +6,7 @@ OBJS = src/taskq.o src/worker_slots.o src/executor.o src/launcher.o src/metrics.
        src/submit.o src/job_rows.o src/listeners.o src/publish.o src/limits.o \
        src/caller.o src/schema_version.o src/dag.o src/databases.o \
        src/job_metrics.o src/cron_cleanup.o src/fairness.o src/jobs_vacuum.o \
-       src/crash_marks.o
+       src/crash_marks.o src/tenants.o
 DATA = sql/taskq--0.1.0.sql sql/taskq--0.1.0--0.2.0.sql
 PGFILEDESC = "taskq - job queue inside PostgreSQL"
 

@@ -10,6 +10,11 @@ pickup   Tenant B's pickup latency (claimed_at - submitted, p50/p99) while
          --backlog jobs submitted first, once without.  B submits one job
          every --probe-ms until A's backlog is gone (or --seconds pass).
 
+drain    The executors' drain of --drain-jobs no-op in-database jobs without
+         any limit or tenant, alternated --rounds times between --dsn and
+         --other-dsn (the same server config built from another commit,
+         e.g. main): jobs/s of each run and the ratio of the medians.
+
 claim    The time of one taskq.claim(max_jobs => --batch) with --jobs pending
          jobs spread over 1, 1,000 and 100,000 distinct tenants, and over as
          many concurrency keys with key_concurrency 1: once with nothing
@@ -148,9 +153,66 @@ def claim_cost(a, field, distinct):
             "busy_p50_ms": statistics.median(busy) if busy else None, "busy_p99_ms": pct(busy, 99)}
 
 
+DRAIN_QUEUE = "bench_fair_drain"
+
+
+def drain_setup(c):
+    c.execute("CREATE SCHEMA IF NOT EXISTS bench_fair")
+    c.execute("CREATE OR REPLACE FUNCTION bench_fair.noop(payload jsonb) RETURNS void LANGUAGE sql AS ''")
+    c.execute("SELECT taskq.register_handler('bench_fair_noop', 'bench_fair.noop(jsonb)')")
+
+
+def drain_once(dsn, n):
+    """n no-op jobs queued paused, then drained by the executors; jobs/s"""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        reset(c, DRAIN_QUEUE)
+        c.execute("SELECT taskq.pause(%s)", (DRAIN_QUEUE,))
+        done = 0
+        while done < n:
+            k = min(10000, n - done)
+            c.execute("""SELECT count(*) FROM taskq.submit_many(
+                             (SELECT jsonb_agg(jsonb_build_object('job_type', 'bench_fair_noop',
+                                                                  'queue', %s::text))
+                                FROM generate_series(1, %s)))""", (DRAIN_QUEUE, k))
+            done += k
+        c.execute("VACUUM ANALYZE taskq.jobs")
+        c.execute("CHECKPOINT")
+        t0 = c.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0]
+        c.execute("SELECT taskq.resume(%s)", (DRAIN_QUEUE,))
+        deadline = time.monotonic() + max(120, n / 500)
+        while True:
+            ok, last = c.execute("""SELECT count(*) FILTER (WHERE status = 'succeeded'),
+                                           extract(epoch FROM max(finished_at))::float8
+                                      FROM taskq.jobs WHERE queue = %s""", (DRAIN_QUEUE,)).fetchone()
+            if ok == n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {ok} of {n} jobs drained")
+            time.sleep(0.05)
+        reset(c, DRAIN_QUEUE)
+    return n / (last - t0)
+
+
+def drain(a):
+    for dsn in (a.dsn, a.other_dsn):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            drain_setup(c)
+    this, other = [], []
+    for r in range(a.rounds):
+        # alternate which goes first, so that neither always runs second
+        order = [(a.dsn, this), (a.other_dsn, other)]
+        for dsn, runs in (order if r % 2 == 0 else order[::-1]):
+            runs.append(drain_once(dsn, a.drain_jobs))
+            print(json.dumps({"round": r, "which": "this" if runs is this else "other",
+                              "jobs_per_s": round(runs[-1])}), flush=True)
+    return {"scenario": "drain", "jobs": a.drain_jobs, "rounds": a.rounds,
+            "this_jobs_per_s": [round(x) for x in this], "other_jobs_per_s": [round(x) for x in other],
+            "ratio_of_medians": statistics.median(this) / statistics.median(other)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="+", choices=["pickup", "claim"])
+    ap.add_argument("what", nargs="+", choices=["pickup", "claim", "drain"])
     ap.add_argument("--dsn", required=True)
     ap.add_argument("--backlog", type=int, default=100000, help="tenant A's backlog")
     ap.add_argument("--drainers", type=int, default=2)
@@ -161,6 +223,10 @@ def main():
     ap.add_argument("--jobs", type=int, default=100000, help="pending jobs for the claim cost")
     ap.add_argument("--claims", type=int, default=60)
     ap.add_argument("--distinct", default="1,1000,100000")
+    ap.add_argument("--fields", default="tenant,concurrency_key", help="claim: what varies")
+    ap.add_argument("--other-dsn", help="drain: the install to compare with")
+    ap.add_argument("--drain-jobs", type=int, default=50000)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     a = ap.parse_args()
     results = []
@@ -169,10 +235,15 @@ def main():
             results.append(pickup(a, with_backlog))
             print(json.dumps(results[-1]), flush=True)
     if "claim" in a.what:
-        for field in ("tenant", "concurrency_key"):
+        for field in a.fields.split(","):
             for d in (int(x) for x in a.distinct.split(",")):
                 results.append(claim_cost(a, field, d))
                 print(json.dumps(results[-1]), flush=True)
+    if "drain" in a.what:
+        if not a.other_dsn:
+            ap.error("drain needs --other-dsn")
+        results.append(drain(a))
+        print(json.dumps(results[-1]), flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -334,7 +334,7 @@ DECLARE
     picked bigint[] := '{}';
     cpu_left integer := cpu_budget;
     mem_left integer := memory_budget;
-    big_wait interval := coalesce(current_setting('taskq.big_job_wait', true), '30s')::interval;
+    big_wait interval := taskq._big_job_wait();
     qi integer;
     seen bigint[] := '{}';
     got integer;
@@ -376,6 +376,8 @@ DECLARE
     full_types text[] := '{}';
     c_types text[];
     ti integer;
+    -- tenant jobs pending in this priority of the lane (taskq._claim_by_turn)
+    has_turns boolean;
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -490,6 +492,10 @@ BEGIN
         PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
                                         head.run_at, head.id);
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
+        -- fair scheduling (issue 23): with tenant jobs, claim in turn order
+        has_turns := EXISTS (SELECT FROM taskq.jobs j
+                              WHERE j.status = 'pending' AND j.fair_at IS NOT NULL
+                                AND j.in_database = _claim.in_database AND j.effective_priority = prio);
         FOR round IN 1..4 LOOP
             got := 0;
             wanted := max_jobs - cardinality(picked);
@@ -508,7 +514,22 @@ BEGIN
             END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
-            IF queues IS NULL OR in_database THEN
+            IF has_turns THEN
+                -- fair scheduling (issue 23): the first jobs in turn order
+                SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.turn, c.id),
+                       array_agg(c.cpu_units ORDER BY c.turn, c.id),
+                       array_agg(c.memory_mb ORDER BY c.turn, c.id),
+                       array_agg(c.run_at ORDER BY c.turn, c.id),
+                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
+                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),
+                       array_agg(c.job_type ORDER BY c.turn, c.id)
+                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
+                       c_keys, c_types
+                  FROM taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
+                                            paused, full_queues, only_owner, round, seen, wanted,
+                                            full_kq, full_kk, full_types) c;
+            ELSIF queues IS NULL OR in_database THEN
                 SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.run_at, c.id),
                        array_agg(c.cpu_units ORDER BY c.run_at, c.id),
@@ -1996,9 +2017,10 @@ REVOKE ALL ON FUNCTION taskq._rate_limit_health() FROM PUBLIC;
 -- Tenants (issue 23): who a job is for, and each tenant's weight
 ------------------------------------------------------------------------------
 
--- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims are
--- to share a queue's priority between tenants by weight.
+-- A job's tenant (e.g. a customer), set at submit; NULL: none.  Claims
+-- share a queue's priority between tenants by weight, in turns: fair_at.
 ALTER TABLE taskq.jobs ADD COLUMN tenant text;
+ALTER TABLE taskq.jobs ADD COLUMN fair_at timestamptz;
 
 -- Weights set by an admin; a tenant without a row weighs 1.
 CREATE TABLE taskq.tenants (
@@ -2032,6 +2054,168 @@ BEGIN
     END IF;
     INSERT INTO taskq.tenants AS t (name, weight) VALUES (tenant, weight)
     ON CONFLICT (name) DO UPDATE SET weight = excluded.weight, updated_at = now();
+END
+$$;
+
+-- A pending tenant job's turn (fair_at): after its tenant's last pending
+-- turn (or its own run_at when that is later) by 1 s / weight.  A tenant's
+-- backlog thus holds turns far ahead, and another tenant's new job, whose
+-- turn is now, is claimed before it; busy tenants alternate by weight.  Set
+-- on INSERT of a pending job with a tenant (trigger jobs_note_pending_insert
+-- and src/job_rows.c, by src/tenants.c); kept by retries, so a retried job
+-- keeps its turn.
+
+-- Only tenant jobs are in these: untenanted ones cost nothing more.
+-- A tenant's last turn (src/tenants.c).
+CREATE INDEX jobs_tenant_turn_idx ON taskq.jobs (tenant, fair_at)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- Claims read each lane's tenant jobs in turn order beside jobs_runnable_idx.
+CREATE INDEX jobs_runnable_turn_idx ON taskq.jobs (in_database, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND fair_at IS NOT NULL;
+-- External workers claiming named queues: the same per queue.
+CREATE INDEX jobs_runnable_queue_turn_idx ON taskq.jobs (queue, effective_priority, fair_at, id)
+    WHERE status = 'pending' AND NOT in_database AND fair_at IS NOT NULL;
+COMMENT ON INDEX taskq.jobs_tenant_turn_idx IS
+    'a tenant''s last pending turn (src/tenants.c)';
+COMMENT ON INDEX taskq.jobs_runnable_turn_idx IS
+    'claims (_claim: each lane''s tenant jobs in turn order); priority aging of tenant jobs '
+    '(_age_priorities)';
+COMMENT ON INDEX taskq.jobs_runnable_queue_turn_idx IS
+    'external workers'' claims naming their queues: their tenant jobs in turn order (_claim)';
+
+-- Aging (taskq--0.1.0.sql) by turn for tenant jobs: a backlog's turns lie
+-- ahead, and aging it by run_at would lift it all above another tenant's
+-- new job; by turn, a tenant job ages once its turn has waited a step.
+CREATE OR REPLACE FUNCTION taskq._age_priorities(batch integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    step interval := taskq._aging_interval();
+    n integer;
+BEGIN
+    IF step <= interval '0' THEN
+        RETURN 0;
+    END IF;
+    -- the oldest of each lane and priority, read by the claim indexes
+    WITH c AS (
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at, j.run_at, j.fair_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.run_at <= now() - step
+                      ORDER BY j.run_at LIMIT batch) o
+        WHERE coalesce(o.aged_at, o.fair_at, o.run_at) <= now() - step
+        UNION
+        SELECT o.id FROM (VALUES (true), (false)) AS lane(d),
+             unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+             LATERAL (SELECT j.id, j.aged_at FROM taskq.jobs j
+                      WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.in_database = lane.d
+                        AND j.effective_priority = p AND j.fair_at <= now() - step
+                        AND j.run_at <= now() - step
+                      ORDER BY j.fair_at LIMIT batch) o
+        WHERE o.aged_at IS NULL OR o.aged_at <= now() - step
+    ), locked AS (
+        SELECT j.id FROM taskq.jobs j JOIN c USING (id)
+        WHERE j.status = 'pending'
+        ORDER BY j.id LIMIT batch
+        FOR NO KEY UPDATE OF j SKIP LOCKED
+    )
+    UPDATE taskq.jobs j
+       SET effective_priority = (enum_range(NULL::taskq.priority))
+                                [array_position(enum_range(NULL::taskq.priority), j.effective_priority) - 1],
+           aged_at = now(), updated_at = now()
+      FROM locked WHERE j.id = locked.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+-- The claim's candidates in a lane and priority holding tenant jobs: its
+-- first jobs by run_at (from the scan floor, as without tenants) and its
+-- first tenant jobs by turn, merged by turn (an untenanted job's turn is its
+-- run_at); up to wanted, each locked as it is read (SKIP LOCKED, so that
+-- concurrent claims take different jobs; unlocked reads locked afterwards
+-- made two busy claimers collide on the same first jobs round after
+-- round).  A row read but not taken stays locked until the claim's
+-- transaction ends, as one that does not fit the budget does.
+CREATE FUNCTION taskq._claim_by_turn(in_database boolean, queues text[], t timestamptz,
+                                     prio taskq.priority, head_run_at timestamptz, head_id bigint,
+                                     paused text[], full_queues text[], only_owner regrole,
+                                     round integer, seen bigint[], wanted integer,
+                                     full_kq text[], full_kk text[], full_types text[])
+RETURNS TABLE (id bigint, queue text, cpu_units integer, memory_mb integer, run_at timestamptz,
+               concurrency_key text, job_type text, turn timestamptz)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+BEGIN
+    IF queues IS NULL OR in_database THEN
+        RETURN QUERY
+        SELECT DISTINCT ON (b.turn, b.id) b.* FROM (
+            SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                                  j.job_type, coalesce(j.fair_at, j.run_at) AS turn
+                             FROM taskq.jobs j
+                            WHERE j.status = 'pending' AND j.run_at <= t
+                              AND j.effective_priority = prio
+                              AND (j.run_at, j.id) >= (head_run_at, head_id)
+                              AND (queues IS NULL OR j.queue = ANY (queues))
+                              AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                              AND (only_owner IS NULL OR j.owner = only_owner)
+                              AND j.in_database = _claim_by_turn.in_database
+                              AND (round = 1 OR j.id <> ALL (seen))
+                              AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                   OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                  WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                              AND NOT (j.job_type = ANY (full_types))
+                            ORDER BY j.run_at, j.id LIMIT wanted
+                              FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_run_at
+            UNION ALL
+            SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,
+                                  j.job_type, j.fair_at
+                             FROM taskq.jobs j
+                            WHERE j.status = 'pending' AND j.fair_at IS NOT NULL AND j.run_at <= t
+                              AND j.effective_priority = prio
+                              AND (queues IS NULL OR j.queue = ANY (queues))
+                              AND NOT (j.queue = ANY (paused)) AND NOT (j.queue = ANY (full_queues))
+                              AND (only_owner IS NULL OR j.owner = only_owner)
+                              AND j.in_database = _claim_by_turn.in_database
+                              AND (round = 1 OR j.id <> ALL (seen))
+                              AND (cardinality(full_kk) = 0 OR j.concurrency_key IS NULL
+                                   OR NOT EXISTS (SELECT FROM unnest(full_kq, full_kk) AS f(q, k)
+                                                  WHERE f.q = j.queue AND f.k = j.concurrency_key))
+                              AND NOT (j.job_type = ANY (full_types))
+                            ORDER BY j.fair_at, j.id LIMIT wanted
+                              FOR NO KEY UPDATE OF j SKIP LOCKED) AS by_turn) b
+         ORDER BY b.turn, b.id LIMIT wanted;
+        RETURN;
+    END IF;
+    -- named queues of external workers: each queue's own ranges of
+    -- jobs_runnable_queue_idx and jobs_runnable_queue_turn_idx, its name a
+    -- literal (as in _claim)
+    RETURN QUERY EXECUTE
+        'SELECT DISTINCT ON (u.turn, u.id) u.* FROM ('
+        || (SELECT string_agg(format(
+               'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,'
+               '       j.job_type, coalesce(j.fair_at, j.run_at) AS turn FROM taskq.jobs j'
+               ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+               '   AND j.run_at <= $1 AND j.effective_priority = $2 AND (j.run_at, j.id) >= ($3, $4) %3$s'
+               ' ORDER BY j.run_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS q%2$s'
+               ' UNION ALL '
+               'SELECT * FROM (SELECT j.id, j.queue, j.cpu_units, j.memory_mb, j.run_at, j.concurrency_key,'
+               '       j.job_type, j.fair_at FROM taskq.jobs j'
+               ' WHERE j.status = ''pending'' AND NOT j.in_database AND j.queue = %1$L'
+               '   AND j.fair_at IS NOT NULL AND j.run_at <= $1 AND j.effective_priority = $2 %3$s'
+               ' ORDER BY j.fair_at, j.id LIMIT $10 FOR NO KEY UPDATE OF j SKIP LOCKED) AS r%2$s', name, n,
+               '   AND NOT (j.queue = ANY ($5)) AND NOT (j.queue = ANY ($6))'
+               '   AND ($7 IS NULL OR j.owner = $7) AND ($8 = 1 OR j.id <> ALL ($9))'
+               '   AND (cardinality($12) = 0 OR j.concurrency_key IS NULL'
+               '        OR NOT EXISTS (SELECT FROM unnest($11, $12) AS f(q, k)'
+               '                       WHERE f.q = j.queue AND f.k = j.concurrency_key))'
+               '   AND NOT (j.job_type = ANY ($13))'), ' UNION ALL ')
+            FROM (SELECT name, row_number() OVER () AS n
+                    FROM (SELECT DISTINCT name FROM unnest(queues) AS name) d) named)
+        || ') AS u ORDER BY u.turn, u.id LIMIT $10'
+        USING t, prio, head_run_at, head_id, paused, full_queues, only_owner, round,
+              seen, wanted, full_kq, full_kk, full_types;
 END
 $$;
 ------------------------------------------------------------------------------

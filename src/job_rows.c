@@ -90,7 +90,8 @@ enum
 	J_RESULT, J_LAST_ERROR, J_ATTEMPTS, J_MAX_ATTEMPTS, J_BACKOFF, J_TIMEOUT,
 	J_CPU_UNITS, J_MEMORY_MB, J_RUN_AT, J_IDEMPOTENCY_KEY, J_OWNER, J_WORKER,
 	J_LEASE_EXPIRES_AT, J_UNFINISHED_PARENTS, J_IN_DATABASE, J_AGED_AT, J_CREATED_AT,
-	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, J_TENANT, N_JOB_COLUMNS
+	J_STARTED_AT, J_FINISHED_AT, J_UPDATED_AT, J_CONCURRENCY_KEY, J_TENANT, J_FAIR_AT,
+	N_JOB_COLUMNS
 };
 
 static const Column job_columns[N_JOB_COLUMNS] = {
@@ -122,7 +123,8 @@ static const Column job_columns[N_JOB_COLUMNS] = {
 	{"finished_at", TIMESTAMPTZOID, false, NO_DEFAULT},
 	{"updated_at", TIMESTAMPTZOID, true, NOW},
 	{"concurrency_key", TEXTOID, false, NO_DEFAULT},
-	{"tenant", TEXTOID, false, NO_DEFAULT}
+	{"tenant", TEXTOID, false, NO_DEFAULT},
+	{"fair_at", TIMESTAMPTZOID, false, NO_DEFAULT}
 };
 
 /*
@@ -656,7 +658,11 @@ write_job(JobWriter *w, const TaskqPlainJob *job, const QueueDefaults *defaults,
 	if (!job->concurrency_key.isnull)
 		SET_JOB(J_CONCURRENCY_KEY, job->concurrency_key.value);
 	if (!job->tenant.isnull)
+	{
 		SET_JOB(J_TENANT, job->tenant.value);
+		/* its turn, as the INSERT trigger sets it (tenants.c) */
+		SET_JOB(J_FAIR_AT, TimestampTzGetDatum(taskq_tenant_turn(job->tenant.value, run_at)));
+	}
 	SET_JOB(J_CREATED_AT, TimestampTzGetDatum(now));
 	SET_JOB(J_UPDATED_AT, TimestampTzGetDatum(now));
 #undef SET_JOB

@@ -321,6 +321,8 @@ static int	att_lane;
 static int	att_priority;
 static int	att_run_at;
 static int	att_id;
+static int	att_tenant;
+static int	att_fair_at;
 
 /*
  * Triggers jobs_note_pending_insert (BEFORE INSERT: no event to queue) and
@@ -353,14 +355,32 @@ taskq_note_pending(PG_FUNCTION_ARGS)
 		att_id = SPI_fnumber(desc, "id");
 		if (att_lane <= 0 || att_priority <= 0 || att_run_at <= 0 || att_id <= 0)
 			elog(ERROR, "taskq: _note_pending fired on a table that is not taskq.jobs");
+		/* both absent before the update to 0.2.0 */
+		att_tenant = SPI_fnumber(desc, "tenant");
+		att_fair_at = SPI_fnumber(desc, "fair_at");
 		attnums_of = RelationGetRelid(trigdata->tg_relation);
+	}
+	/* a new tenant job gets its turn (tenants.c) */
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) && att_tenant > 0 && att_fair_at > 0)
+	{
+		Datum		tenant = heap_getattr(row, att_tenant, desc, &isnull);
+
+		if (!isnull)
+		{
+			Datum		turn;
+			bool		turn_null = false;
+
+			turn = TimestampTzGetDatum(taskq_tenant_turn(tenant,
+				DatumGetTimestampTz(heap_getattr(row, att_run_at, desc, &isnull))));
+			row = heap_modify_tuple_by_cols(row, desc, 1, &att_fair_at, &turn, &turn_null);
+		}
 	}
 	taskq_note_pending_key(attnums_of,
 						   DatumGetBool(heap_getattr(row, att_lane, desc, &isnull)),
 						   DatumGetObjectId(heap_getattr(row, att_priority, desc, &isnull)),
 						   DatumGetTimestampTz(heap_getattr(row, att_run_at, desc, &isnull)),
 						   DatumGetInt64(heap_getattr(row, att_id, desc, &isnull)));
-	/* BEFORE INSERT: the row goes in as it is */
+	/* BEFORE INSERT: the row goes in, with its turn if any */
 	return PointerGetDatum(TRIGGER_FIRED_BEFORE(trigdata->tg_event) ? row : NULL);
 }
 

@@ -170,6 +170,9 @@ extern void taskq_job_metrics_at_commit(void);
 extern void taskq_job_metrics_forget(void);
 extern void taskq_job_metrics_at_subabort(SubTransactionId subid);
 
+/* tenants.c: a tenant job's turn in the claim order (issue 23) */
+extern TimestampTz taskq_tenant_turn(Datum tenant, TimestampTz run_at);
+
 /* scan_floor.c: where claims start reading the runnable index */
 extern Size taskq_scan_floors_shmem_size(void);
 extern void taskq_scan_floors_shmem_request(void);

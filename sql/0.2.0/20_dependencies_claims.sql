@@ -175,7 +175,7 @@ DECLARE
     picked bigint[] := '{}';
     cpu_left integer := cpu_budget;
     mem_left integer := memory_budget;
-    big_wait interval := coalesce(current_setting('taskq.big_job_wait', true), '30s')::interval;
+    big_wait interval := taskq._big_job_wait();
     qi integer;
     seen bigint[] := '{}';
     got integer;
@@ -217,6 +217,8 @@ DECLARE
     full_types text[] := '{}';
     c_types text[];
     ti integer;
+    -- tenant jobs pending in this priority of the lane (taskq._claim_by_turn)
+    has_turns boolean;
     -- <<< fair scheduling
 BEGIN
     -- one subquery per named queue below: bounded, so one call cannot
@@ -331,6 +333,10 @@ BEGIN
         PERFORM taskq._raise_scan_floor('taskq.jobs', _claim.in_database, prio, lane_floor.seen,
                                         head.run_at, head.id);
         CONTINUE WHEN head.run_at > t;     -- none of this priority is due yet
+        -- fair scheduling (issue 23): with tenant jobs, claim in turn order
+        has_turns := EXISTS (SELECT FROM taskq.jobs j
+                              WHERE j.status = 'pending' AND j.fair_at IS NOT NULL
+                                AND j.in_database = _claim.in_database AND j.effective_priority = prio);
         FOR round IN 1..4 LOOP
             got := 0;
             wanted := max_jobs - cardinality(picked);
@@ -349,7 +355,22 @@ BEGIN
             END IF;
             -- The candidates come as arrays from one statement: fetching them
             -- one by one from a cursor cost more than updating them.
-            IF queues IS NULL OR in_database THEN
+            IF has_turns THEN
+                -- fair scheduling (issue 23): the first jobs in turn order
+                SELECT coalesce(array_agg(c.id ORDER BY c.turn, c.id), '{}'),
+                       array_agg(c.queue ORDER BY c.turn, c.id),
+                       array_agg(c.cpu_units ORDER BY c.turn, c.id),
+                       array_agg(c.memory_mb ORDER BY c.turn, c.id),
+                       array_agg(c.run_at ORDER BY c.turn, c.id),
+                       max(c.cpu_units), max(c.memory_mb), sum(c.cpu_units), sum(c.memory_mb),
+                       array_agg(c.concurrency_key ORDER BY c.turn, c.id),
+                       array_agg(c.job_type ORDER BY c.turn, c.id)
+                  INTO c_ids, c_queues, c_cpu, c_mem, c_run, c_cpu_max, c_mem_max, c_cpu_sum, c_mem_sum,
+                       c_keys, c_types
+                  FROM taskq._claim_by_turn(in_database, queues, t, prio, head.run_at, head.id,
+                                            paused, full_queues, only_owner, round, seen, wanted,
+                                            full_kq, full_kk, full_types) c;
+            ELSIF queues IS NULL OR in_database THEN
                 SELECT coalesce(array_agg(c.id ORDER BY c.run_at, c.id), '{}'),
                        array_agg(c.queue ORDER BY c.run_at, c.id),
                        array_agg(c.cpu_units ORDER BY c.run_at, c.id),
