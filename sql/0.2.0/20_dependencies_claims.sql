@@ -190,6 +190,7 @@ DECLARE
     locked_limits text[];
     defer boolean;
     limits_apply text[];
+    taken_at timestamptz;
     -- >>> fair scheduling (issue 23, src/fairness.c): queues with key limits
     -- and their limits; rate-limited queues, their rates, bursts and tokens;
     -- free slots per (queue, key) seen; the keys at their limit
@@ -544,12 +545,19 @@ BEGIN
     -- next claim counts a queue's running jobs from their rows.
     defer := in_database AND taskq._claim_defers_write();
     limits_apply := coalesce(locked_limits, '{}');
+    -- A job is stamped with the time it is taken, after the candidates were
+    -- read: a parent that committed while this claim started is then always
+    -- older than its child's start.  Under a rate limit the stamp stays the
+    -- time the tokens were counted (t), so that started_at windows hold the
+    -- limit exactly (claims are serialized by the claim locks).
+    taken_at := CASE WHEN cardinality(fair_rated) > 0 OR cardinality(t_types) > 0
+                     THEN t ELSE clock_timestamp() END;
     RETURN QUERY
     WITH taken AS (
         UPDATE taskq.jobs j
            SET status = 'running', attempts = j.attempts + 1, worker = _claim.worker,
-               started_at = t, updated_at = t,
-               lease_expires_at = t + lease
+               started_at = taken_at, updated_at = taken_at,
+               lease_expires_at = taken_at + lease
          WHERE j.id = ANY (picked)
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
            AND (NOT defer OR j.queue = ANY (limits_apply))
