@@ -159,13 +159,16 @@ BEGIN
       INTO done, dead FROM upd, notified;
     IF dead IS NOT NULL THEN
         -- a failed parent holds its blocked dependents until it is retried:
-        -- their owners must see why they do not run
+        -- their owners must see why they do not run.  FOR SHARE waits for a
+        -- cancel of a dependent in progress and reads its status again, so
+        -- that no 'blocked' row lands after its 'cancelled' one.
         INSERT INTO taskq.job_logs (job_id, status, attempt, message, details)
         SELECT c.id, c.status, c.attempts, format('blocked by failed job %s', d.depends_on),
                jsonb_build_object('parent', d.depends_on)
           FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
          WHERE d.depends_on = ANY (dead) AND c.status = 'blocked'
-         ORDER BY d.depends_on, c.id;
+         ORDER BY d.depends_on, c.id
+           FOR SHARE OF c;
     END IF;
     IF done IS NOT NULL THEN
         PERFORM taskq._wake_on_commit();
