@@ -218,8 +218,8 @@ $node->init(allows_streaming => 1);
 $node->start;
 sql('CREATE EXTENSION taskq; CREATE TABLE holder (i int)');
 # the superuser's channels: the admins' (every transition) and the workers'
-my $jobs = sql('SELECT taskq.channel()');
-my $work = sql('SELECT taskq.work_channel()');
+$jobs = sql('SELECT taskq.channel()');
+$work = sql('SELECT taskq.work_channel()');
 standby_stalls(1);
 ($holder, $holder_pid) = hold_notify_lock();
 ok(waits_on($holder_pid, 'SyncRep'), 'not preloaded: the NOTIFY lock is held');
