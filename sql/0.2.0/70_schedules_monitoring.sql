@@ -188,7 +188,7 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     -- fair scheduling (issue 23): rate and key limits
     SELECT * FROM taskq._fair_metrics()
     UNION ALL
-    -- and tenants: busy ones, jobs waiting for their turn
+    -- and tenants: jobs waiting for their turn
     SELECT * FROM taskq._tenant_metrics()
 $$;
 

@@ -1,9 +1,8 @@
 -- pgTAP: issue 23's remaining contract: a job type that forbids a tenant or
 -- a concurrency key (taskq.configure_job_type(allow_tenant,
 -- allow_concurrency_key)), refused on every submit path with 22023 and
--- nothing written; and the tenants' metrics (taskq_tenant_busy_tenants,
--- taskq_tenant_turn_waiting_jobs) in taskq.metrics() and the Prometheus
--- text.  One transaction, rolled back; the jobs have no handler and sit in
+-- nothing written; and the tenants' metric taskq_tenant_turn_waiting_jobs
+-- in taskq.metrics() and the Prometheus text.  One transaction, rolled back; the jobs have no handler and sit in
 -- queues no test claims.
 \set ON_ERROR_STOP 1
 \set QUIET 1
@@ -13,7 +12,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(31);
+SELECT plan(30);
 
 CREATE ROLE taskq_tap_rules_user IN ROLE taskq_user;
 CREATE ROLE taskq_tap_rules_mon IN ROLE taskq_monitor;
@@ -114,27 +113,23 @@ SELECT taskq.submit('tap_rules_m', queue => 'tap_rules_m', tenant => 'c', run_at
 SELECT taskq.submit('tap_rules_m', queue => 'tap_rules_m2', tenant => 'a', priority => 'high');
 SELECT results_eq($$SELECT metric, labels->>'queue', value FROM taskq.metrics()
                      WHERE metric LIKE 'taskq\_tenant\_%' AND labels->>'queue' LIKE 'tap_rules_m%' ORDER BY 1, 2$$,
-                  $$VALUES ('taskq_tenant_busy_tenants'::text, 'tap_rules_m'::text, 2::float8),
-                           ('taskq_tenant_busy_tenants', 'tap_rules_m2', 1),
-                           ('taskq_tenant_turn_waiting_jobs', 'tap_rules_m', 4),
+                  $$VALUES ('taskq_tenant_turn_waiting_jobs'::text, 'tap_rules_m'::text, 4::float8),
                            ('taskq_tenant_turn_waiting_jobs', 'tap_rules_m2', 1)$$,
-                  'busy tenants and jobs waiting for their turn, per queue');
+                  'due tenant jobs waiting for their turn, per queue');
 SELECT is((SELECT count(*) FROM taskq.metrics() WHERE metric LIKE 'taskq\_tenant\_%'
                                                   AND labels - 'queue' <> '{}'), 0::bigint,
           'the tenant metrics are labelled by queue alone');
--- a turn that has come counts as busy, not waiting
+-- a job whose turn has come is not waiting
 UPDATE taskq.jobs SET fair_at = now() - interval '1 second' WHERE queue = 'tap_rules_m' AND tenant = 'b';
 SELECT is((SELECT value FROM taskq.metrics() WHERE metric = 'taskq_tenant_turn_waiting_jobs'
                                                AND labels->>'queue' = 'tap_rules_m'), 3::float8,
           'a job whose turn has come does not wait for it');
-SELECT ok(taskq.metrics_prometheus() LIKE '%taskq_tenant_busy_tenants{queue="tap_rules_m"} 2%',
-          'busy tenants in the Prometheus text');
 SELECT ok(taskq.metrics_prometheus() LIKE '%taskq_tenant_turn_waiting_jobs{queue="tap_rules_m"} 3%',
           'waiting jobs in the Prometheus text');
 SELECT ok(taskq.metrics_prometheus() LIKE '%# TYPE taskq_tenant_turn_waiting_jobs gauge%', 'a gauge');
 SET ROLE taskq_tap_rules_mon;
 SELECT is((SELECT count(*) FROM taskq.metrics() WHERE metric LIKE 'taskq\_tenant\_%'
-                                                  AND labels->>'queue' LIKE 'tap_rules_m%'), 4::bigint,
+                                                  AND labels->>'queue' LIKE 'tap_rules_m%'), 2::bigint,
           'a taskq_monitor reads them');
 RESET ROLE;
 
