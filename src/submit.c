@@ -470,6 +470,8 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	/* also for job_rows.c: index predicates are evaluated as the owner */
 	save_nestlevel = NewGUCNestLevel();
 	RestrictSearchPath();
+	taskq_check_job_type_allows(args[ARG_JOB_TYPE].value, !args[ARG_TENANT].isnull,
+								!args[ARG_CONCURRENCY_KEY].isnull);
 	if (plain)
 	{
 		/* (a keyed submit may only find its job: it can run read-only) */

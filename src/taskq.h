@@ -172,6 +172,7 @@ extern void taskq_job_metrics_at_subabort(SubTransactionId subid);
 
 /* tenants.c: a tenant job's turn in the claim order (issue 23) */
 extern TimestampTz taskq_tenant_turn(Datum tenant, TimestampTz run_at);
+extern void taskq_check_job_type_allows(Datum job_type, bool has_tenant, bool has_key);
 
 /* scan_floor.c: where claims start reading the runnable index */
 extern Size taskq_scan_floors_shmem_size(void);

@@ -1,5 +1,6 @@
 /*
- * tenants.c: a tenant job's turn (taskq.jobs.fair_at), set as it is inserted.
+ * tenants.c: a tenant job's turn (taskq.jobs.fair_at), set as it is inserted,
+ * and whether a job's type allows its tenant and concurrency key.
  *
  * Claims order a priority's tenant jobs by turn (issue 23): a tenant's next
  * job gets the turn after its last pending one, or after its run_at if it
@@ -13,6 +14,7 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
@@ -60,4 +62,47 @@ taskq_tenant_turn(Datum tenant, TimestampTz run_at)
 	SPI_finish();
 	AtEOXact_GUC(true, nest_level);
 	return turn;
+}
+
+/*
+ * Refuse a job naming a tenant or a concurrency key (has_tenant, has_key)
+ * when its job_type (text) forbids it (taskq.configure_job_type), before
+ * anything is written.  submit and submit_many's job by job path; the
+ * set-wise path checks in SQL (taskq._check_job_type_rules).
+ */
+void
+taskq_check_job_type_allows(Datum job_type, bool has_tenant, bool has_key)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {job_type};
+	bool		allow_tenant = true;
+	bool		allow_key = true;
+	bool		isnull;
+
+	if (!has_tenant && !has_key)
+		return;
+	SPI_connect();
+	if (plan == NULL)
+		plan = taskq_prepare_kept("SELECT t.allow_tenant, t.allow_concurrency_key FROM taskq.job_types t"
+								  " WHERE t.job_type = $1", 1, argtypes, 0);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "taskq: a job type's rules could not be read");
+	if (SPI_processed == 1)
+	{
+		allow_tenant = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												  &isnull));
+		allow_key = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											   &isnull));
+	}
+	SPI_finish();
+	if ((has_tenant && !allow_tenant) || (has_key && !allow_key))
+	{
+		const char *what = has_tenant && !allow_tenant ? "tenant" : "concurrency_key";
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job type \"%s\" does not allow a %s", TextDatumGetCString(job_type), what),
+				 errhint("taskq.configure_job_type(..., allow_%s => true) allows it.", what)));
+	}
 }

@@ -42,6 +42,8 @@ CREATE OR REPLACE FUNCTION public.prom_h(payload jsonb) RETURNS jsonb LANGUAGE s
 SELECT taskq.register_handler('prom_h', 'public.prom_h(jsonb)');
 -- a job that waits all along: taskq_queue_depth is in every scrape
 SELECT taskq.submit('prom_later', '{}', queue => 'prom_idle', run_at => now() + interval '1 day');
+-- tenant jobs nobody claims (no handler, no worker): taskq_tenant_turn_waiting_jobs
+SELECT taskq.submit('prom_tenant', '{}', queue => 'prom_idle', tenant => 'prom_t') FROM generate_series(1, 1000);
 EOF
 
 # the exporter as README's "Production install" runs it

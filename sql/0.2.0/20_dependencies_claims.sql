@@ -247,7 +247,7 @@ BEGIN
            coalesce(array_agg(taskq._job_type_bucket(job_type) ORDER BY job_type), '{}'),
            array_agg(rate_per_second ORDER BY job_type), array_agg(rate_burst ORDER BY job_type)
       INTO t_types, t_buckets, t_rates, t_bursts
-      FROM taskq.job_types;
+      FROM taskq.job_types WHERE rate_per_second IS NOT NULL;
 
     IF cardinality(queues) = 0 THEN
         RETURN;                        -- no queue named
@@ -622,6 +622,8 @@ BEGIN
     plain := taskq._plain_batch(jobs);
     IF NOT plain THEN
         PERFORM taskq._check_batch(jobs);
+        -- a tenant or key on a job type that forbids it (before any write)
+        PERFORM taskq._check_job_type_rules(jobs);
     END IF;
     IF plain OR NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(jobs) e

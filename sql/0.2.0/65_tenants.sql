@@ -203,3 +203,24 @@ BEGIN
               seen, wanted, full_kq, full_kk, full_types;
 END
 $$;
+
+-- Tenants' row of taskq.metrics(), per queue with such jobs: the due
+-- tenant jobs whose turn is still ahead (waiting for their tenant's turn).
+-- Read per lane and priority as a range (turn > now) of
+-- jobs_runnable_turn_idx, which holds only pending tenant jobs: the cost
+-- grows with the jobs waiting, not with other jobs.  Labels: queue only.
+-- (Busy tenants per queue, a count of distinct tenants, sorted the whole
+-- tenant backlog: 420 ms for 100,000 tenants; left out.)
+CREATE FUNCTION taskq._tenant_metrics()
+RETURNS TABLE (metric text, labels jsonb, value float8)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'taskq_tenant_turn_waiting_jobs', jsonb_build_object('queue', j.queue), count(*)::float8
+      FROM (VALUES (true), (false)) AS lane(d),
+           unnest(ARRAY['high', 'normal', 'low']::taskq.priority[]) AS p,
+           LATERAL (SELECT j.queue FROM taskq.jobs j
+                     WHERE j.status = 'pending' AND j.fair_at IS NOT NULL
+                       AND j.in_database = lane.d AND j.effective_priority = p
+                       AND j.fair_at > now() AND j.run_at <= now()) j
+     GROUP BY j.queue
+$$;
+REVOKE ALL ON FUNCTION taskq._tenant_metrics() FROM PUBLIC;

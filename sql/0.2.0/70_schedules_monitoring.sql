@@ -187,6 +187,9 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     UNION ALL
     -- fair scheduling (issue 23): rate and key limits
     SELECT * FROM taskq._fair_metrics()
+    UNION ALL
+    -- and tenants: jobs waiting for their turn
+    SELECT * FROM taskq._tenant_metrics()
 $$;
 
 

@@ -17,7 +17,7 @@ GRANT EXECUTE ON FUNCTION taskq.claim_retry_after(text[]) TO taskq_user, taskq_w
 GRANT EXECUTE ON FUNCTION taskq.configure_tenant(text, float8) TO taskq_admin;
 GRANT SELECT ON taskq.tenants TO taskq_admin;
 GRANT EXECUTE ON FUNCTION taskq.rate_limit_state() TO taskq_user, taskq_worker, taskq_monitor;
-GRANT EXECUTE ON FUNCTION taskq.configure_job_type(text, text, integer) TO taskq_admin;
+GRANT EXECUTE ON FUNCTION taskq.configure_job_type(text, text, integer, boolean, boolean) TO taskq_admin;
 GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;
 
 ------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ CREATE FUNCTION pg_temp.snap() RETURNS text LANGUAGE sql AS $$
 $$;
 
 SELECT has_table('taskq', 'job_types', 'taskq.job_types exists');
-SELECT has_function('taskq', 'configure_job_type', ARRAY['text', 'text', 'integer'],
-                    'taskq.configure_job_type(text, text, integer) exists');
+SELECT has_function('taskq', 'configure_job_type', ARRAY['text', 'text', 'integer', 'boolean', 'boolean'],
+                    'taskq.configure_job_type(text, text, integer, boolean, boolean) exists');
 
 ------------------------------------------------------------------------------
 -- Values
