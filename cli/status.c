@@ -125,7 +125,7 @@ status_job(PGconn *conn, const char *id)
 					"          FROM taskq.job_dependencies d WHERE d.job_id = j.id) AS depends_on,"
 					"       (SELECT array_agg(d.job_id ORDER BY d.job_id)"
 					"          FROM taskq.job_dependencies d WHERE d.depends_on = j.id) AS dependents"
-					"  FROM taskq.jobs j WHERE j.id = $1::bigint",
+					"  FROM taskq.live_jobs j WHERE j.id = $1::bigint",
 					1, params);
 	if (PQntuples(res) == 0)
 	{

@@ -317,7 +317,7 @@ overview(void)
 	" LATERAL (SELECT id, queue, job_type, priority, status, owner::text AS owner, attempts," \
 	"  max_attempts, created_at, run_at, started_at, finished_at, worker," \
 	"  left(last_error, 300) AS last_error" \
-	"  FROM taskq.jobs" \
+	"  FROM taskq.live_jobs" \
 	"  WHERE id < w.hi AND id >= w.lo" \
 	"  AND ($1::text IS NULL OR queue = $1)" \
 	"  AND ($2::text IS NULL OR job_type = $2)" \
@@ -443,7 +443,7 @@ job_detail(const char *id)
 		" 'children', (SELECT coalesce(json_agg(d.job_id ORDER BY d.job_id), '[]')"
 		"              FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id"
 		"              WHERE d.depends_on = j.id))"
-		" FROM taskq.jobs j WHERE j.id = $1::bigint";
+		" FROM taskq.live_jobs j WHERE j.id = $1::bigint";
 	const char *params[1] = {id};
 
 	return web_json_query(sql, 1, params);
@@ -464,7 +464,7 @@ job_dag(const char *id)
 		"   SELECT d.job_id FROM down JOIN taskq.job_dependencies d ON d.depends_on = down.id),"
 		" ids AS (SELECT id FROM (SELECT id FROM up UNION SELECT id FROM down) a"
 		"   ORDER BY id = $1::bigint DESC, abs(id - $1::bigint) LIMIT 500),"
-		" vis AS MATERIALIZED (SELECT j.id, j.job_type, j.queue, j.status FROM taskq.jobs j"
+		" vis AS MATERIALIZED (SELECT j.id, j.job_type, j.queue, j.status FROM taskq.live_jobs j"
 		"   WHERE j.id IN (SELECT id FROM ids))"
 		" SELECT json_build_object('root', $1::bigint,"
 		"  'nodes', (SELECT coalesce(json_agg(v ORDER BY v.id), '[]') FROM vis v),"

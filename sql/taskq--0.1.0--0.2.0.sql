@@ -949,7 +949,7 @@ BEGIN
                coalesce((SELECT string_agg(format('    j%s["#%s %s<br/>%s"]:::%s', j.id, j.id,
                                                   replace(j.job_type, '"', '#quot;'), j.status, j.status),
                                            E'\n' ORDER BY j.id)
-                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+                         FROM taskq.live_jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
                coalesce((SELECT string_agg(format('    j%s --> j%s', d.depends_on, d.job_id), E'\n'
                                            ORDER BY d.depends_on, d.job_id)
                          FROM taskq.job_dependencies d
@@ -969,7 +969,7 @@ BEGIN
                                                        WHEN 'running' THEN '#fff9c4' WHEN 'cancelled' THEN '#e0e0e0'
                                                        WHEN 'blocked' THEN '#ffe0b2' ELSE '#bbdefb' END),
                                            E'\n' ORDER BY j.id)
-                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+                         FROM taskq.live_jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
                coalesce((SELECT string_agg(format('    j%s -> j%s;', d.depends_on, d.job_id), E'\n'
                                            ORDER BY d.depends_on, d.job_id)
                          FROM taskq.job_dependencies d
@@ -2261,6 +2261,35 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 REVOKE ALL ON FUNCTION taskq._tenant_metrics() FROM PUBLIC;
 ------------------------------------------------------------------------------
+-- What a user sees while an executor's batch runs
+------------------------------------------------------------------------------
+
+-- What a user sees while a batch runs: an executor's claim is not committed
+-- before its batch ends, so the rows of the jobs it holds still say
+-- 'pending'.  Shared memory knows them (the batch's ids, published for
+-- cancel); taskq.live_jobs is taskq.jobs with those jobs shown as running.
+CREATE FUNCTION taskq._held_jobs(OUT job_id bigint, OUT pid integer, OUT worker text,
+                                 OUT started_at timestamptz)
+RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'taskq_held_jobs' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION taskq._held_jobs() FROM PUBLIC;
+
+CREATE VIEW taskq.live_jobs WITH (security_invoker) AS
+    SELECT j.id, j.queue, j.job_type, j.priority, j.effective_priority,
+           CASE WHEN h.job_id IS NULL THEN j.status ELSE 'running' END AS status,
+           j.payload, j.result, j.last_error,
+           CASE WHEN h.job_id IS NULL THEN j.attempts ELSE j.attempts + 1 END AS attempts,
+           j.max_attempts, j.backoff, j.timeout, j.cpu_units, j.memory_mb, j.run_at,
+           j.idempotency_key, j.owner,
+           CASE WHEN h.job_id IS NULL THEN j.worker ELSE h.worker END AS worker,
+           j.lease_expires_at, j.unfinished_parents, j.in_database, j.aged_at, j.created_at,
+           CASE WHEN h.job_id IS NULL THEN j.started_at ELSE h.started_at END AS started_at,
+           j.finished_at, j.updated_at, j.concurrency_key, j.tenant, j.fair_at
+      FROM taskq.jobs j
+      LEFT JOIN taskq._held_jobs() h ON h.job_id = j.id AND j.status = 'pending';
+COMMENT ON VIEW taskq.live_jobs IS
+    'taskq.jobs, where a job held by an executor''s open batch (its claim not yet committed) shows as running, with its attempt, executor and start';
+------------------------------------------------------------------------------
 -- Schedules, metrics and monitoring
 ------------------------------------------------------------------------------
 
@@ -2687,13 +2716,17 @@ ALTER FUNCTION taskq.metrics() SECURITY DEFINER;
 ALTER FUNCTION taskq.latency(interval) SECURITY DEFINER;
 -- Queue depth: a role's own jobs, every role's for taskq_monitor and
 -- taskq_admin (counts only: the view reads the table as its owner).
+-- A job held by an executor's open batch counts as running (taskq.live_jobs).
 CREATE OR REPLACE VIEW taskq.queue_depth WITH (security_invoker = false, security_barrier) AS
-    SELECT queue, priority, status, count(*) AS jobs
-    FROM taskq.jobs
-    WHERE status IN ('blocked', 'pending', 'running')
-      AND (owner = taskq._current_role() OR pg_catalog.pg_has_role('taskq_monitor', 'MEMBER')
+    SELECT j.queue, j.priority,
+           CASE WHEN h.job_id IS NULL THEN j.status ELSE 'running' END AS status,
+           count(*) AS jobs
+    FROM taskq.jobs j
+    LEFT JOIN taskq._held_jobs() h ON h.job_id = j.id AND j.status = 'pending'
+    WHERE j.status IN ('blocked', 'pending', 'running')
+      AND (j.owner = taskq._current_role() OR pg_catalog.pg_has_role('taskq_monitor', 'MEMBER')
            OR pg_catalog.pg_has_role('taskq_admin', 'MEMBER'))
-    GROUP BY queue, priority, status;
+    GROUP BY 1, 2, 3;
 
 -- Each public SECURITY DEFINER function becomes a C entry point
 -- (taskq_api_call, src/caller.c) that notes current_user as the caller, in
@@ -2836,3 +2869,11 @@ GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;
 -- A handler reads its attempt number here (its row reads the attempts before
 -- the claim while its batch runs).
 GRANT EXECUTE ON FUNCTION taskq.current_attempt() TO taskq_user;
+
+------------------------------------------------------------------------------
+-- Grants: what a user sees while a batch runs
+------------------------------------------------------------------------------
+-- taskq.live_jobs applies taskq.jobs' row security to its caller; the held
+-- ids it joins are the job ids taskq.workers shows (no job's contents).
+GRANT SELECT ON taskq.live_jobs TO taskq_user;
+GRANT EXECUTE ON FUNCTION taskq._held_jobs() TO taskq_user, taskq_worker, taskq_monitor;

@@ -1,7 +1,8 @@
 /*
  * metrics.c: what the workers know about themselves, read from shared
- * memory: live workers, capacity in use, counters since server start and
- * their rates over the last minutes, each of this database (databases.c).
+ * memory: live workers, the jobs their open batches hold, capacity in use,
+ * counters since server start and their rates over the last minutes, each
+ * of this database (databases.c).
  */
 #include "postgres.h"
 
@@ -50,6 +51,54 @@ taskq_worker_slots(PG_FUNCTION_ARGS)
 		values[4] = TimestampTzGetDatum(slots[i].since);
 		values[5] = Int64GetDatum(slots[i].jobs_done);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * taskq._held_jobs() → (job_id, pid, worker, started_at): the jobs held by
+ * this database's executors' open batches, whose rows still say 'pending'
+ * until the batch commits.  started_at is set for the job whose handler runs
+ * now.  Copied under the spinlock, returned after it.
+ */
+PG_FUNCTION_INFO_V1(taskq_held_jobs);
+Datum
+taskq_held_jobs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TaskqWorkerSlot *slots;
+	TaskqHeldBatch *held;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (taskq_state() == NULL)
+		PG_RETURN_VOID();
+
+	slots = palloc(sizeof(TaskqState->slots));
+	held = palloc(sizeof(TaskqState->held));
+	SpinLockAcquire(&TaskqState->mutex);
+	memcpy(slots, TaskqState->slots, sizeof(TaskqState->slots));
+	memcpy(held, TaskqState->held, sizeof(TaskqState->held));
+	SpinLockRelease(&TaskqState->mutex);
+
+	for (int i = 0; i < TASKQ_MAX_SLOTS * 2; i++)
+	{
+		TaskqWorkerSlot *slot = &slots[i / 2];
+		TaskqHeldBatch *batch = &held[(i / 2) * 2 + i % 2];
+
+		if (slot->kind != TASKQ_SLOT_EXECUTOR)
+			continue;
+		for (int k = 0; k < batch->n; k++)
+		{
+			Datum		values[4];
+			bool		nulls[4] = {false};
+
+			values[0] = Int64GetDatum(batch->ids[k]);
+			values[1] = Int32GetDatum(slot->pid);
+			values[2] = CStringGetTextDatum(slot->name);
+			values[3] = TimestampTzGetDatum(slot->since);
+			nulls[3] = slot->job_id != batch->ids[k];
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 	}
 	PG_RETURN_VOID();
 }

@@ -790,7 +790,7 @@ BEGIN
                coalesce((SELECT string_agg(format('    j%s["#%s %s<br/>%s"]:::%s', j.id, j.id,
                                                   replace(j.job_type, '"', '#quot;'), j.status, j.status),
                                            E'\n' ORDER BY j.id)
-                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+                         FROM taskq.live_jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
                coalesce((SELECT string_agg(format('    j%s --> j%s', d.depends_on, d.job_id), E'\n'
                                            ORDER BY d.depends_on, d.job_id)
                          FROM taskq.job_dependencies d
@@ -810,7 +810,7 @@ BEGIN
                                                        WHEN 'running' THEN '#fff9c4' WHEN 'cancelled' THEN '#e0e0e0'
                                                        WHEN 'blocked' THEN '#ffe0b2' ELSE '#bbdefb' END),
                                            E'\n' ORDER BY j.id)
-                         FROM taskq.jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
+                         FROM taskq.live_jobs j WHERE j.id = ANY (nodes)), '') || E'\n' ||
                coalesce((SELECT string_agg(format('    j%s -> j%s;', d.depends_on, d.job_id), E'\n'
                                            ORDER BY d.depends_on, d.job_id)
                          FROM taskq.job_dependencies d

@@ -227,13 +227,17 @@ ALTER FUNCTION taskq.metrics() SECURITY DEFINER;
 ALTER FUNCTION taskq.latency(interval) SECURITY DEFINER;
 -- Queue depth: a role's own jobs, every role's for taskq_monitor and
 -- taskq_admin (counts only: the view reads the table as its owner).
+-- A job held by an executor's open batch counts as running (taskq.live_jobs).
 CREATE OR REPLACE VIEW taskq.queue_depth WITH (security_invoker = false, security_barrier) AS
-    SELECT queue, priority, status, count(*) AS jobs
-    FROM taskq.jobs
-    WHERE status IN ('blocked', 'pending', 'running')
-      AND (owner = taskq._current_role() OR pg_catalog.pg_has_role('taskq_monitor', 'MEMBER')
+    SELECT j.queue, j.priority,
+           CASE WHEN h.job_id IS NULL THEN j.status ELSE 'running' END AS status,
+           count(*) AS jobs
+    FROM taskq.jobs j
+    LEFT JOIN taskq._held_jobs() h ON h.job_id = j.id AND j.status = 'pending'
+    WHERE j.status IN ('blocked', 'pending', 'running')
+      AND (j.owner = taskq._current_role() OR pg_catalog.pg_has_role('taskq_monitor', 'MEMBER')
            OR pg_catalog.pg_has_role('taskq_admin', 'MEMBER'))
-    GROUP BY queue, priority, status;
+    GROUP BY 1, 2, 3;
 
 -- Each public SECURITY DEFINER function becomes a C entry point
 -- (taskq_api_call, src/caller.c) that notes current_user as the caller, in

@@ -26,3 +26,11 @@ GRANT SELECT ON taskq.job_types TO taskq_user, taskq_worker;
 -- A handler reads its attempt number here (its row reads the attempts before
 -- the claim while its batch runs).
 GRANT EXECUTE ON FUNCTION taskq.current_attempt() TO taskq_user;
+
+------------------------------------------------------------------------------
+-- Grants: what a user sees while a batch runs
+------------------------------------------------------------------------------
+-- taskq.live_jobs applies taskq.jobs' row security to its caller; the held
+-- ids it joins are the job ids taskq.workers shows (no job's contents).
+GRANT SELECT ON taskq.live_jobs TO taskq_user;
+GRANT EXECUTE ON FUNCTION taskq._held_jobs() TO taskq_user, taskq_worker, taskq_monitor;

@@ -1,8 +1,9 @@
 # One transaction per executor batch (issue 20): the claim is not committed
 # before the handlers run.  A kill -9 of the executor mid-batch, or an
 # immediate stop, charges an attempt to the job whose handler was running
-# (its crash mark) and to no batch-mate; the running job shows in
-# taskq.workers while its row is not yet committed; taskq.cancel() of a job
+# (its crash mark) and to no batch-mate; the held jobs show as running in
+# taskq.workers, taskq.live_jobs and taskq.queue_depth while their rows are
+# not yet committed; taskq.cancel() of a job
 # held by an uncommitted batch returns without waiting for the batch.
 use strict;
 use warnings;
@@ -103,6 +104,29 @@ is( sql("SELECT string_agg(status || ':' || attempts, ',' ORDER BY id)
 	'pending:0,pending:0,pending:0',
 	'the claim is not committed: rows still pending, no attempt counted');
 is(sql("SELECT count(*) FROM done"), '0', 'the first job\'s effect is not committed either');
+is( sql("SELECT string_agg(status || ':' || attempts || ':' || (worker LIKE 'executor/%')
+		   || ':' || (started_at IS NOT NULL), ',' ORDER BY id)
+		   FROM taskq.live_jobs WHERE id IN ($a1, $b1, $c1)"),
+	'running:1:true:false,running:1:true:true,running:1:true:false',
+	'taskq.live_jobs shows the held jobs running, with their attempt and executor; the running one started');
+is(sql("SELECT string_agg(status || ':' || jobs, ',') FROM taskq.queue_depth"),
+	'running:3', 'taskq.queue_depth counts the held jobs as running');
+# Row security holds through the view: a taskq_user sees none of these jobs,
+# a taskq_monitor counts them but reads no job.
+sql(q{CREATE ROLE live_user LOGIN IN ROLE taskq_user;
+	  CREATE ROLE live_monitor LOGIN IN ROLE taskq_monitor;});
+is( $node->safe_psql('postgres', 'SELECT count(*) FROM taskq.live_jobs',
+		extra_params => [ '-U', 'live_user' ]),
+	'0', 'a taskq_user sees no other role\'s held job in taskq.live_jobs');
+is( $node->safe_psql('postgres', 'SELECT count(*) FROM taskq.queue_depth',
+		extra_params => [ '-U', 'live_user' ]),
+	'0', '... nor counts one in taskq.queue_depth');
+is( $node->safe_psql('postgres', 'SELECT sum(jobs) FROM taskq.queue_depth WHERE status = \'running\'',
+		extra_params => [ '-U', 'live_monitor' ]),
+	'3', 'a taskq_monitor counts them as running');
+my (undef, undef, $denied) = $node->psql('postgres', 'SELECT count(*) FROM taskq.live_jobs',
+	extra_params => [ '-U', 'live_monitor' ]);
+like($denied, qr/permission denied for view live_jobs/, 'a taskq_monitor reads no job through the view');
 my $pid = sql("SELECT pid FROM taskq.workers WHERE job_id = $b1");
 ok(kill(9, $pid), "kill -9 executor $pid mid-batch");
 check_after_crash('kill -9', $a1, $b1, $c1);
