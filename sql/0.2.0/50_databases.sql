@@ -10,11 +10,13 @@ CREATE FUNCTION taskq._executors_wanted() RETURNS integer
     AS 'MODULE_PATHNAME', 'taskq_executors_wanted_sql' LANGUAGE C STABLE;
 REVOKE ALL ON FUNCTION taskq._served_databases(), taskq._executors_wanted() FROM PUBLIC;
 
--- health(): in a database taskq does not serve, the launcher and executors
--- checks fail ("no executors serve this database") instead of describing
--- the workers of another database; the wanted number of executors is this
--- database's (its taskq.workers, at most its share of
--- taskq.max_total_workers).  Replaces the definition in "Workers" above.
+-- health(): the executors check fails when their number differs from the
+-- wanted number, too few or too many (a restarted launcher used to start a
+-- second set beside the first, reported as "5 of 2 executors running", ok).
+-- In a database taskq does not serve, the launcher and executors checks fail
+-- ("no executors serve this database") instead of describing the workers of
+-- another database; the wanted number of executors is this database's (its
+-- taskq.workers, at most its share of taskq.max_total_workers).
 CREATE OR REPLACE FUNCTION taskq.health()
 RETURNS TABLE (check_name text, status text, message text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
