@@ -1,6 +1,6 @@
 /*
  * submit.c: taskq.submit and taskq._insert_job, one job validated and
- * inserted per call.
+ * inserted per call, and taskq._insert_jobs, submit_many's set-wise batches.
  *
  * In C because submit is the hot path of every producer: in PL/pgSQL its
  * two function layers and their SET clauses cost more than the INSERTs
@@ -17,8 +17,8 @@
  * and submit_many's job by job path (taskq._insert_job) pass one job,
  * submit_many's set-wise batches many (taskq._insert_jobs).
  *
- * Also taskq._plain_batch, which lets submit_many skip its per-job checks in
- * SQL for a batch of plain jobs.
+ * Also taskq._check_batch, which names the first bad job of a submit_many
+ * batch that is not plain (job_rows.c takes plain ones).
  */
 #include "postgres.h"
 
@@ -38,6 +38,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -133,12 +134,12 @@ forget_plans(void)
 	"    LEFT JOIN taskq.queues q ON q.name = s.queue" \
 	"   ORDER BY s.ordinality" \
 	"  " on_conflict \
-	"  RETURNING j.id, j.in_database, j.queue, j.job_type, j.unfinished_parents"
+	"  RETURNING j.id, j.in_database, j.queue, j.job_type"
 
 /* the columns of INSERT_JOBS_SQL's RETURNING */
 enum
 {
-	RET_ID = 1, RET_IN_DATABASE, RET_QUEUE, RET_JOB_TYPE, RET_UNFINISHED
+	RET_ID = 1, RET_IN_DATABASE, RET_QUEUE, RET_JOB_TYPE
 };
 
 static void
@@ -444,15 +445,15 @@ insert_plain(NullableDatum *args, int64 *id, bool *in_database)
 	return taskq_insert_plain_job(&job, id, in_database);
 }
 
-/* Publish a job just created and wake the executors for it. */
+/* Publish a job just created (queue, job_type: text) and wake the executors for it. */
 static void
-announce(int64 id, const char *queue, const char *job_type, int32 unfinished,
-		 bool in_database, Oid owner)
+announce(int64 id, Datum queue, Datum job_type, int32 unfinished, bool in_database, Oid owner)
 {
 	const char *status = unfinished > 0 ? "blocked" : "pending";
 
 	if (taskq_publishing_now(status))
-		taskq_publish_transition(id, status, queue, job_type, 0, in_database, owner);
+		taskq_publish_transition(id, status, TextDatumGetCString(queue),
+								 TextDatumGetCString(job_type), 0, in_database, owner);
 	/*
 	 * Executors run only jobs with a handler; waking them for any other job
 	 * made each of them scan the whole backlog for nothing (bench/).
@@ -573,8 +574,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	if (created)
-		announce(id, TextDatumGetCString(args[ARG_QUEUE].value),
-				 TextDatumGetCString(args[ARG_JOB_TYPE].value), unfinished, in_database,
+		announce(id, args[ARG_QUEUE].value, args[ARG_JOB_TYPE].value, unfinished, in_database,
 				 DatumGetObjectId(args[ARG_OWNER].value));
 	return id;
 }
@@ -611,8 +611,8 @@ taskq_insert_jobs(PG_FUNCTION_ARGS)
 	uint64		n;
 	Datum	   *ids;
 	bool	   *in_database;
-	char	  **queues;
-	char	  **job_types;
+	Datum	   *queues;
+	Datum	   *job_types;
 
 	RestrictSearchPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -622,14 +622,15 @@ taskq_insert_jobs(PG_FUNCTION_ARGS)
 	/* (copied out of SPI's memory, which SPI_finish frees) */
 	ids = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
 	in_database = MemoryContextAlloc(cxt, sizeof(bool) * (n + 1));
-	queues = MemoryContextAlloc(cxt, sizeof(char *) * (n + 1));
-	job_types = MemoryContextAlloc(cxt, sizeof(char *) * (n + 1));
+	queues = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
+	job_types = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
+	MemoryContextSwitchTo(cxt);
 	for (uint64 i = 0; i < n; i++)
 	{
 		ids[i] = written(i, RET_ID);
 		in_database[i] = DatumGetBool(written(i, RET_IN_DATABASE));
-		queues[i] = MemoryContextStrdup(cxt, TextDatumGetCString(written(i, RET_QUEUE)));
-		job_types[i] = MemoryContextStrdup(cxt, TextDatumGetCString(written(i, RET_JOB_TYPE)));
+		queues[i] = datumCopy(written(i, RET_QUEUE), false, -1);
+		job_types[i] = datumCopy(written(i, RET_JOB_TYPE), false, -1);
 	}
 	SPI_finish();
 	AtEOXact_GUC(true, save_nestlevel);
@@ -675,37 +676,6 @@ taskq_submit(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_INT64(id);
-}
-
-/*
- * taskq._plain_batch(jobs jsonb): is jobs an array of plain jobs, objects
- * of at most job_type, queue, payload and priority, with a good job_type and
- * queue and an object payload?  Such a batch needs none of submit_many's
- * per-job checks in SQL, which took about a fifth of a batch's time.  False
- * says nothing: the SQL check decides then.
- */
-PG_FUNCTION_INFO_V1(taskq_plain_batch);
-Datum
-taskq_plain_batch(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
-	JsonbIterator *it;
-	JsonbValue	job;
-	JsonbIteratorToken token;
-	TaskqPlainFields fields;
-
-	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
-		PG_RETURN_BOOL(false);
-	it = JsonbIteratorInit(&jobs->root);
-	while ((token = JsonbIteratorNext(&it, &job, true)) != WJB_DONE)
-	{
-		if (token != WJB_ELEM)
-			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
-		if (job.type != jbvBinary || !JsonContainerIsObject(job.val.binary.data) ||
-			!taskq_read_plain_job(job.val.binary.data, &fields))
-			PG_RETURN_BOOL(false);
-	}
-	PG_RETURN_BOOL(true);
 }
 
 /* the JSON type of a value, as jsonb_typeof names it */
