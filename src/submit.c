@@ -109,6 +109,8 @@ forget_plans(void)
  * an idempotency key the clause that makes one give way to a live job with
  * the same key.  Only then: ON CONFLICT makes every insert speculative (a
  * lock, a second WAL record), and a job without a key cannot conflict.
+ * Queues and handlers are looked up per job (subqueries, not a join or an
+ * EXISTS): a hash table built per call cost a job of one more than its row.
  */
 #define INSERT_JOBS_SQL(on_conflict) \
 	"INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
@@ -117,13 +119,16 @@ forget_plans(void)
 	"  SELECT s.queue, s.job_type, s.priority, s.priority," \
 	"         CASE WHEN s.unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status," \
 	"         coalesce(s.payload, '{}')," \
-	"         coalesce(s.max_attempts, q.default_max_attempts, " \
-	CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
-	"         coalesce(s.backoff, taskq._backoff_base()), coalesce(s.timeout, q.default_timeout)," \
+	"         coalesce(s.max_attempts," \
+	"                  (SELECT q.default_max_attempts FROM taskq.queues q WHERE q.name = s.queue)," \
+	"                  " CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
+	"         coalesce(s.backoff, taskq._backoff_base())," \
+	"         coalesce(s.timeout," \
+	"                  (SELECT q.default_timeout FROM taskq.queues q WHERE q.name = s.queue))," \
 	"         coalesce(s.cpu_units, " CppAsString2(TASKQ_DEFAULT_CPU_UNITS) ")," \
 	"         coalesce(s.memory_mb, " CppAsString2(TASKQ_DEFAULT_MEMORY_MB) ")," \
 	"         coalesce(s.run_at, now()), s.idempotency_key, $2, s.unfinished," \
-	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = s.job_type)," \
+	"         coalesce((SELECT true FROM taskq.handlers h WHERE h.job_type = s.job_type), false)," \
 	"         s.concurrency_key, s.tenant" \
 	"    FROM (SELECT coalesce(u.queue, '" TASKQ_DEFAULT_QUEUE "') AS queue, u.job_type," \
 	"                 coalesce(u.priority, '" TASKQ_DEFAULT_PRIORITY "') AS priority," \
@@ -131,7 +136,6 @@ forget_plans(void)
 	"                 u.run_at, u.idempotency_key, coalesce(u.unfinished_parents, 0) AS unfinished," \
 	"                 u.concurrency_key, u.tenant, u.ordinality" \
 	"            FROM unnest($1) WITH ORDINALITY AS u) s" \
-	"    LEFT JOIN taskq.queues q ON q.name = s.queue" \
 	"   ORDER BY s.ordinality" \
 	"  " on_conflict \
 	"  RETURNING j.id, j.in_database, j.queue, j.job_type"
