@@ -2,7 +2,8 @@
  * job_rows.c
  *		Plain jobs' rows, written straight into the heap and the indexes of
  *		taskq.jobs, for taskq.submit and for submit_many's plain batches
- *		(a submit writes no log row: history records what went wrong).
+ *		(taskq._plain_batch tells them, taskq._insert_plain_batch writes
+ *		them); a submit writes no log row: history records what went wrong.
  *
  * taskq.submit of a job without parents or idempotency key is what every
  * producer calls, once per job.  Through SPI its INSERT cost more than the
@@ -809,6 +810,15 @@ taskq_check_name_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* the fields of a plain job of submit_many (absent ones jbvNull) */
+typedef struct PlainFields
+{
+	JsonbValue	job_type;		/* jbvString */
+	JsonbValue	queue;			/* jbvString */
+	JsonbValue	payload;		/* jbvBinary, an object */
+	JsonbValue	priority;		/* jbvString */
+} PlainFields;
+
 /*
  * Is a JSON value a good job_type or queue?  Only a string qualifies here:
  * submit_many's SQL check takes any scalar, and decides the rest.
@@ -853,8 +863,8 @@ key_is(JsonbValue *key, const char *name)
  * and a string priority.  Its fields into *fields (absent ones jbvNull);
  * false when it is not plain.  This file writes what it accepts.
  */
-bool
-taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
+static bool
+read_plain_job(JsonbContainer *job, PlainFields *fields)
 {
 	JsonbIterator *it = JsonbIteratorInit(job);
 	JsonbValue	key;
@@ -887,13 +897,44 @@ taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields)
 	return fields->job_type.type != jbvNull;
 }
 
-/* a string field read by taskq_read_plain_job, or dflt when absent */
+/* a string field read by read_plain_job, or dflt when absent */
 static char *
 string_or(JsonbValue *v, const char *dflt)
 {
 	if (v->type == jbvNull)
 		return pstrdup(dflt);
 	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * taskq._plain_batch(jobs jsonb): is jobs an array of plain jobs, objects
+ * of at most job_type, queue, payload and priority, with a good job_type and
+ * queue and an object payload?  Such a batch needs none of submit_many's
+ * per-job checks in SQL, which took about a fifth of a batch's time.  False
+ * says nothing: the SQL check decides then.
+ */
+PG_FUNCTION_INFO_V1(taskq_plain_batch);
+Datum
+taskq_plain_batch(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
+	JsonbIterator *it;
+	JsonbValue	job;
+	JsonbIteratorToken token;
+	PlainFields fields;
+
+	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
+		PG_RETURN_BOOL(false);
+	it = JsonbIteratorInit(&jobs->root);
+	while ((token = JsonbIteratorNext(&it, &job, true)) != WJB_DONE)
+	{
+		if (token != WJB_ELEM)
+			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
+		if (job.type != jbvBinary || !JsonContainerIsObject(job.val.binary.data) ||
+			!read_plain_job(job.val.binary.data, &fields))
+			PG_RETURN_BOOL(false);
+	}
+	PG_RETURN_BOOL(true);
 }
 
 /*
@@ -940,7 +981,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 	while ((token = JsonbIteratorNext(&it, &element, true)) != WJB_DONE)
 	{
 		TaskqPlainJob job;
-		TaskqPlainFields fields;
+		PlainFields fields;
 		char	   *job_type;
 		char	   *queue;
 		char	   *priority;
@@ -956,7 +997,7 @@ taskq_insert_plain_batch(PG_FUNCTION_ARGS)
 		/* the job, in the row's memory */
 		MemoryContextSwitchTo(row_cxt);
 		if (element.type != jbvBinary || !JsonContainerIsObject(element.val.binary.data) ||
-			!taskq_read_plain_job(element.val.binary.data, &fields))
+			!read_plain_job(element.val.binary.data, &fields))
 			elog(ERROR, "taskq: _insert_plain_batch called with a batch that is not plain");
 		job_type = pnstrdup(fields.job_type.val.string.val, fields.job_type.val.string.len);
 		queue = string_or(&fields.queue, TASKQ_DEFAULT_QUEUE);

@@ -1,6 +1,6 @@
 /*
  * submit.c: taskq.submit and taskq._insert_job, one job validated and
- * inserted per call.
+ * inserted per call, and taskq._insert_jobs, submit_many's set-wise batches.
  *
  * In C because submit is the hot path of every producer: in PL/pgSQL its
  * two function layers and their SET clauses cost more than the INSERTs
@@ -12,8 +12,13 @@
  * which need taskq's locking rules, stay in SQL (taskq._check_parents).  A
  * job without parents or key skips SQL altogether: job_rows.c writes its rows.
  *
- * Also taskq._plain_batch, which lets submit_many skip its per-job checks in
- * SQL for a batch of plain jobs.
+ * Every job row not written by job_rows.c is written by one statement here,
+ * INSERT_JOBS_SQL, set-wise over a taskq.jobs[]: taskq.submit's SQL path
+ * and submit_many's job by job path (taskq._insert_job) pass one job,
+ * submit_many's set-wise batches many (taskq._insert_jobs).
+ *
+ * Also taskq._check_batch, which names the first bad job of a submit_many
+ * batch that is not plain (job_rows.c takes plain ones).
  */
 #include "postgres.h"
 
@@ -33,9 +38,12 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
 #include "utils/timestamp.h"
 
 #include "taskq.h"
@@ -67,8 +75,8 @@ static SPIPlanPtr insert_keyed_plan = NULL;
 static SPIPlanPtr check_parents_plan = NULL;
 static SPIPlanPtr insert_edges_plan = NULL;
 
-/* taskq.priority of the install the plans were made for (a new install has another) */
-static Oid	plans_priority_type = InvalidOid;
+/* taskq.jobs[] of the install the plans were made for (a new install has another) */
+static Oid	plans_jobs_type = InvalidOid;
 
 /* generic plans: a custom plan per call would cost a planning per submit */
 static SPIPlanPtr
@@ -89,41 +97,64 @@ forget_plans(void)
 			SPI_freeplan(*plans[i]);
 		*plans[i] = NULL;
 	}
-	plans_priority_type = InvalidOid;
+	plans_jobs_type = InvalidOid;
 }
 
 /*
- * The job's row, without a log row (history records what went wrong);
- * on_conflict: nothing, or for a job with an idempotency key the clause
- * that makes it give way to a live job with the same key.  Only then: ON
- * CONFLICT makes every insert speculative (a lock, a second WAL record),
- * and a job without a key cannot conflict.
+ * The one writer of job rows outside job_rows.c: the jobs of $1 (a
+ * taskq.jobs[], in its order, ids given in that order), owned by $2.  Of
+ * each element it reads only what a submit sets; NULL is the default (the
+ * one table of them, taskq.h; the queue's own defaults first).  No log row
+ * (history records what went wrong).  on_conflict: nothing, or for jobs with
+ * an idempotency key the clause that makes one give way to a live job with
+ * the same key.  Only then: ON CONFLICT makes every insert speculative (a
+ * lock, a second WAL record), and a job without a key cannot conflict.
+ * Queues and handlers are looked up per job (subqueries, not a join or an
+ * EXISTS): a hash table built per call cost a job of one more than its row.
  */
-#define INSERT_JOB_SQL(on_conflict) \
+#define INSERT_JOBS_SQL(on_conflict) \
 	"INSERT INTO taskq.jobs AS j (queue, job_type, priority, effective_priority, status," \
 	"      payload, max_attempts, backoff, timeout, cpu_units, memory_mb, run_at," \
 	"      idempotency_key, owner, unfinished_parents, in_database, concurrency_key, tenant)" \
-	"  SELECT $1, $2, $3, $3," \
-	"         CASE WHEN $13 > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status, $4," \
-	"         coalesce($5, q.default_max_attempts, " CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
-	"         coalesce($6, taskq._backoff_base())," \
-	"         coalesce($7, q.default_timeout), $8, $9, coalesce($10, now()), $11, $12, $13," \
-	"         EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = $2), $14, $15" \
-	"    FROM (SELECT) AS one LEFT JOIN taskq.queues q ON q.name = $1" \
+	"  SELECT s.queue, s.job_type, s.priority, s.priority," \
+	"         CASE WHEN s.unfinished > 0 THEN 'blocked' ELSE 'pending' END::taskq.job_status," \
+	"         coalesce(s.payload, '{}')," \
+	"         coalesce(s.max_attempts," \
+	"                  (SELECT q.default_max_attempts FROM taskq.queues q WHERE q.name = s.queue)," \
+	"                  " CppAsString2(TASKQ_DEFAULT_MAX_ATTEMPTS) ")," \
+	"         coalesce(s.backoff, taskq._backoff_base())," \
+	"         coalesce(s.timeout," \
+	"                  (SELECT q.default_timeout FROM taskq.queues q WHERE q.name = s.queue))," \
+	"         coalesce(s.cpu_units, " CppAsString2(TASKQ_DEFAULT_CPU_UNITS) ")," \
+	"         coalesce(s.memory_mb, " CppAsString2(TASKQ_DEFAULT_MEMORY_MB) ")," \
+	"         coalesce(s.run_at, now()), s.idempotency_key, $2, s.unfinished," \
+	"         coalesce((SELECT true FROM taskq.handlers h WHERE h.job_type = s.job_type), false)," \
+	"         s.concurrency_key, s.tenant" \
+	"    FROM (SELECT coalesce(u.queue, '" TASKQ_DEFAULT_QUEUE "') AS queue, u.job_type," \
+	"                 coalesce(u.priority, '" TASKQ_DEFAULT_PRIORITY "') AS priority," \
+	"                 u.payload, u.max_attempts, u.backoff, u.timeout, u.cpu_units, u.memory_mb," \
+	"                 u.run_at, u.idempotency_key, coalesce(u.unfinished_parents, 0) AS unfinished," \
+	"                 u.concurrency_key, u.tenant, u.ordinality" \
+	"            FROM unnest($1) WITH ORDINALITY AS u) s" \
+	"   ORDER BY s.ordinality" \
 	"  " on_conflict \
-	"  RETURNING j.id, j.in_database"
+	"  RETURNING j.id, j.in_database, j.queue, j.job_type"
+
+/* the columns of INSERT_JOBS_SQL's RETURNING */
+enum
+{
+	RET_ID = 1, RET_IN_DATABASE, RET_QUEUE, RET_JOB_TYPE
+};
 
 static void
-prepare_plans(Oid priority_type)
+prepare_plans(Oid jobs_type)
 {
 	Oid			key_types[] = {REGROLEOID, TEXTOID};
-	Oid			insert_types[] = {TEXTOID, TEXTOID, priority_type, JSONBOID, INT4OID,
-		INTERVALOID, INTERVALOID, INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID, REGROLEOID, INT4OID, TEXTOID,
-	TEXTOID};
+	Oid			insert_types[] = {jobs_type, REGROLEOID};
 	Oid			parents_types[] = {INT8ARRAYOID, REGROLEOID};
 	Oid			edges_types[] = {INT8OID, INT8ARRAYOID};
 
-	if (plans_priority_type == priority_type)
+	if (plans_jobs_type == jobs_type)
 		return;
 	forget_plans();
 
@@ -133,8 +164,8 @@ prepare_plans(Oid priority_type)
 		"   AND j.status IN ('blocked', 'pending', 'running')",
 		lengthof(key_types), key_types);
 
-	insert_plan = keep_plan(INSERT_JOB_SQL(""), lengthof(insert_types), insert_types);
-	insert_keyed_plan = keep_plan(INSERT_JOB_SQL(
+	insert_plan = keep_plan(INSERT_JOBS_SQL(""), lengthof(insert_types), insert_types);
+	insert_keyed_plan = keep_plan(INSERT_JOBS_SQL(
 		"ON CONFLICT (owner, idempotency_key)"
 		"    WHERE idempotency_key IS NOT NULL AND status IN ('blocked', 'pending', 'running')"
 		"    DO NOTHING"), lengthof(insert_types), insert_types);
@@ -147,7 +178,7 @@ prepare_plans(Oid priority_type)
 		" SELECT DISTINCT $1, d FROM unnest($2) d",
 		lengthof(edges_types), edges_types);
 
-	plans_priority_type = priority_type;
+	plans_jobs_type = jobs_type;
 }
 
 static bool
@@ -282,55 +313,115 @@ lock_job_type_shared(Datum job_type)
 	taskq_lock_job_type(job_type, false);
 }
 
-/*
- * The owner of the function called, and the type of its priority argument
- * (taskq.priority of this install).  No cache: ALTER FUNCTION OWNER.
- */
-static void
-look_up_function(Oid fn_oid, Oid *owner, Oid *priority_type)
+/* The owner of the function called.  No cache: ALTER FUNCTION OWNER. */
+static Oid
+function_owner_of(Oid fn_oid)
 {
 	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn_oid));
-	Form_pg_proc proc;
+	Oid			owner;
 
 	if (!HeapTupleIsValid(tuple))
 		elog(ERROR, "cache lookup failed for function %u", fn_oid);
-	proc = (Form_pg_proc) GETSTRUCT(tuple);
-	if (proc->pronargs <= ARG_PRIORITY)
-		elog(ERROR, "taskq: function %u has no priority argument", fn_oid);
-	*owner = proc->proowner;
-	*priority_type = proc->proargtypes.values[ARG_PRIORITY];
+	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
 	ReleaseSysCache(tuple);
+	return owner;
 }
 
-/* Insert the job row; its id, or 0 when a live job has its key. */
-static int64
-insert_row(NullableDatum *args, int32 unfinished, bool *in_database)
+/* taskq.jobs[] of this install: the type of INSERT_JOBS_SQL's $1 */
+static Oid
+jobs_array_type(void)
 {
-	static const int from_args[] = {ARG_QUEUE, ARG_JOB_TYPE, ARG_PRIORITY, ARG_PAYLOAD,
-		ARG_MAX_ATTEMPTS, ARG_BACKOFF, ARG_TIMEOUT, ARG_CPU_UNITS, ARG_MEMORY_MB,
-	ARG_RUN_AT, ARG_IDEMPOTENCY_KEY, ARG_OWNER};
-	Datum		values[lengthof(from_args) + 3];
-	char		nulls[lengthof(from_args) + 3];
-	Datum		id;
+	Oid			jobs = get_relname_relid("jobs", get_namespace_oid("taskq", false));
+	Oid			type = OidIsValid(jobs) ? get_array_type(get_rel_type_id(jobs)) : InvalidOid;
+
+	if (!OidIsValid(type))
+		elog(ERROR, "taskq: table taskq.jobs not found");
+	return type;
+}
+
+/*
+ * The job of args as a taskq.jobs[] of one element, as INSERT_JOBS_SQL reads
+ * it: the columns a submit sets, the others NULL.
+ */
+static Datum
+job_as_array(NullableDatum *args, int32 unfinished, Oid jobs_type)
+{
+	static const struct
+	{
+		const char *column;
+		int			arg;
+	}			from_args[] = {
+		{"queue", ARG_QUEUE}, {"job_type", ARG_JOB_TYPE}, {"priority", ARG_PRIORITY},
+		{"payload", ARG_PAYLOAD}, {"max_attempts", ARG_MAX_ATTEMPTS},
+		{"backoff", ARG_BACKOFF}, {"timeout", ARG_TIMEOUT}, {"cpu_units", ARG_CPU_UNITS},
+		{"memory_mb", ARG_MEMORY_MB}, {"run_at", ARG_RUN_AT},
+		{"idempotency_key", ARG_IDEMPOTENCY_KEY}, {"concurrency_key", ARG_CONCURRENCY_KEY},
+		{"tenant", ARG_TENANT}, {"unfinished_parents", -1}
+	};
+	Oid			row_type = get_element_type(jobs_type);
+	TupleDesc	desc = lookup_rowtype_tupdesc(row_type, -1);
+	Datum	   *values = palloc0(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+	int			found = 0;
+	Datum		row;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	memset(nulls, true, sizeof(bool) * desc->natts);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		for (int c = 0; !att->attisdropped && c < lengthof(from_args); c++)
+		{
+			if (strcmp(NameStr(att->attname), from_args[c].column) != 0)
+				continue;
+			found++;
+			if (from_args[c].arg < 0)
+			{
+				values[i] = Int32GetDatum(unfinished);
+				nulls[i] = false;
+			}
+			else
+			{
+				values[i] = args[from_args[c].arg].value;
+				nulls[i] = args[from_args[c].arg].isnull;
+			}
+		}
+	}
+	if (found != lengthof(from_args))
+		elog(ERROR, "taskq: table taskq.jobs lacks a column of submit");
+	row = heap_copy_tuple_as_datum(heap_form_tuple(desc, values, nulls), desc);
+	ReleaseTupleDesc(desc);
+	get_typlenbyvalalign(row_type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(&row, 1, row_type, typlen, typbyval, typalign));
+}
+
+/*
+ * Run INSERT_JOBS_SQL (connected to SPI, plans prepared) on jobs, owned by
+ * owner; keyed: the plan for jobs with an idempotency key.  The rows written
+ * are in SPI_tuptable (columns RET_*), in the order of jobs.
+ */
+static uint64
+write_rows(Datum jobs, Datum owner, bool keyed)
+{
+	Datum		values[] = {jobs, owner};
+	int			rc = SPI_execute_plan(keyed ? insert_keyed_plan : insert_plan, values, NULL,
+									  false, 0);
+
+	if (rc != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "taskq: SPI_execute_plan failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* column col of row i of the rows write_rows wrote */
+static Datum
+written(uint64 i, int col)
+{
 	bool		isnull;
 
-	for (int i = 0; i < lengthof(from_args); i++)
-	{
-		values[i] = args[from_args[i]].value;
-		nulls[i] = args[from_args[i]].isnull ? 'n' : ' ';
-	}
-	values[lengthof(from_args)] = Int32GetDatum(unfinished);
-	nulls[lengthof(from_args)] = ' ';
-	values[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].value;
-	nulls[lengthof(from_args) + 1] = args[ARG_CONCURRENCY_KEY].isnull ? 'n' : ' ';
-	values[lengthof(from_args) + 2] = args[ARG_TENANT].value;
-	nulls[lengthof(from_args) + 2] = args[ARG_TENANT].isnull ? 'n' : ' ';
-	if (!run_plan(args[ARG_IDEMPOTENCY_KEY].isnull ? insert_plan : insert_keyed_plan,
-				  values, nulls, 1, &id, &isnull))
-		return 0;
-	*in_database = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-											  2, &isnull));
-	return DatumGetInt64(id);
+	return SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col, &isnull);
 }
 
 /*
@@ -358,17 +449,15 @@ insert_plain(NullableDatum *args, int64 *id, bool *in_database)
 	return taskq_insert_plain_job(&job, id, in_database);
 }
 
-/* Publish a job just created and wake the executors for it. */
+/* Publish a job just created (queue, job_type: text) and wake the executors for it. */
 static void
-announce(NullableDatum *args, int64 id, int32 unfinished, bool in_database)
+announce(int64 id, Datum queue, Datum job_type, int32 unfinished, bool in_database, Oid owner)
 {
 	const char *status = unfinished > 0 ? "blocked" : "pending";
 
 	if (taskq_publishing_now(status))
-		taskq_publish_transition(id, status,
-								 TextDatumGetCString(args[ARG_QUEUE].value),
-								 TextDatumGetCString(args[ARG_JOB_TYPE].value), 0,
-								 in_database, DatumGetObjectId(args[ARG_OWNER].value));
+		taskq_publish_transition(id, status, TextDatumGetCString(queue),
+								 TextDatumGetCString(job_type), 0, in_database, owner);
 	/*
 	 * Executors run only jobs with a handler; waking them for any other job
 	 * made each of them scan the whole backlog for nothing (bench/).
@@ -383,14 +472,14 @@ announce(NullableDatum *args, int64 id, int32 unfinished, bool in_database)
  * live job with its idempotency key was found instead.
  */
 static int64
-insert_with_sql(NullableDatum *args, Oid priority_type, bool has_parents, bool lock_type,
-				int32 *unfinished, bool *created, bool *in_database)
+insert_with_sql(NullableDatum *args, bool has_parents, bool lock_type, int32 *unfinished,
+				bool *created, bool *in_database)
 {
 	int64		id = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "taskq: SPI_connect failed");
-	prepare_plans(priority_type);
+	prepare_plans(jobs_array_type());
 
 	/* A live job with the same key wins; the unique index settles races. */
 	if (!args[ARG_IDEMPOTENCY_KEY].isnull)
@@ -409,7 +498,12 @@ insert_with_sql(NullableDatum *args, Oid priority_type, bool has_parents, bool l
 		}
 		if (lock_type)
 			lock_job_type_shared(args[ARG_JOB_TYPE].value);
-		id = insert_row(args, *unfinished, in_database);
+		if (write_rows(job_as_array(args, *unfinished, plans_jobs_type), args[ARG_OWNER].value,
+					   !args[ARG_IDEMPOTENCY_KEY].isnull) == 1)
+		{
+			id = DatumGetInt64(written(0, RET_ID));
+			*in_database = DatumGetBool(written(0, RET_IN_DATABASE));
+		}
 		*created = id != 0;
 		/* lost the race to a concurrent submit with the same key */
 		if (!*created)
@@ -441,7 +535,6 @@ static int64
 insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 {
 	Oid			function_owner;
-	Oid			priority_type;
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
@@ -452,7 +545,7 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 	bool		in_database = false;
 	int64		id = 0;
 
-	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
+	function_owner = function_owner_of(fcinfo->flinfo->fn_oid);
 	check_job(args);
 	if (!args[ARG_DEPENDS_ON].isnull)
 	{
@@ -480,13 +573,13 @@ insert_job(NullableDatum *args, FunctionCallInfo fcinfo, bool as_owner)
 		created = insert_plain(args, &id, &in_database);
 	}
 	if (!created)
-		id = insert_with_sql(args, priority_type, has_parents, !plain, &unfinished, &created,
-							 &in_database);
+		id = insert_with_sql(args, has_parents, !plain, &unfinished, &created, &in_database);
 	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 
 	if (created)
-		announce(args, id, unfinished, in_database);
+		announce(id, args[ARG_QUEUE].value, args[ARG_JOB_TYPE].value, unfinished, in_database,
+				 DatumGetObjectId(args[ARG_OWNER].value));
 	return id;
 }
 
@@ -506,6 +599,53 @@ taskq_insert_job(PG_FUNCTION_ARGS)
 }
 
 /*
+ * taskq._insert_jobs(jobs taskq.jobs[], owner regrole): submit_many's
+ * set-wise path, for checked jobs without parents or key whose job types
+ * it has locked.  Writes them with INSERT_JOBS_SQL, publishes and wakes as
+ * submit does; their ids, in the order of jobs.  Runs as the current user
+ * (the owner, inside submit_many): EXECUTE on it alone grants nothing.
+ */
+PG_FUNCTION_INFO_V1(taskq_insert_jobs);
+Datum
+taskq_insert_jobs(PG_FUNCTION_ARGS)
+{
+	Oid			owner = PG_GETARG_OID(1);
+	MemoryContext cxt = CurrentMemoryContext;
+	int			save_nestlevel = NewGUCNestLevel();
+	uint64		n;
+	Datum	   *ids;
+	bool	   *in_database;
+	Datum	   *queues;
+	Datum	   *job_types;
+
+	RestrictSearchPath();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "taskq: SPI_connect failed");
+	prepare_plans(get_fn_expr_argtype(fcinfo->flinfo, 0));
+	n = write_rows(PG_GETARG_DATUM(0), ObjectIdGetDatum(owner), false);
+	/* (copied out of SPI's memory, which SPI_finish frees) */
+	ids = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
+	in_database = MemoryContextAlloc(cxt, sizeof(bool) * (n + 1));
+	queues = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
+	job_types = MemoryContextAlloc(cxt, sizeof(Datum) * (n + 1));
+	MemoryContextSwitchTo(cxt);
+	for (uint64 i = 0; i < n; i++)
+	{
+		ids[i] = written(i, RET_ID);
+		in_database[i] = DatumGetBool(written(i, RET_IN_DATABASE));
+		queues[i] = datumCopy(written(i, RET_QUEUE), false, -1);
+		job_types[i] = datumCopy(written(i, RET_JOB_TYPE), false, -1);
+	}
+	SPI_finish();
+	AtEOXact_GUC(true, save_nestlevel);
+
+	for (uint64 i = 0; i < n; i++)
+		announce(DatumGetInt64(ids[i]), queues[i], job_types[i], 0, in_database[i], owner);
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, (int) n, INT8OID, sizeof(int64),
+										  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
  * taskq.submit(job_type, payload, priority, queue, depends_on, run_at,
  * max_attempts, timeout, cpu_units, memory_mb, idempotency_key, backoff,
  * concurrency_key, tenant):
@@ -517,7 +657,6 @@ taskq_submit(PG_FUNCTION_ARGS)
 {
 	NullableDatum args[N_ARGS];
 	Oid			function_owner;
-	Oid			priority_type;
 	TaskqActing acting;
 	volatile int64 id = 0;
 
@@ -529,7 +668,7 @@ taskq_submit(PG_FUNCTION_ARGS)
 	args[ARG_OWNER].value = ObjectIdGetDatum(taskq_caller_role());
 	args[ARG_OWNER].isnull = false;
 	/* the SQL it runs as the function's owner acts for the caller */
-	look_up_function(fcinfo->flinfo->fn_oid, &function_owner, &priority_type);
+	function_owner = function_owner_of(fcinfo->flinfo->fn_oid);
 	acting = taskq_start_acting(DatumGetObjectId(args[ARG_OWNER].value), function_owner);
 	PG_TRY();
 	{
@@ -541,37 +680,6 @@ taskq_submit(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_INT64(id);
-}
-
-/*
- * taskq._plain_batch(jobs jsonb): is jobs an array of plain jobs, objects
- * of at most job_type, queue, payload and priority, with a good job_type and
- * queue and an object payload?  Such a batch needs none of submit_many's
- * per-job checks in SQL, which took about a fifth of a batch's time.  False
- * says nothing: the SQL check decides then.
- */
-PG_FUNCTION_INFO_V1(taskq_plain_batch);
-Datum
-taskq_plain_batch(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *jobs = PG_GETARG_JSONB_P(0);
-	JsonbIterator *it;
-	JsonbValue	job;
-	JsonbIteratorToken token;
-	TaskqPlainFields fields;
-
-	if (!JB_ROOT_IS_ARRAY(jobs) || JB_ROOT_IS_SCALAR(jobs))
-		PG_RETURN_BOOL(false);
-	it = JsonbIteratorInit(&jobs->root);
-	while ((token = JsonbIteratorNext(&it, &job, true)) != WJB_DONE)
-	{
-		if (token != WJB_ELEM)
-			continue;			/* WJB_BEGIN_ARRAY, WJB_END_ARRAY */
-		if (job.type != jbvBinary || !JsonContainerIsObject(job.val.binary.data) ||
-			!taskq_read_plain_job(job.val.binary.data, &fields))
-			PG_RETURN_BOOL(false);
-	}
-	PG_RETURN_BOOL(true);
 }
 
 /* the JSON type of a value, as jsonb_typeof names it */

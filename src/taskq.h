@@ -13,7 +13,6 @@
 #include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
-#include "utils/jsonb.h"
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
@@ -209,17 +208,6 @@ typedef struct TaskqPlainJob
 } TaskqPlainJob;
 
 extern bool taskq_insert_plain_job(const TaskqPlainJob *job, int64 *id, bool *in_database);
-
-/* job_rows.c: the fields of a plain job of submit_many (absent ones jbvNull) */
-typedef struct TaskqPlainFields
-{
-	JsonbValue	job_type;		/* jbvString */
-	JsonbValue	queue;			/* jbvString */
-	JsonbValue	payload;		/* jbvBinary, an object */
-	JsonbValue	priority;		/* jbvString */
-} TaskqPlainFields;
-
-extern bool taskq_read_plain_job(JsonbContainer *job, TaskqPlainFields *fields);
 
 /*
  * A job's defaults, the one table of them: C uses these, SQL reads them with

@@ -1,5 +1,5 @@
 ------------------------------------------------------------------------------
--- Dependencies, locks, claims and submission checks
+-- Dependencies, locks and claims
 ------------------------------------------------------------------------------
 
 -- taskq's own locks live where no SQL user can take them (src/dag.c): an
@@ -79,13 +79,8 @@ DROP TABLE taskq.dag_lock;
 CREATE FUNCTION taskq._cycle_path(job_id bigint, depends_on bigint) RETURNS bigint[]
     AS 'MODULE_PATHNAME', 'taskq_cycle_path' LANGUAGE C VOLATILE STRICT;
 
--- The first bad job of a submit_many batch, as an error naming its index and
--- key (src/submit.c).
-CREATE FUNCTION taskq._check_batch(jobs jsonb) RETURNS void
-    AS 'MODULE_PATHNAME', 'taskq_check_batch' LANGUAGE C STABLE STRICT;
-
 REVOKE ALL ON FUNCTION taskq._lock_queue_limits(text[], boolean), taskq._running_in_queues(text[]),
-    taskq._cycle_path(bigint, bigint), taskq._check_batch(jsonb) FROM PUBLIC;
+    taskq._cycle_path(bigint, bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION taskq.add_dependency(job_id bigint, depends_on bigint)
 RETURNS void
@@ -582,127 +577,6 @@ BEGIN
     SELECT held.* FROM held, notified;
     -- the jobs are running (to a dirty read): the next claim counts them
     PERFORM taskq._lock_queue_limits(locked_limits, false);
-END
-$$;
-
--- A job's defaults (src/taskq.h, the one table of them) for submit_many's
--- SQL; the backoff is taskq.backoff_base.
-CREATE FUNCTION taskq._job_defaults(OUT queue text, OUT priority taskq.priority,
-                                    OUT max_attempts integer, OUT backoff interval,
-                                    OUT cpu_units integer, OUT memory_mb integer)
-    AS 'MODULE_PATHNAME', 'taskq_job_defaults_sql' LANGUAGE C STABLE;
-
-CREATE OR REPLACE FUNCTION taskq.submit_many(jobs jsonb)
-RETURNS SETOF bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
-#variable_conflict use_column
-DECLARE
-    me regrole := taskq._caller();
-    dflt record;                 -- a job's defaults, written once (taskq.h)
-    ids bigint[] := '{}';
-    plain boolean;
-    spec jsonb;
-    n integer := 0;
-    deps bigint[];
-BEGIN
-    IF jobs IS NULL THEN
-        RAISE EXCEPTION 'jobs must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF jsonb_typeof(jobs) <> 'array' THEN
-        RAISE EXCEPTION 'jobs must be a JSON array of objects' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT * INTO dflt FROM taskq._job_defaults();
-
-    -- Fast path: a batch of plain jobs (only job_type, queue, payload and
-    -- priority, all well typed: a C scan decides) is written without SQL.
-    -- Any other batch is checked job by job first (in C, each error naming
-    -- the job's index and key), so that no cast below can fail; a batch of
-    -- independent jobs without keys is then inserted set-wise, any other
-    -- goes job by job.
-    plain := taskq._plain_batch(jobs);
-    IF NOT plain THEN
-        PERFORM taskq._check_batch(jobs);
-        -- a tenant or key on a job type that forbids it (before any write)
-        PERFORM taskq._check_job_type_rules(jobs);
-    END IF;
-    IF plain OR NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(jobs) e
-        WHERE e ?| ARRAY['after', 'depends_on', 'idempotency_key']) THEN
-        PERFORM taskq._lock_job_type(t, false)
-           FROM (SELECT DISTINCT e->>'job_type' AS t FROM jsonb_array_elements(jobs) e ORDER BY 1) s;
-        IF plain THEN
-            ids := taskq._insert_plain_batch(jobs, me);
-            IF ids IS NOT NULL THEN
-                RETURN QUERY SELECT unnest(ids);
-                RETURN;
-            END IF;
-        END IF;
-        RETURN QUERY
-        WITH spec AS (
-            -- (casts inside coalesce: a key that is absent costs none)
-            SELECT e, ord, coalesce(e->>'queue', dflt.queue) AS queue,
-                   coalesce((e->>'priority')::taskq.priority, dflt.priority) AS priority
-              FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
-        ), inserted AS (
-            INSERT INTO taskq.jobs (queue, job_type, priority, effective_priority, status, payload,
-                                    max_attempts, backoff, timeout, cpu_units, memory_mb, run_at, owner,
-                                    in_database, concurrency_key, tenant)
-            SELECT spec.queue, e->>'job_type', spec.priority, spec.priority,
-                   'pending', coalesce(e->'payload', '{}'),
-                   coalesce((e->>'max_attempts')::integer, q.default_max_attempts, dflt.max_attempts),
-                   coalesce((e->>'backoff')::interval, dflt.backoff),
-                   coalesce((e->>'timeout')::interval, q.default_timeout),
-                   coalesce((e->>'cpu_units')::integer, dflt.cpu_units),
-                   coalesce((e->>'memory_mb')::integer, dflt.memory_mb),
-                   coalesce((e->>'run_at')::timestamptz, now()), me,
-                   EXISTS (SELECT 1 FROM taskq.handlers h WHERE h.job_type = spec.e->>'job_type'),
-                   e->>'concurrency_key', e->>'tenant'
-              FROM spec
-              LEFT JOIN taskq.queues q ON q.name = spec.queue
-             ORDER BY spec.ord      -- ids are assigned in input order
-            RETURNING id, queue, job_type, in_database
-        ), notified AS (
-            SELECT count(taskq._publish(i.id, 'pending', i.queue, i.job_type, 0, i.in_database)) AS n
-              FROM inserted i
-             WHERE taskq._publishing('pending')
-        )
-        SELECT i.id FROM inserted i, notified ORDER BY i.id;
-        IF EXISTS (SELECT 1 FROM taskq.handlers h
-                   WHERE h.job_type IN (SELECT e->>'job_type' FROM jsonb_array_elements(jobs) e)) THEN
-            PERFORM taskq._wake_on_commit();
-        END IF;
-        RETURN;
-    END IF;
-
-    FOR spec IN SELECT value FROM jsonb_array_elements(jobs) LOOP
-        -- (checked by taskq._check_batch: "after" names earlier jobs; a JSON
-        -- null is the default)
-        deps := CASE WHEN jsonb_typeof(spec->'depends_on') = 'array'
-                     THEN ARRAY(SELECT jsonb_array_elements_text(spec->'depends_on')::bigint)
-                     ELSE '{}' END;
-        IF jsonb_typeof(spec->'after') = 'array' THEN
-            deps := deps || ARRAY(SELECT ids[a::integer + 1]
-                                  FROM jsonb_array_elements_text(spec->'after') AS a);
-        END IF;
-        ids := ids || taskq._insert_job(
-            spec->>'job_type',
-            coalesce(spec->'payload', '{}'),
-            coalesce((spec->>'priority')::taskq.priority, dflt.priority),
-            coalesce(spec->>'queue', dflt.queue),
-            deps,
-            coalesce((spec->>'run_at')::timestamptz, now()),
-            (spec->>'max_attempts')::integer,
-            (spec->>'timeout')::interval,
-            coalesce((spec->>'cpu_units')::integer, dflt.cpu_units),
-            coalesce((spec->>'memory_mb')::integer, dflt.memory_mb),
-            spec->>'idempotency_key',
-            (spec->>'backoff')::interval,
-            spec->>'concurrency_key',
-            spec->>'tenant',
-            me);
-        n := n + 1;
-    END LOOP;
-    RETURN QUERY SELECT unnest(ids);
 END
 $$;
 

@@ -13,41 +13,6 @@ ALTER TABLE taskq.queues
     ADD COLUMN rate_per_second float8 CHECK (rate_per_second > 0),
     ADD COLUMN rate_burst integer CHECK (rate_burst >= 1);
 
-DROP FUNCTION taskq.submit(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer,
-                           interval, integer, integer, text, interval);
--- In C (src/submit.c), with plans kept per session.  Not SECURITY DEFINER:
--- its statements run as the function's owner, under a search_path of
--- pg_catalog alone, without the GUC save and restore of SET clauses.
-CREATE FUNCTION taskq.submit(
-    job_type        text,
-    payload         jsonb DEFAULT '{}',
-    priority        taskq.priority DEFAULT 'normal',
-    queue           text DEFAULT 'default',
-    depends_on      bigint[] DEFAULT '{}',
-    run_at          timestamptz DEFAULT now(),
-    max_attempts    integer DEFAULT NULL,
-    timeout         interval DEFAULT NULL,
-    cpu_units       integer DEFAULT 1,
-    memory_mb       integer DEFAULT 0,
-    idempotency_key text DEFAULT NULL,
-    backoff         interval DEFAULT NULL,
-    concurrency_key text DEFAULT NULL,
-    tenant          text DEFAULT NULL)
-RETURNS bigint
-    AS 'MODULE_PATHNAME', 'taskq_submit' LANGUAGE C VOLATILE;
-
-DROP FUNCTION taskq._insert_job(text, jsonb, taskq.priority, text, bigint[], timestamptz, integer,
-                                interval, integer, integer, text, interval, regrole);
--- Insert one validated job owned by owner, with its log row, edges and
--- notification (src/submit.c).  The job by job path of submit_many.
-CREATE FUNCTION taskq._insert_job(
-    job_type text, payload jsonb, priority taskq.priority, queue text,
-    depends_on bigint[], run_at timestamptz, max_attempts integer, timeout interval,
-    cpu_units integer, memory_mb integer, idempotency_key text, backoff interval,
-    concurrency_key text, tenant text, owner regrole)
-RETURNS bigint
-    AS 'MODULE_PATHNAME', 'taskq_insert_job' LANGUAGE C VOLATILE;
-
 -- Token buckets in shared memory (src/fairness.c), read and spent by
 -- taskq._claim under the queues' claim locks.
 CREATE FUNCTION taskq._rate_tokens(queues text[], rates float8[], bursts integer[], now timestamptz)
@@ -229,36 +194,6 @@ BEGIN
     PERFORM taskq._wake_on_commit();
 END
 $$;
-
--- submit_many's set-wise check of the job types' allow_tenant and
--- allow_concurrency_key (taskq.submit and _insert_job check in C,
--- src/tenants.c; a plain batch names neither): the first job refused.
-CREATE FUNCTION taskq._check_job_type_rules(jobs jsonb) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-BEGIN
-    IF NOT EXISTS (SELECT FROM taskq.job_types t WHERE NOT (t.allow_tenant AND t.allow_concurrency_key)) THEN
-        RETURN;
-    END IF;
-    SELECT x.ord - 1 AS i, t.job_type,
-           CASE WHEN NOT t.allow_tenant AND x.e->>'tenant' IS NOT NULL THEN 'tenant'
-                ELSE 'concurrency_key' END AS what
-      INTO bad
-      FROM jsonb_array_elements(jobs) WITH ORDINALITY AS x(e, ord)
-      JOIN taskq.job_types t ON t.job_type = x.e->>'job_type'
-     WHERE (NOT t.allow_tenant AND x.e->>'tenant' IS NOT NULL)
-        OR (NOT t.allow_concurrency_key AND x.e->>'concurrency_key' IS NOT NULL)
-     ORDER BY x.ord LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'job type "%" does not allow a %', bad.job_type, bad.what
-            USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Job %s of the batch names one.', bad.i),
-                  HINT = format('taskq.configure_job_type(..., allow_%s => true) allows it.', bad.what);
-    END IF;
-END
-$$;
-REVOKE ALL ON FUNCTION taskq._check_job_type_rules(jsonb) FROM PUBLIC;
 
 -- How long an external worker should wait before it claims again from these
 -- queues (NULL: every queue) when a rate limit held its claim back: zero when
