@@ -556,6 +556,9 @@ BEGIN
          WHERE j.id = ANY (picked)
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
            AND (NOT defer OR j.queue = ANY (limits_apply))
+           -- (a one-time filter: an executor's claim from queues without
+           -- limits writes nothing, and so reads no row here)
+           AND (NOT defer OR cardinality(limits_apply) > 0)
         RETURNING j.*
     ), held AS (
         SELECT j.* FROM taskq.jobs j     -- (pending: locked so above)
