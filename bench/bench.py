@@ -586,19 +586,19 @@ class Bench:
             "batch": f"claim(max_jobs={b}) then one taskq.complete_many",
             "batch_per_job": f"claim(max_jobs={b}) then every taskq.complete in one statement"}
         for clients in cfg["raw_clients"]:
-            if "raw" not in parts:
-                break
-            out[f"raw_cycle_c{clients}"] = stats([self.raw_cycle(n, clients)
-                                                  for _ in self.runs()])
-            out[f"raw_cycle_batch64_c{clients}"] = stats([self.raw_cycle(n, clients, 64)
-                                                          for _ in self.runs()])
-            # the executors' batch (taskq.batch_size's default)
-            out[f"same_writes_batch256_c{clients}"] = stats(
-                [self.same_writes_cycle(n, clients, 256) for _ in self.runs()])
-            log(f"e2e raw cycle x{clients}: {med(out[f'raw_cycle_c{clients}']):.0f} jobs/s, "
-                f"batched 64: {med(out[f'raw_cycle_batch64_c{clients}']):.0f} jobs/s, "
-                f"taskq's writes batched 256: "
-                f"{med(out[f'same_writes_batch256_c{clients}']):.0f} jobs/s")
+            if "raw" in parts:
+                out[f"raw_cycle_c{clients}"] = stats([self.raw_cycle(n, clients)
+                                                      for _ in self.runs()])
+                out[f"raw_cycle_batch64_c{clients}"] = stats([self.raw_cycle(n, clients, 64)
+                                                              for _ in self.runs()])
+                log(f"e2e raw cycle x{clients}: {med(out[f'raw_cycle_c{clients}']):.0f} jobs/s, "
+                    f"batched 64: {med(out[f'raw_cycle_batch64_c{clients}']):.0f} jobs/s")
+            if "raw" in parts or "same_writes" in parts:
+                # the executors' batch (taskq.batch_size's default)
+                out[f"same_writes_batch256_c{clients}"] = stats(
+                    [self.same_writes_cycle(n, clients, 256) for _ in self.runs()])
+                log(f"e2e taskq's writes x{clients} batched 256: "
+                    f"{med(out[f'same_writes_batch256_c{clients}']):.0f} jobs/s")
         if self.peers is None and "peers" in parts:
             for peer, cmd in (("graphile", "graphile-e2e"), ("pgboss", "pgboss-e2e")):
                 runs, settings = [], None
@@ -994,7 +994,8 @@ def main():
                                    "churn,scaling")
     ap.add_argument("--e2e-parts", default="executors,external,raw,peers",
                     help="comma-separated parts of end_to_end to run (default all: "
-                         "executors,external,raw,peers)")
+                         "executors,external,raw,peers; same_writes alone runs raw's "
+                         "copy of the executors' writes without the naive queue)")
     ap.add_argument("--out-dir", default=os.path.join(BENCH, "results"),
                     help="where the JSON results go (default bench/results)")
     ap.add_argument("--report", help="where the Markdown report goes (default bench/REPORT.md, "
