@@ -297,36 +297,32 @@ taskq_listeners_xact(XactEvent event)
 	}
 }
 
-/* Subtransaction phase (called from taskq.c's subtransaction callback, first). */
+/*
+ * Subtransaction phase (called from taskq.c's subtransaction callback,
+ * first).  A list's nest levels never decrease from head to tail (a
+ * notification is held at the current level, and an ending subtransaction
+ * lowers its own), so only the tail belongs to the ending subtransaction:
+ * an executor's batch runs each job in one, and a walk of the whole list
+ * per job would cost the batch the square of its notifications.
+ */
 void
 taskq_listeners_subxact(SubXactEvent event)
 {
 	int			level = GetCurrentTransactionNestLevel();
 
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
 	for (int c = 0; c < NUM_CHANNELS; c++)
 	{
-		ListCell   *lc;
+		int			i = list_length(held[c]);
 
+		while (i > 0 && ((HeldNotification *) list_nth(held[c], i - 1))->nest_level >= level)
+			i--;
 		if (event == SUBXACT_EVENT_ABORT_SUB)
-		{
-			foreach(lc, held[c])
-			{
-				HeldNotification *n = lfirst(lc);
-
-				if (n->nest_level >= level)
-					held[c] = foreach_delete_current(held[c], lc);
-			}
-		}
-		else if (event == SUBXACT_EVENT_COMMIT_SUB)
-		{
-			foreach(lc, held[c])
-			{
-				HeldNotification *n = lfirst(lc);
-
-				if (n->nest_level >= level)
-					n->nest_level = level - 1;
-			}
-		}
+			held[c] = list_truncate(held[c], i);
+		else
+			for (int k = i; k < list_length(held[c]); k++)
+				((HeldNotification *) list_nth(held[c], k))->nest_level = level - 1;
 	}
 }
 

@@ -122,6 +122,26 @@ like($heard, qr/"queue": "kept".*"queue": "kept too"/s, 'the jobs of the transac
 unlike($heard, qr/undone/, 'the job of the rolled back savepoint is not');
 like($heard, qr/plain notify.*"queue": "kept"/s,
 	'taskq\'s notifications come at commit, after a NOTIFY the transaction made later');
+# A savepoint released inside one that is rolled back goes with it; what
+# its parent published before it, and a savepoint released afterwards, stay.
+sql(qq{BEGIN;
+SAVEPOINT outer_sp;
+SELECT taskq.submit('x', queue => 'outer kept');
+SAVEPOINT s1;
+SELECT taskq.submit('x', queue => 'inner undone');
+SAVEPOINT s2;
+SELECT taskq.submit('x', queue => 'innermost undone');
+RELEASE s2;
+ROLLBACK TO s1;
+SAVEPOINT s3;
+SELECT taskq.submit('x', queue => 'after kept');
+RELEASE s3;
+RELEASE outer_sp;
+COMMIT});
+$heard = $listener->query_safe('SELECT 1');
+like($heard, qr/"queue": "outer kept".*"queue": "after kept"/s,
+	'nested savepoints: what the kept levels published is heard, in order');
+unlike($heard, qr/undone/, 'nested savepoints: a released savepoint inside a rolled back one is not');
 
 # 5. A listener that exits is no longer counted.
 $listener->quit;
@@ -173,7 +193,7 @@ $_->quit for ($holder, $claimer, $batch, $late, $prompt, $worker);
 
 standby_stalls(0);
 is(sql("SELECT string_agg(queue, ', ' ORDER BY id) FROM taskq.jobs"),
-	'quiet, loud, kept, kept too, quiet again, work, work, work',
+	'quiet, loud, kept, kept too, outer kept, after kept, quiet again, work, work, work',
 	'every job committed, but the rolled back one');
 
 # 7. The work channels announce only work for external workers: not a job the
