@@ -96,7 +96,7 @@ SELECT p.proname, pg_temp.try(format('SELECT taskq.%I(%s)', p.proname,
             FROM unnest(p.proargtypes) t))) AS error
 FROM pg_proc p
 WHERE p.pronamespace = 'taskq'::regnamespace AND p.prokind = 'f'
-  AND p.proname IN ('_claim', '_insert_job', '_insert_plain_batch', '_succeed', '_succeeded', '_complete_batch', '_fail',
+  AND p.proname IN ('_claim', '_insert_job', '_insert_plain_batch', '_record', '_succeeded', '_complete_batch', '_fail',
                     '_emit', '_cancel_job', '_release_dependents', '_lock_job', '_held_job',
                     '_recover', '_purge_finished', '_age_priorities', '_request_cancel',
                     '_wake_on_commit', '_require_admin', '_check_parents')

@@ -566,14 +566,14 @@ BEGIN
            AND NOT EXISTS (SELECT FROM taskq.queues q WHERE q.name = j.queue AND q.paused)
            AND NOT (j.queue = ANY (limits_apply))
     ), notified AS (
-        SELECT count(taskq._publish(c.id, 'running', c.queue, c.job_type,
-                                    c.attempts, c.in_database)) AS n
+        -- (held rows still read 'pending': they are published as running)
+        SELECT taskq._record(array_agg((c.id, 'running', c.attempts, c.queue, c.job_type,
+                                        c.in_database)::taskq._transition)) AS n
           FROM (SELECT taken.id, taken.queue, taken.job_type, taken.attempts, taken.in_database
                   FROM taken
                 UNION ALL
                 SELECT held.id, held.queue, held.job_type, held.attempts + 1, held.in_database
                   FROM held) c
-         WHERE taskq._publishing('running')
     )
     SELECT taken.* FROM taken, notified
     UNION ALL

@@ -33,6 +33,61 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 $$;
 GRANT EXECUTE ON FUNCTION taskq.channel(), taskq.work_channel() TO PUBLIC;
 
+-- A job's change of status as it is published: what taskq._publish tells.
+CREATE TYPE taskq._transition AS (
+    job_id      bigint,
+    status      taskq.job_status,
+    attempt     integer,
+    queue       text,
+    job_type    text,
+    in_database boolean
+);
+
+-- Record and publish a transition: the one place that writes taskq.job_logs
+-- and publishes a job's change of status.  logs: the rows the history rule
+-- (40_history.sql) keeps, inserted in their order (NULL for the normal
+-- course: a success, a release, a claim); then each of moved is published,
+-- in its order.  Callers pass what their own statement returned, so the hot
+-- paths read no row again.
+CREATE FUNCTION taskq._record(moved taskq._transition[], logs taskq.job_logs[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF logs IS NOT NULL THEN
+        INSERT INTO taskq.job_logs (job_id, status, attempt, message, error, details)
+        SELECT l.job_id, l.status, l.attempt, l.message, l.error, l.details
+          FROM unnest(logs) AS l;
+    END IF;
+    IF cardinality(moved) > 0 THEN
+        PERFORM count(taskq._publish(m.job_id, m.status::text, m.queue, m.job_type, m.attempt,
+                                     m.in_database))
+           FROM unnest(moved) AS m
+          WHERE taskq._publishing(m.status::text);
+    END IF;
+END
+$$;
+
+-- _record for jobs named by id, one log row each (their status and
+-- attempts as they are now, message, errors[i] the error of ids[i]).
+CREATE OR REPLACE FUNCTION taskq._emit(ids bigint[], message text, errors text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+DECLARE
+    moved taskq._transition[];
+    logs taskq.job_logs[];
+BEGIN
+    SELECT array_agg((j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition
+                     ORDER BY u.ord),
+           array_agg(ROW(NULL, j.id, NULL, j.status, j.attempts, _emit.message, _emit.errors[u.ord],
+                         NULL)::taskq.job_logs ORDER BY u.ord)
+      INTO moved, logs
+      FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
+      JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids);  -- (see _complete_batch)
+    PERFORM taskq._record(moved, logs);
+END
+$$;
+
 -- Prometheus text exposition of taskq.metrics(): a TYPE line per family
 -- (counter for _total, histogram for the _bucket/_sum/_count of
 -- taskq_job_*_seconds, gauge otherwise), its samples next to it.  Label

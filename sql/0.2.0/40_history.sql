@@ -11,25 +11,44 @@
 -- success.  Two log rows per job of three were most of the write cost of a
 -- job (bench/README.md).  Notifications are unchanged.
 
--- Publish each job's current status, in the order of ids, without a log row.
-CREATE FUNCTION taskq._publish_jobs(ids bigint[]) RETURNS void
-LANGUAGE sql VOLATILE AS $$
-    SELECT count(taskq._publish(j.id, j.status::text, j.queue, j.job_type, j.attempts,
-                                j.in_database))
-      FROM unnest(ids) WITH ORDINALITY AS u(id, ord)
-      JOIN taskq.jobs j ON j.id = u.id AND j.id = ANY (ids)  -- (see _complete_batch)
-     WHERE taskq._publishing(j.status::text);
+-- The success path.  Each entry point writes its jobs' rows 'succeeded' its
+-- own way (below: running jobs of an executor, of complete and of
+-- complete_many; 45_batch_transaction.sql: jobs an executor claimed without
+-- a write) and hands what it wrote to _succeeded, which does the rest.
+DROP FUNCTION taskq._succeed(bigint, text, integer, jsonb);
+DROP FUNCTION taskq._release_after_success(bigint[]);
+DROP FUNCTION taskq._succeeded(bigint[]);
+DROP FUNCTION taskq._complete_batch(bigint[], text, jsonb[]);
+
+-- After jobs' rows were written 'succeeded': publish them (no log row: a
+-- success is the normal course) and release their dependents, under the
+-- parents' locks so that a child linked an instant before is seen.  done is
+-- what the write returned, in its order.
+CREATE FUNCTION taskq._succeeded(done taskq._transition[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    IF cardinality(done) > 0 THEN
+        PERFORM taskq._record(done);
+        ids := ARRAY(SELECT d.job_id FROM unnest(done) WITH ORDINALITY AS d ORDER BY d.ordinality);
+        PERFORM taskq._require_read_committed('completing a job');
+        PERFORM taskq._lock_parents(ids, true);
+        PERFORM taskq._release_dependents(ids);
+    END IF;
+END
 $$;
 
--- Record many successes of one executor (which holds their row locks): the
--- updates and notifications in one statement.  Only the executors call it,
--- and their sessions have the plan settings already.
-CREATE OR REPLACE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
-RETURNS void
+-- Record successes of running jobs: an executor's (worker, which holds
+-- their row locks), complete's and complete_many's (worker NULL: the caller
+-- locked the rows and checked who holds them).  Returns how many.  The
+-- executors' sessions and complete's have the plan settings already.
+CREATE FUNCTION taskq._complete_batch(ids bigint[], worker text, results jsonb[])
+RETURNS integer
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
-    done bigint[];
+    done taskq._transition[];
 BEGIN
     -- (j.id = ANY (ids) repeats the join so that any plan, even one made on
     -- an empty table, probes the primary key instead of reading an index whole)
@@ -38,39 +57,37 @@ BEGIN
            SET status = 'succeeded', result = r.result, finished_at = clock_timestamp(),
                updated_at = clock_timestamp(), lease_expires_at = NULL
           FROM unnest(ids, results) AS r(id, result)
-         WHERE j.id = r.id AND j.id = ANY (ids)
-           AND j.status = 'running' AND j.worker = _complete_batch.worker
-        RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
-    ), notified AS (
-        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
-                                    u.in_database)) AS n
-          FROM u
-         WHERE taskq._publishing('succeeded')
+         WHERE j.id = r.id AND j.id = ANY (ids) AND j.status = 'running'
+           AND (_complete_batch.worker IS NULL OR j.worker = _complete_batch.worker)
+        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
-    SELECT array_agg(u.id) INTO done FROM u, notified;
-    IF done IS NOT NULL THEN
-        PERFORM taskq._release_after_success(done);
-    END IF;
+    SELECT array_agg(u.t) INTO done FROM u;
+    PERFORM taskq._succeeded(done);
+    RETURN coalesce(cardinality(done), 0);
 END
 $$;
 
--- Publish successes recorded by the caller, release their dependents.
-CREATE OR REPLACE FUNCTION taskq._succeeded(ids bigint[]) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
+-- An external worker's success: the checks of _held_job, then the one path.
+CREATE OR REPLACE FUNCTION taskq.complete(job_id bigint, result jsonb DEFAULT NULL,
+                                         worker text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
+DECLARE
+    j taskq.jobs := taskq._held_job(job_id, worker);
 BEGIN
-    IF cardinality(ids) > 0 THEN
-        PERFORM taskq._publish_jobs(ids);
-        PERFORM taskq._release_after_success(ids);
-    END IF;
+    PERFORM taskq._complete_batch(ARRAY[job_id], j.worker, ARRAY[result]);
 END
 $$;
 
+-- Dependents of succeeded jobs lose one unfinished parent each; the ones left
+-- with none become pending.  Row updates re-read the latest version, so two
+-- parents finishing at once cannot both miss the last decrement.
 CREATE OR REPLACE FUNCTION taskq._release_dependents(parent_ids bigint[]) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    ready bigint[];
+    ready taskq._transition[];
 BEGIN
     WITH d AS (
         SELECT dep.job_id, count(*)::integer AS n
@@ -86,17 +103,17 @@ BEGIN
                           THEN greatest(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()
         FROM d WHERE j.id = d.job_id AND j.id = ANY (ARRAY(SELECT d.job_id FROM d))
-        RETURNING j.id, j.status
+        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
-    SELECT array_agg(u.id) INTO ready FROM u WHERE u.status = 'pending';
+    SELECT array_agg(u.t) INTO ready FROM u WHERE (u.t).status = 'pending';
     IF ready IS NOT NULL THEN
-        PERFORM taskq._publish_jobs(ready);       -- released: the normal course, no log row
+        PERFORM taskq._record(ready);       -- released: the normal course, no log row
         PERFORM taskq._wake_on_commit();
     END IF;
 END
 $$;
 
--- Record failed attempts (fenced like _succeed): retry after backoff while
+-- Record failed attempts (fenced on the claim: worker and attempt): retry after backoff while
 -- attempts are left and the error is retryable, else dead-letter.  A
 -- give_back attempt (shutdown) does not count.  Returns the ids recorded.
 -- Log rows: the failed attempt (its error, worker, start and end) and, when
@@ -110,6 +127,8 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqsc
 DECLARE
     done bigint[];
     dead bigint[];
+    moved taskq._transition[];
+    logs taskq.job_logs[];
 BEGIN
     WITH f AS (
         SELECT u.id, u.attempt, u.error, u.retryable
@@ -132,8 +151,10 @@ BEGIN
         RETURNING j.id, f.error, f.attempt, j.status, j.attempts, j.run_at, j.started_at,
                   j.updated_at, j.queue, j.job_type, j.in_database
     ), logged AS (
-        INSERT INTO taskq.job_logs (job_id, status, attempt, message, error, details)
-        SELECT upd.id, r.status, r.attempt, r.message, r.error, r.details
+        -- the failed attempt (its error, worker, start and end) and, when it
+        -- will run again, the retry scheduled; a job given back, one row
+        SELECT array_agg(ROW(NULL, upd.id, NULL, r.status, r.attempt, r.message, r.error,
+                             r.details)::taskq.job_logs ORDER BY upd.id, r.n) AS rows
           FROM upd, LATERAL (VALUES
                 (1, CASE WHEN give_back THEN 'pending' ELSE 'failed' END::taskq.job_status,
                  upd.attempt,
@@ -147,28 +168,28 @@ BEGIN
                  jsonb_build_object('run_at', upd.run_at))
           ) AS r(n, status, attempt, message, error, details)
          WHERE r.n = 1 OR (NOT give_back AND upd.status = 'pending')
-         ORDER BY upd.id, r.n
-    ), notified AS (
-        SELECT count(taskq._publish(upd.id, upd.status::text, upd.queue, upd.job_type,
-                                    upd.attempts, upd.in_database)) AS n
-          FROM upd
-         WHERE taskq._publishing(upd.status::text)
     )
-    SELECT array_agg(upd.id ORDER BY upd.id),
-           array_agg(upd.id ORDER BY upd.id) FILTER (WHERE upd.status = 'failed')
-      INTO done, dead FROM upd, notified;
+    SELECT array_agg((upd.id, upd.status, upd.attempts, upd.queue, upd.job_type,
+                      upd.in_database)::taskq._transition),
+           array_agg(upd.id ORDER BY upd.id),
+           array_agg(upd.id ORDER BY upd.id) FILTER (WHERE upd.status = 'failed'),
+           (SELECT logged.rows FROM logged)
+      INTO moved, done, dead, logs FROM upd;
+    PERFORM taskq._record(moved, logs);
     IF dead IS NOT NULL THEN
         -- a failed parent holds its blocked dependents until it is retried:
-        -- their owners must see why they do not run.  FOR SHARE waits for a
-        -- cancel of a dependent in progress and reads its status again, so
-        -- that no 'blocked' row lands after its 'cancelled' one.
-        INSERT INTO taskq.job_logs (job_id, status, attempt, message, details)
-        SELECT c.id, c.status, c.attempts, format('blocked by failed job %s', d.depends_on),
-               jsonb_build_object('parent', d.depends_on)
-          FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
-         WHERE d.depends_on = ANY (dead) AND c.status = 'blocked'
-         ORDER BY d.depends_on, c.id
-           FOR SHARE OF c;
+        -- their owners must see why they do not run (a log row, no change of
+        -- status).  FOR SHARE waits for a cancel of a dependent in progress
+        -- and reads its status again, so that no 'blocked' row lands after
+        -- its 'cancelled' one.
+        PERFORM taskq._record(NULL, ARRAY(
+            SELECT ROW(NULL, c.id, NULL, c.status, c.attempts,
+                       format('blocked by failed job %s', d.depends_on), NULL,
+                       jsonb_build_object('parent', d.depends_on))::taskq.job_logs
+              FROM taskq.job_dependencies d JOIN taskq.jobs c ON c.id = d.job_id
+             WHERE d.depends_on = ANY (dead) AND c.status = 'blocked'
+             ORDER BY d.depends_on, c.id
+               FOR SHARE OF c));
     END IF;
     IF done IS NOT NULL THEN
         PERFORM taskq._wake_on_commit();

@@ -59,7 +59,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 #variable_conflict use_column
 DECLARE
-    done bigint[];
+    done taskq._transition[];
 BEGIN
     WITH u AS (
         UPDATE taskq.jobs j
@@ -75,17 +75,10 @@ BEGIN
          -- predicate it matches; with j.id = ANY (ids) too, a plan took the
          -- jobs side for one row and unnested the arrays once per job.
          WHERE j.id = r.id AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
-        RETURNING j.id, j.attempts, j.queue, j.job_type, j.in_database
-    ), notified AS (
-        SELECT count(taskq._publish(u.id, 'succeeded', u.queue, u.job_type, u.attempts,
-                                    u.in_database)) AS n
-          FROM u
-         WHERE taskq._publishing('succeeded')
+        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
-    SELECT array_agg(u.id) INTO done FROM u, notified;
-    IF done IS NOT NULL THEN
-        PERFORM taskq._release_after_success(done);
-    END IF;
+    SELECT array_agg(u.t) INTO done FROM u;
+    PERFORM taskq._succeeded(done);         -- the rest of the success path (40_history.sql)
 END
 $$;
 

@@ -15,7 +15,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
-SELECT plan(417);
+SELECT plan(419);
 
 ------------------------------------------------------------------------------
 -- Fixtures (as the superuser running the file)
@@ -450,13 +450,14 @@ SELECT pg_temp.rejects($$INSERT INTO taskq.schedules (name, cron, job_type, payl
 SELECT pg_temp.rejects($$SELECT taskq._insert_job('tap_v', '{}', 'normal', 'tap_m', '{}', now(), 1, NULL, 1, 0, NULL, NULL, NULL, NULL, 'taskq_tap_victim')$$,
                        '42501', 'mallory: _insert_job with the victim as owner');
 SELECT pg_temp.rejects($$SELECT taskq._cancel_job(pg_temp.job('v_pending'), 'x')$$, '42501', 'mallory: _cancel_job');
-SELECT pg_temp.rejects($$SELECT taskq._succeed(pg_temp.job('v_run'), 'victim worker', 1, NULL)$$, '42501', 'mallory: _succeed');
+SELECT pg_temp.rejects($$SELECT taskq._complete_batch(ARRAY[pg_temp.job('v_run')], 'victim worker', ARRAY[NULL::jsonb])$$, '42501', 'mallory: _complete_batch');
 SELECT pg_temp.rejects($$SELECT taskq._fail(ARRAY[pg_temp.job('v_run')], 'victim worker', '{1}', '{x}', '{f}')$$, '42501', 'mallory: _fail');
 SELECT pg_temp.rejects($$SELECT taskq._requeue_failed(ARRAY[pg_temp.job('v_fail')])$$, '42501', 'mallory: _requeue_failed');
 SELECT pg_temp.rejects($$SELECT taskq._claim(true, NULL, 'executor/9', 10, '1h', 100, 100000, NULL)$$, '42501', 'mallory: _claim of in-database jobs');
 SELECT pg_temp.rejects($$SELECT taskq._request_cancel(pg_temp.job('v_run'), 'executor/0')$$, '42501', 'mallory: _request_cancel');
 SELECT pg_temp.rejects($$SELECT taskq._recover('{}', now() + interval '1 day')$$, '42501', 'mallory: _recover');
 SELECT pg_temp.rejects($$SELECT taskq._emit(ARRAY[pg_temp.job('v_pending')], 'forged')$$, '42501', 'mallory: _emit');
+SELECT pg_temp.rejects($$SELECT taskq._record(NULL, ARRAY[ROW(NULL, pg_temp.job('v_pending'), NULL, 'failed', 1, 'forged', NULL, NULL)::taskq.job_logs])$$, '42501', 'mallory: _record');
 -- no running a job as another role
 RESET ROLE;
 SET SESSION AUTHORIZATION taskq_tap_mallory;   -- (SET ROLE is checked against the session user)
