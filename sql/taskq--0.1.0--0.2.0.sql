@@ -775,9 +775,11 @@ $$;
 GRANT EXECUTE ON FUNCTION taskq.channel(), taskq.work_channel() TO PUBLIC;
 
 -- A job's change of status as it is published: what taskq._publish tells.
+-- (status as text: a caller that knows it passes a constant, and no row
+-- pays for the enum's output function)
 CREATE TYPE taskq._transition AS (
     job_id      bigint,
-    status      taskq.job_status,
+    status      text,
     attempt     integer,
     queue       text,
     job_type    text,
@@ -800,10 +802,10 @@ BEGIN
           FROM unnest(logs) AS l;
     END IF;
     IF cardinality(moved) > 0 THEN
-        PERFORM count(taskq._publish(m.job_id, m.status::text, m.queue, m.job_type, m.attempt,
+        PERFORM count(taskq._publish(m.job_id, m.status, m.queue, m.job_type, m.attempt,
                                      m.in_database))
            FROM unnest(moved) AS m
-          WHERE taskq._publishing(m.status::text);
+          WHERE taskq._publishing(m.status);
     END IF;
 END
 $$;
@@ -818,7 +820,7 @@ DECLARE
     moved taskq._transition[];
     logs taskq.job_logs[];
 BEGIN
-    SELECT array_agg((j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition
+    SELECT array_agg((j.id, j.status::text, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition
                      ORDER BY u.ord),
            array_agg(ROW(NULL, j.id, NULL, j.status, j.attempts, _emit.message, _emit.errors[u.ord],
                          NULL)::taskq.job_logs ORDER BY u.ord)
@@ -909,7 +911,7 @@ DECLARE
 BEGIN
     IF cardinality(done) > 0 THEN
         PERFORM taskq._record(done);
-        ids := ARRAY(SELECT d.job_id FROM unnest(done) WITH ORDINALITY AS d ORDER BY d.ordinality);
+        ids := ARRAY(SELECT d.job_id FROM unnest(done) AS d);
         PERFORM taskq._require_read_committed('completing a job');
         PERFORM taskq._lock_parents(ids, true);
         PERFORM taskq._release_dependents(ids);
@@ -937,7 +939,7 @@ BEGIN
           FROM unnest(ids, results) AS r(id, result)
          WHERE j.id = r.id AND j.id = ANY (ids) AND j.status = 'running'
            AND (_complete_batch.worker IS NULL OR j.worker = _complete_batch.worker)
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, 'succeeded', j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO done FROM u;
     PERFORM taskq._succeeded(done);
@@ -981,7 +983,7 @@ BEGIN
                           THEN greatest(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()
         FROM d WHERE j.id = d.job_id AND j.id = ANY (ARRAY(SELECT d.job_id FROM d))
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, j.status::text, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO ready FROM u WHERE (u.t).status = 'pending';
     IF ready IS NOT NULL THEN
@@ -991,8 +993,9 @@ BEGIN
 END
 $$;
 
--- Record failed attempts (fenced on the claim: worker and attempt): retry after backoff while
--- attempts are left and the error is retryable, else dead-letter.  A
+-- Record failed attempts (fenced on the claim: worker and attempt): retry
+-- after backoff while attempts are left and the error is retryable, else
+-- dead-letter.  A
 -- give_back attempt (shutdown) does not count.  Returns the ids recorded.
 -- Log rows: the failed attempt (its error, worker, start and end) and, when
 -- it will run again, the retry scheduled; a job given back, one row; each
@@ -1047,7 +1050,7 @@ BEGIN
           ) AS r(n, status, attempt, message, error, details)
          WHERE r.n = 1 OR (NOT give_back AND upd.status = 'pending')
     )
-    SELECT array_agg((upd.id, upd.status, upd.attempts, upd.queue, upd.job_type,
+    SELECT array_agg((upd.id, upd.status::text, upd.attempts, upd.queue, upd.job_type,
                       upd.in_database)::taskq._transition),
            array_agg(upd.id ORDER BY upd.id),
            array_agg(upd.id ORDER BY upd.id) FILTER (WHERE upd.status = 'failed'),
@@ -1231,7 +1234,7 @@ BEGIN
          -- predicate it matches; with j.id = ANY (ids) too, a plan took the
          -- jobs side for one row and unnested the arrays once per job.
          WHERE j.id = r.id AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, 'succeeded', j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO done FROM u;
     PERFORM taskq._succeeded(done);         -- the rest of the success path (40_history.sql)

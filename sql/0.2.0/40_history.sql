@@ -31,7 +31,7 @@ DECLARE
 BEGIN
     IF cardinality(done) > 0 THEN
         PERFORM taskq._record(done);
-        ids := ARRAY(SELECT d.job_id FROM unnest(done) WITH ORDINALITY AS d ORDER BY d.ordinality);
+        ids := ARRAY(SELECT d.job_id FROM unnest(done) AS d);
         PERFORM taskq._require_read_committed('completing a job');
         PERFORM taskq._lock_parents(ids, true);
         PERFORM taskq._release_dependents(ids);
@@ -59,7 +59,7 @@ BEGIN
           FROM unnest(ids, results) AS r(id, result)
          WHERE j.id = r.id AND j.id = ANY (ids) AND j.status = 'running'
            AND (_complete_batch.worker IS NULL OR j.worker = _complete_batch.worker)
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, 'succeeded', j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO done FROM u;
     PERFORM taskq._succeeded(done);
@@ -103,7 +103,7 @@ BEGIN
                           THEN greatest(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()
         FROM d WHERE j.id = d.job_id AND j.id = ANY (ARRAY(SELECT d.job_id FROM d))
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, j.status::text, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO ready FROM u WHERE (u.t).status = 'pending';
     IF ready IS NOT NULL THEN
@@ -113,8 +113,9 @@ BEGIN
 END
 $$;
 
--- Record failed attempts (fenced on the claim: worker and attempt): retry after backoff while
--- attempts are left and the error is retryable, else dead-letter.  A
+-- Record failed attempts (fenced on the claim: worker and attempt): retry
+-- after backoff while attempts are left and the error is retryable, else
+-- dead-letter.  A
 -- give_back attempt (shutdown) does not count.  Returns the ids recorded.
 -- Log rows: the failed attempt (its error, worker, start and end) and, when
 -- it will run again, the retry scheduled; a job given back, one row; each
@@ -169,7 +170,7 @@ BEGIN
           ) AS r(n, status, attempt, message, error, details)
          WHERE r.n = 1 OR (NOT give_back AND upd.status = 'pending')
     )
-    SELECT array_agg((upd.id, upd.status, upd.attempts, upd.queue, upd.job_type,
+    SELECT array_agg((upd.id, upd.status::text, upd.attempts, upd.queue, upd.job_type,
                       upd.in_database)::taskq._transition),
            array_agg(upd.id ORDER BY upd.id),
            array_agg(upd.id ORDER BY upd.id) FILTER (WHERE upd.status = 'failed'),

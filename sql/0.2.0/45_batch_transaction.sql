@@ -75,7 +75,7 @@ BEGIN
          -- predicate it matches; with j.id = ANY (ids) too, a plan took the
          -- jobs side for one row and unnested the arrays once per job.
          WHERE j.id = r.id AND j.status::text = 'pending' AND j.attempts = r.attempt - 1
-        RETURNING (j.id, j.status, j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
+        RETURNING (j.id, 'succeeded', j.attempts, j.queue, j.job_type, j.in_database)::taskq._transition AS t
     )
     SELECT array_agg(u.t) INTO done FROM u;
     PERFORM taskq._succeeded(done);         -- the rest of the success path (40_history.sql)
