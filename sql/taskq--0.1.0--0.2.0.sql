@@ -2536,7 +2536,9 @@ $$;
 
 -- Lock only rows the caller may act on: a lock taken before the check kept
 -- other roles' jobs from their owners, their claims and the executors.
-CREATE OR REPLACE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
+-- any_job: the caller may act on every role's jobs (an admin; for a worker's
+-- calls, a member of taskq_worker).
+CREATE FUNCTION taskq._lock_job_as(job_id bigint, any_job boolean) RETURNS taskq.jobs
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -2548,7 +2550,7 @@ BEGIN
     -- only a row the caller may act on is locked: another role's is not
     -- kept from its owner and the executors, nor its existence told
     SELECT * INTO j FROM taskq.jobs
-     WHERE id = job_id AND (owner = taskq._caller() OR taskq._is_admin())
+     WHERE id = job_id AND (owner = taskq._caller() OR any_job)
        FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
@@ -2557,21 +2559,17 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION taskq._lock_job(job_id bigint) RETURNS taskq.jobs
+LANGUAGE sql VOLATILE AS $$
+    SELECT taskq._lock_job_as(job_id, taskq._is_admin())
+$$;
+
 CREATE OR REPLACE FUNCTION taskq._held_job(job_id bigint, worker text) RETURNS taskq.jobs
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    j taskq.jobs;
+    j taskq.jobs := taskq._lock_job_as(job_id, taskq._can_work_any());
 BEGIN
-    IF job_id IS NULL THEN
-        RAISE EXCEPTION 'job id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    SELECT * INTO j FROM taskq.jobs
-     WHERE id = job_id AND (owner = taskq._caller() OR taskq._can_work_any())
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job % does not exist', job_id USING ERRCODE = 'no_data_found';
-    END IF;
     IF j.status <> 'running' THEN
         RAISE EXCEPTION 'job % is %, not running', job_id, j.status
             USING ERRCODE = 'object_not_in_prerequisite_state';
