@@ -423,17 +423,12 @@ class Bench:
 
     def _batch_same_writes(self, conn):
         doc = jobs_json(1000, "bench_submit", "submit")
-        sql = """WITH j AS (
-                     INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,
-                         status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner)
-                     SELECT e->>'queue', e->>'job_type', 'normal', 'normal', 'pending', e->'payload',
-                            3, '1 second', 1, 0, now(), 'postgres'
-                       FROM jsonb_array_elements(%s::jsonb) e
-                     RETURNING id, status),
-                 logged AS (
-                     INSERT INTO bench.same_logs (job_id, status, attempt, message)
-                     SELECT id, status, 0, 'submitted' FROM j)
-                 SELECT id FROM j"""
+        sql = """INSERT INTO bench.same_jobs (queue, job_type, priority, effective_priority,
+                     status, payload, max_attempts, backoff, cpu_units, memory_mb, run_at, owner)
+                 SELECT e->>'queue', e->>'job_type', 'normal', 'normal', 'pending', e->'payload',
+                        3, '1 second', 1, 0, now(), 'postgres'
+                   FROM jsonb_array_elements(%s::jsonb) e
+                 RETURNING id"""
         return self._timed_batches(
             conn, lambda k: k.execute(sql, (doc,)).fetchall(),
             prepare=lambda k: k.execute("TRUNCATE bench.same_jobs, bench.same_logs"))

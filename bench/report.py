@@ -172,14 +172,13 @@ def render(r):
     if sub:
         out.append("## 1. Submission\n")
         out.append("pgbench, one statement per transaction, `-M prepared`, "
-                   f"{r['config']['submit_seconds']} s per run. taskq.submit writes the job and its "
-                   "first log row, and a NOTIFY while some session listens on the admins' job channel (the "
+                   f"{r['config']['submit_seconds']} s per run. taskq.submit writes the job (no log "
+                   "row), and a NOTIFY while some session listens on the admins' job channel (the "
                    "listener columns: one session LISTENs and reads throughout); the raw INSERT "
                    "writes a row of the same width into a plain table with only a primary key; "
                    "\"same writes\" is plain SQL writing what taskq.submit writes (the job row into "
-                   "a copy of taskq.jobs with all its indexes, and its first log row into a copy "
-                   "of taskq.job_logs, one statement): the ceiling of any submit function that "
-                   "keeps taskq's indexes and history.\n")
+                   "a copy of taskq.jobs with all its indexes, one statement): the ceiling of any "
+                   "submit function that keeps taskq's indexes.\n")
         rows = []
         for c, v in sub["single"].items():
             rows.append([c, _fmt(v["taskq_submit"]), _fmt(v.get("taskq_submit_listened")),
@@ -202,8 +201,8 @@ def render(r):
         rows = []
         names = {"taskq_submit_many": "taskq.submit_many",
                  "raw_batch_insert": "raw INSERT … SELECT FROM jsonb_array_elements",
-                 "same_writes_batch": "same writes: INSERT … SELECT into copies of taskq.jobs "
-                                      "(all its indexes) and taskq.job_logs",
+                 "same_writes_batch": "same writes: INSERT … SELECT into a copy of taskq.jobs "
+                                      "(all its indexes)",
                  "raw_copy": "raw COPY", "graphile_add_jobs": "graphile_worker.add_jobs"}
         for k, label in names.items():
             if k in b:
