@@ -14,7 +14,7 @@
 #   * at every sample, no job that finished more than retention (+ a little
 #     for the launcher's round) ago is still there, and once the load stops
 #     every job is deleted;
-#   * autovacuum vacuumed both tables (it needs the workers' statistics);
+#   * autovacuum vacuumed taskq.jobs (it needs the workers' statistics);
 #   * the executors and the launcher never restarted, and the server log
 #     has no ERROR, FATAL or PANIC line, nor a failure logged by a taskq
 #     worker.
@@ -237,9 +237,12 @@ my ($claimed, $succeeded, $failed) = split /\|/,
   sql('SELECT claimed, succeeded, failed FROM taskq._counters()');
 is($failed, '0', 'no attempt failed');
 is($succeeded, $submitted, 'the executors counted every success');
-is( sql(q{SELECT bool_and(autovacuum_count > 0) FROM pg_stat_user_tables
-           WHERE relid IN ('taskq.jobs'::regclass, 'taskq.job_logs'::regclass)}),
-	't', 'autovacuum saw the workers\' dead tuples and vacuumed both tables');
+# (taskq.job_logs gets rows only for what went wrong, here a few cancels:
+# too few dead rows for its autovacuum threshold of 1,000 in some runs)
+ok( $node->poll_query_until('postgres',
+		q{SELECT autovacuum_count > 0 FROM pg_stat_user_tables
+		   WHERE relid = 'taskq.jobs'::regclass}),
+	'autovacuum saw the workers\' dead tuples and vacuumed taskq.jobs');
 is($late_total, 0,
 	'at every sample, no job finished more than retention (+3 s) ago was left');
 
