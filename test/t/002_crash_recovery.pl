@@ -88,7 +88,11 @@ is(sql("SELECT count(*) FROM done WHERE job = $victim"),
 # A handler that kills its backend every time ends in the dead-letter queue.
 ############################################################################
 $crashes_before = crashes();
-my $killer = sql("SELECT taskq.submit('suicide', max_attempts => 3)");
+# Due a second later: a job woken at once could crash the server before the
+# submit's own COMMIT returned, taking the test's session with it (the
+# polls below retry through each crash-restart).
+my $killer = sql("SELECT taskq.submit('suicide', max_attempts => 3,
+                                      run_at => clock_timestamp() + interval '1 second')");
 ok( $node->poll_query_until(
 		'postgres', "SELECT status FROM taskq.jobs WHERE id = $killer", 'failed'),
 	'the self-killing job ends failed');
