@@ -59,44 +59,47 @@ taskq_worker_slots(PG_FUNCTION_ARGS)
  * taskq._held_jobs() → (job_id, pid, worker, started_at): the jobs held by
  * this database's executors' open batches, whose rows still say 'pending'
  * until the batch commits.  started_at is set for the job whose handler runs
- * now.  Copied under the spinlock, returned after it.
+ * now.  One slot at a time under the spinlock, only the ids in use: the
+ * executors take it for every claim and state change.
  */
 PG_FUNCTION_INFO_V1(taskq_held_jobs);
 Datum
 taskq_held_jobs(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	TaskqWorkerSlot *slots;
-	TaskqHeldBatch *held;
+	int64	   *ids = palloc(sizeof(int64) * TASKQ_MAX_BATCH * 2);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (taskq_state() == NULL)
 		PG_RETURN_VOID();
 
-	slots = palloc(sizeof(TaskqState->slots));
-	held = palloc(sizeof(TaskqState->held));
-	SpinLockAcquire(&TaskqState->mutex);
-	memcpy(slots, TaskqState->slots, sizeof(TaskqState->slots));
-	memcpy(held, TaskqState->held, sizeof(TaskqState->held));
-	SpinLockRelease(&TaskqState->mutex);
-
-	for (int i = 0; i < TASKQ_MAX_SLOTS * 2; i++)
+	for (int i = 0; i < TASKQ_MAX_SLOTS; i++)
 	{
-		TaskqWorkerSlot *slot = &slots[i / 2];
-		TaskqHeldBatch *batch = &held[(i / 2) * 2 + i % 2];
+		TaskqWorkerSlot slot;
+		int			n = 0;
 
-		if (slot->kind != TASKQ_SLOT_EXECUTOR)
-			continue;
-		for (int k = 0; k < batch->n; k++)
+		SpinLockAcquire(&TaskqState->mutex);
+		slot = TaskqState->slots[i];
+		if (slot.kind == TASKQ_SLOT_EXECUTOR)
+			for (int b = 0; b < 2; b++)
+			{
+				TaskqHeldBatch *held = &TaskqState->held[i][b];
+
+				memcpy(ids + n, held->ids, sizeof(int64) * held->n);
+				n += held->n;
+			}
+		SpinLockRelease(&TaskqState->mutex);
+
+		for (int k = 0; k < n; k++)
 		{
 			Datum		values[4];
 			bool		nulls[4] = {false};
 
-			values[0] = Int64GetDatum(batch->ids[k]);
-			values[1] = Int32GetDatum(slot->pid);
-			values[2] = CStringGetTextDatum(slot->name);
-			values[3] = TimestampTzGetDatum(slot->since);
-			nulls[3] = slot->job_id != batch->ids[k];
+			values[0] = Int64GetDatum(ids[k]);
+			values[1] = Int32GetDatum(slot.pid);
+			values[2] = CStringGetTextDatum(slot.name);
+			values[3] = TimestampTzGetDatum(slot.since);
+			nulls[3] = slot.job_id != ids[k];
 			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 		}
 	}
