@@ -1903,8 +1903,11 @@ BEGIN
                       ORDER BY j.fair_at LIMIT batch) o
         WHERE o.aged_at IS NULL OR o.aged_at <= now() - step
     ), locked AS (
+        -- aged_at again here: a row aged by a concurrent run after c read it
+        -- is locked in its new version, and these conditions are checked
+        -- again on that version (c's are not): it must not age twice
         SELECT j.id FROM taskq.jobs j JOIN c USING (id)
-        WHERE j.status = 'pending'
+        WHERE j.status = 'pending' AND (j.aged_at IS NULL OR j.aged_at <= now() - step)
         ORDER BY j.id LIMIT batch
         FOR NO KEY UPDATE OF j SKIP LOCKED
     )
